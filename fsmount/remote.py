@@ -1,0 +1,284 @@
+"""The remote interface: what the filesystem, the CLI and the HTTP server ask of a store.
+
+:class:`Remote` is a small async ``typing.Protocol`` (trio).  Its transfer methods are named
+after the protocol's calls; the namespace methods work on stable node ids.  The embedded
+store (:mod:`fsmount.embedded`) and the HTTP client (:mod:`fsmount.httpremote`) implement
+it, and one contract test suite (``tests/contract``) runs against both.
+
+Content model
+-------------
+* An upload (parts + finalize) produces an immutable :class:`Document`: content with a
+  size, MIME type, SHA-256, MD5 and SHA-256 block hashes.  Documents are deduplicated by
+  SHA-256 and reclaimed when no file references them; a finalized document that is never
+  linked to a file expires after the part lifetime.
+* A file :class:`Node` references an ordered tuple of documents, its *segments*; its bytes
+  are their concatenation.  Almost every file has zero (empty) or one segment; a file larger
+  than one upload can hold has several.
+* Content is read with :meth:`Remote.get_file` from a document's :class:`FileLocation`.
+  Because documents never change, anything read from a location may be cached forever.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from .protocol import FileType
+
+ROOT_ID = 1
+"""The node id of every user's root folder (equal to the FUSE root inode)."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """Finalize form for files of at most 10 MB (``inputFile``)."""
+
+    id: int
+    parts: int
+    name: str
+    md5_checksum: str
+
+
+@dataclass(frozen=True)
+class InputFileBig:
+    """Finalize form for files above 10 MB (``inputFileBig``); no MD5 is sent."""
+
+    id: int
+    parts: int
+    name: str
+
+
+@dataclass(frozen=True)
+class FileLocation:
+    """Where a document's bytes can be read (``inputDocumentFileLocation``)."""
+
+    id: int
+    access_hash: int
+
+
+@dataclass(frozen=True)
+class Document:
+    """Immutable uploaded content."""
+
+    id: int
+    access_hash: int
+    size: int
+    mime_type: str
+    sha256: str  #: hex
+    md5: str  #: hex
+    date: float  #: when it was finalized, seconds since the epoch
+    file_type: FileType = FileType.UNKNOWN
+
+    @property
+    def location(self) -> FileLocation:
+        return FileLocation(self.id, self.access_hash)
+
+
+@dataclass(frozen=True)
+class UploadFile:
+    """Result of getFile (``upload.file``)."""
+
+    type: FileType
+    mtime: int
+    bytes: bytes
+
+
+@dataclass(frozen=True)
+class FileHash:
+    """SHA-256 of ``limit`` bytes of a document starting at ``offset`` (``fileHash``)."""
+
+    offset: int
+    limit: int
+    hash: bytes
+
+
+class NodeKind(enum.StrEnum):
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+
+
+@dataclass(frozen=True)
+class Node:
+    """A folder, file or symlink in a user's namespace."""
+
+    id: int
+    parent: int
+    name: str
+    kind: NodeKind
+    mode: int  #: permission bits only (0o7777)
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    #: Bumped on every content change; lets caches compare cheaply.
+    version: int = 0
+    segments: tuple[Document, ...] = ()
+    target: str | None = None  #: symlink target
+    restricted: bool = False
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind is NodeKind.DIR
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Quota and usage of one user, for statfs."""
+
+    used_bytes: int
+    quota_bytes: int  #: 0 means unlimited
+    files: int
+    max_files: int = 0  #: 0 means unlimited
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One page of a folder listing, in name order; ``next_after`` is None on the last page."""
+
+    entries: tuple[Node, ...]
+    next_after: str | None = None
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    """What the server tells a client about its limits (the seed's appConfig)."""
+
+    max_parts: int
+    big_file_threshold: int
+    part_lifetime: float
+    premium: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Remote(Protocol):
+    """A user's view of a store.  All methods are trio-async.
+
+    Every method raises :class:`fsmount.errors.FsmountError` subclasses (named after the
+    protocol where the protocol names them) and
+    :class:`fsmount.errors.TransportError` when the store cannot be reached.
+    """
+
+    # --- configuration ---------------------------------------------------------------
+    async def get_config(self) -> UserConfig: ...
+
+    # --- upload ----------------------------------------------------------------------
+    async def save_file_part(self, file_id: int, file_part: int, data: bytes) -> bool:
+        """Save part ``file_part`` of a file of at most 10 MB.  Parts are temporary."""
+        ...
+
+    async def save_big_file_part(
+        self, file_id: int, file_part: int, file_total_parts: int, data: bytes
+    ) -> bool:
+        """Save a part of a file above 10 MB.  ``file_total_parts`` may be
+        :data:`fsmount.protocol.TOTAL_PARTS_UNKNOWN` while the size is not known yet."""
+        ...
+
+    async def upload_media(self, file: InputFile | InputFileBig) -> Document:
+        """Finalize an upload into a document (``messages.uploadMedia``).
+
+        Raises FilePartsInvalid, FilePartMissing (``FILE_PART_X_MISSING``),
+        Md5ChecksumInvalid, QuotaExceeded.
+        """
+        ...
+
+    # --- download --------------------------------------------------------------------
+    async def get_file(
+        self, location: FileLocation, offset: int, limit: int, precise: bool = False
+    ) -> UploadFile:
+        """Read ``limit`` bytes at ``offset`` (short at the end of the document, empty past it).
+
+        Raises OffsetInvalid, LimitInvalid, FileIdInvalid, FileReferenceExpired.
+        """
+        ...
+
+    async def get_file_hashes(self, location: FileLocation, offset: int) -> list[FileHash]:
+        """SHA-256 block hashes (``HASH_BLOCK`` bytes each) from the block holding ``offset``
+        on, at least through that block's 1 MiB window; empty past the end.
+
+        Raises OffsetInvalid, FileIdInvalid, FileReferenceExpired.
+        """
+        ...
+
+    async def get_document_by_hash(self, sha256: str, size: int, mime_type: str) -> Document | None:
+        """Find existing content by SHA-256 (hex) and size, or None (deduplication)."""
+        ...
+
+    # --- namespace -------------------------------------------------------------------
+    async def lookup(self, parent: int, name: str) -> Node:
+        """Raises NotFound, NotADirectory."""
+        ...
+
+    async def getattr(self, node_id: int) -> Node:
+        """Raises NotFound."""
+        ...
+
+    async def list_folder(self, folder_id: int, after: str | None = None, limit: int = 1000) -> Listing:
+        """One page of entries with names greater than ``after``.  Raises NotFound, NotADirectory."""
+        ...
+
+    async def mkdir(self, parent: int, name: str, mode: int = 0o755) -> Node:
+        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName."""
+        ...
+
+    async def create_file(
+        self,
+        parent: int,
+        name: str,
+        segments: tuple[FileLocation, ...] = (),
+        *,
+        mode: int = 0o644,
+        mtime_ns: int | None = None,
+        replace: bool = False,
+    ) -> Node:
+        """Create a file with the given content; with ``replace`` an existing file of that
+        name is replaced atomically (readers see the old or the new content, never a mix).
+
+        Raises AlreadyExists, IsADirectory, NotFound, FileIdInvalid, QuotaExceeded.
+        """
+        ...
+
+    async def set_content(
+        self, node_id: int, segments: tuple[FileLocation, ...], *, mtime_ns: int | None = None
+    ) -> Node:
+        """Atomically replace a file's content with the given documents.
+
+        Raises NotFound, IsADirectory, FileIdInvalid, QuotaExceeded.
+        """
+        ...
+
+    async def symlink(self, parent: int, name: str, target: str) -> Node:
+        """Raises AlreadyExists, NotFound, InvalidName."""
+        ...
+
+    async def setattr(
+        self, node_id: int, *, mode: int | None = None, mtime_ns: int | None = None
+    ) -> Node:
+        """Change permission bits or mtime.  Raises NotFound."""
+        ...
+
+    async def rename(
+        self, parent: int, name: str, new_parent: int, new_name: str, *, replace: bool = True
+    ) -> Node:
+        """Move a node; a folder moves with everything in it as one change.  Over an existing
+        file (or empty folder, for a folder) it replaces it atomically.
+
+        Raises NotFound, AlreadyExists (``replace=False``), NotEmpty, IsADirectory,
+        NotADirectory, InvalidArgument (a folder into itself).
+        """
+        ...
+
+    async def unlink(self, parent: int, name: str) -> None:
+        """Remove a file or symlink.  Raises NotFound, IsADirectory."""
+        ...
+
+    async def rmdir(self, parent: int, name: str) -> None:
+        """Remove an empty folder.  Raises NotFound, NotEmpty, NotADirectory."""
+        ...
+
+    async def statfs(self) -> Usage: ...
+
+    async def aclose(self) -> None:
+        """Release connections, threads and locks."""
+        ...
