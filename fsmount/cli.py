@@ -1,0 +1,76 @@
+"""The ``fsmount`` command: parses arguments and dispatches to the verb modules.
+
+Each verb module exposes ``register(subparsers)``, which adds its sub-commands and sets
+``func`` (a callable taking the parsed namespace and returning an exit status).  Any
+:class:`~fsmount.errors.FsmountError` or ``OSError`` that escapes a verb becomes one line on
+stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import FsmountError
+
+#: Modules that contribute verbs, in the order their verbs appear in ``--help``.
+VERB_MODULES = (
+    "fsmount.cli_mount",
+    "fsmount.cli_files",
+    "fsmount.server.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fsmount", description="Mount a chunked-transfer file store as a directory."
+    )
+    parser.add_argument("--version", action="version", version=f"fsmount {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging verbosity (default WARNING)",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for modname in VERB_MODULES:
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            # A verb module that is not installed (e.g. the server without its extra).
+            if exc.name and (exc.name == modname or modname.startswith(exc.name + ".")):
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="fsmount: %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except FsmountError as exc:
+        print(f"fsmount: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"fsmount: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
