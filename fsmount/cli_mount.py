@@ -1,0 +1,86 @@
+"""``fsmount mount`` and ``fsmount unmount``: argument parsing for the mount lifecycle
+(which lives in :mod:`fsmount.mount`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from . import errors
+from .cli_common import add_remote_options, open_remote, parse_size
+from .mount import MountConfig, run, unmount
+from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD
+from .remote import Remote
+
+#: -o options passed through to the kernel mount as they are.
+KNOWN_OPTIONS = {"allow_other", "allow_root", "default_permissions", "ro", "rw", "noatime",
+                 "auto_unmount", "nosuid", "nodev", "noexec", "suid", "dev", "exec"}
+
+
+def parse_options(values: list[str]) -> set[str]:
+    """``-o a,b -o c`` -> {a, b, c}.  Raises InvalidArgument for an unknown option."""
+    out: set[str] = set()
+    for value in values:
+        for opt in value.split(","):
+            opt = opt.strip()
+            if not opt:
+                continue
+            if opt not in KNOWN_OPTIONS:
+                raise errors.InvalidArgument(
+                    f"unknown mount option {opt!r} (known: {', '.join(sorted(KNOWN_OPTIONS))})")
+            out.add(opt)
+    out.discard("rw")
+    return out
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("mount", help="mount a store as a directory",
+                       description="Mount the store at MOUNTPOINT. Returns once the mount is "
+                                   "ready; the filesystem keeps running in the background.")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    add_remote_options(p)
+    p.add_argument("-f", "--foreground", action="store_true",
+                   help="stay in the foreground (SIGINT/SIGTERM unmount)")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
+                   help="mount options: allow_other, default_permissions, ro, ...")
+    p.add_argument("--cache-size", type=parse_size, default=DEFAULT_CACHE_BYTES, metavar="SIZE",
+                   help="chunk cache size in bytes, e.g. 256M (default 256M)")
+    p.add_argument("--read-ahead", type=parse_size, default=DEFAULT_READ_AHEAD, metavar="SIZE",
+                   help="most read-ahead in flight per open file, e.g. 16M (default 16M)")
+    p.add_argument("--log-level", default=argparse.SUPPRESS,
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="logging verbosity (default WARNING)")
+    p.add_argument("--log-file", default=None, metavar="PATH",
+                   help="where the background filesystem logs (default: nowhere)")
+    p.set_defaults(func=cmd_mount)
+
+    u = sub.add_parser("unmount", aliases=["umount"], help="unmount a mounted store",
+                       description="Unmount MOUNTPOINT (like fusermount3 -u) and wait for the "
+                                   "filesystem process to finish.")
+    u.add_argument("mountpoint", metavar="MOUNTPOINT")
+    u.add_argument("-z", "--lazy", action="store_true",
+                   help="detach now even if busy; finish when no longer in use")
+    u.set_defaults(func=cmd_unmount)
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    config = MountConfig(
+        mountpoint=args.mountpoint,
+        options=parse_options(args.options),
+        cache_bytes=args.cache_size,
+        read_ahead=args.read_ahead,
+        foreground=args.foreground,
+        log_file=args.log_file,
+        fsname=f"fsmount:{args.server or args.store or 'default'}"[:120].replace(",", "_"),
+    )
+    logging.getLogger().setLevel(getattr(args, "log_level", "WARNING"))
+
+    async def factory() -> Remote:
+        return await open_remote(args, exclusive=True)
+
+    return run(config, factory)
+
+
+def cmd_unmount(args: argparse.Namespace) -> int:
+    unmount(args.mountpoint, lazy=args.lazy)
+    return 0

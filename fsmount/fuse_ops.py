@@ -1,0 +1,355 @@
+"""The FUSE adapter: translates kernel requests (pyfuse3, on trio) into Remote calls.
+
+This is the only module that imports pyfuse3.  Every handler runs through :func:`_op`,
+which turns domain errors into errno with :func:`fsmount.errors.errno_for` (the one table)
+and anything unexpected into EIO plus one log line, so that no exception ever escapes into
+pyfuse3's main loop.  Reads go through :mod:`fsmount.reader`; node and handle bookkeeping
+lives in :mod:`fsmount.inodes`.  The mount lifecycle (:mod:`fsmount.mount`) drives the
+session through :func:`session_open`, :func:`session_main`, :func:`session_terminate` and
+:func:`session_close`.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import pyfuse3
+import trio
+
+from . import errors
+from .inodes import ATTR_TIMEOUT, DirHandle, FileHandle, HandleTable, NodeCache
+from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD, ChunkCache, FileReader
+from .remote import ROOT_ID, Node, NodeKind, Remote
+
+log = logging.getLogger(__name__)
+
+assert ROOT_ID == pyfuse3.ROOT_INODE
+
+XATTR_PREFIX = "user.fsmount."
+#: Block size reported to tools: cp, dd and friends size their buffers from st_blksize.
+BLKSIZE = 1024 * 1024
+#: statfs for a store without a quota: this much free space is reported.
+UNLIMITED_FREE = 1 << 50
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _op(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Map every failure of a handler onto a FUSEError carrying the right errno."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except errors.FsmountError as exc:
+            code = errors.errno_for(exc)
+            if code == errno.EIO:
+                log.error("%s: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(code) from None
+        except OSError as exc:
+            raise pyfuse3.FUSEError(errors.errno_for(exc)) from None
+        except Exception:
+            log.exception("unexpected error in %s", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+def _decode(name: bytes) -> str:
+    return os.fsdecode(name)
+
+
+class Operations(pyfuse3.Operations):
+    """The filesystem.  Call :meth:`start` with a long-lived nursery before mounting."""
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+
+    def __init__(
+        self,
+        remote: Remote,
+        *,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        read_ahead: int = DEFAULT_READ_AHEAD,
+        read_only: bool = True,
+        attr_timeout: float = ATTR_TIMEOUT,
+    ) -> None:
+        super().__init__()
+        self.remote = remote
+        self.read_ahead = read_ahead
+        self.read_only = read_only
+        self.attr_timeout = attr_timeout
+        self.nodes = NodeCache(remote, ttl=attr_timeout)
+        self.cache = ChunkCache(remote, cache_bytes)
+        self.files: HandleTable[FileHandle] = HandleTable()
+        self.dirs: HandleTable[DirHandle] = HandleTable()
+        self.uid = os.getuid()
+        self.gid = os.getgid()
+        # Content version last opened per inode: reopening unchanged content keeps the
+        # kernel's page cache.
+        self._opened_version: dict[int, tuple[int, tuple[int, ...]]] = {}
+
+    def start(self, nursery: trio.Nursery) -> None:
+        self.cache.start(nursery)
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = node.id
+        a.generation = 0
+        a.entry_timeout = self.attr_timeout
+        a.attr_timeout = self.attr_timeout
+        if node.kind is NodeKind.DIR:
+            a.st_mode = stat.S_IFDIR | node.mode
+            a.st_nlink = 2
+            a.st_size = 0
+        elif node.kind is NodeKind.SYMLINK:
+            a.st_mode = stat.S_IFLNK | 0o777
+            a.st_nlink = 1
+            a.st_size = len(os.fsencode(node.target or ""))
+        else:
+            a.st_mode = stat.S_IFREG | node.mode
+            a.st_nlink = 1
+            a.st_size = node.size
+        a.st_uid = self.uid
+        a.st_gid = self.gid
+        a.st_rdev = 0
+        a.st_blksize = BLKSIZE
+        a.st_blocks = -(-a.st_size // 512)
+        a.st_atime_ns = node.mtime_ns
+        a.st_mtime_ns = node.mtime_ns
+        a.st_ctime_ns = node.ctime_ns
+        return a
+
+    def path_of(self, node: Node) -> str:
+        """Best-effort path of a node for log lines (from the nodes seen so far)."""
+        parts = [node.name]
+        parent = node.parent
+        for _ in range(64):
+            if parent == ROOT_ID:
+                break
+            p = self.nodes.peek(parent)
+            if p is None:
+                parts.append("…")
+                break
+            parts.append(p.name)
+            parent = p.parent
+        return "/" + "/".join(reversed(parts))
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise pyfuse3.FUSEError(errno.EROFS)
+
+    # --- metadata --------------------------------------------------------------------
+
+    @_op
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        sname = _decode(name)
+        if sname == ".":
+            node = await self.nodes.get(parent_inode)
+        elif sname == "..":
+            here = await self.nodes.get(parent_inode)
+            node = await self.nodes.get(here.parent if here.id != ROOT_ID else ROOT_ID)
+        else:
+            node = await self.nodes.lookup(parent_inode, sname)
+            return self._attrs(node)
+        self.nodes.remember(node.id)
+        return self._attrs(node)
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for inode, n in inode_list:
+            self.nodes.forget(inode, n)
+
+    @_op
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return self._attrs(await self.nodes.get(inode))
+
+    @_op
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        node = await self.nodes.get(inode)
+        if node.kind is not NodeKind.SYMLINK:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return os.fsencode(node.target or "")
+
+    @_op
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        node = await self.nodes.get(inode)
+        if not node.is_dir:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        return self.dirs.add(DirHandle(inode))
+
+    @_op
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        handle = self.dirs.get(fh)
+        index = start_id
+        while await handle.ensure(self.remote, index):
+            node = self.nodes.put(handle.entries[index])
+            if not pyfuse3.readdir_reply(token, os.fsencode(node.name), self._attrs(node),
+                                         index + 1):
+                return
+            self.nodes.remember(node.id)
+            index += 1
+
+    async def releasedir(self, fh: int) -> None:
+        self.dirs.pop(fh)
+
+    @_op
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        usage = await self.remote.statfs()
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = BLKSIZE
+        s.f_frsize = 4096
+        if usage.quota_bytes:
+            total = max(usage.quota_bytes, usage.used_bytes)
+        else:
+            total = usage.used_bytes + UNLIMITED_FREE
+        s.f_blocks = total // s.f_frsize
+        s.f_bfree = max(0, total - usage.used_bytes) // s.f_frsize
+        s.f_bavail = s.f_bfree
+        max_files = usage.max_files or usage.files + (1 << 32)
+        s.f_files = max_files
+        s.f_ffree = max(0, max_files - usage.files)
+        s.f_favail = s.f_ffree
+        s.f_namemax = 255
+        return s
+
+    # --- extended attributes (read-only) ---------------------------------------------
+
+    def _xattrs(self, node: Node) -> dict[str, str]:
+        if node.kind is not NodeKind.FILE:
+            return {}
+        segs = node.segments
+        if not segs:
+            return {"sha256": EMPTY_SHA256, "md5": EMPTY_MD5}
+        out = {"file_id": ",".join(str(d.id) for d in segs)}
+        if len(segs) == 1:
+            out["sha256"] = segs[0].sha256
+            out["md5"] = segs[0].md5
+        else:
+            # The whole file's digests are not known without reading it; each segment's are.
+            out["segments_sha256"] = ",".join(d.sha256 for d in segs)
+        return out
+
+    @_op
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        sname = _decode(name)
+        if sname.startswith(XATTR_PREFIX):
+            value = self._xattrs(await self.nodes.get(inode)).get(sname[len(XATTR_PREFIX):])
+            if value is not None:
+                return value.encode()
+        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+
+    @_op
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        node = await self.nodes.get(inode)
+        return [(XATTR_PREFIX + k).encode() for k in self._xattrs(node)]
+
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        raise pyfuse3.FUSEError(errno.ENOTSUP)
+
+    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        raise pyfuse3.FUSEError(errno.ENOTSUP)
+
+    # --- files -----------------------------------------------------------------------
+
+    @_op
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+            self._check_writable()
+            raise pyfuse3.FUSEError(errno.EROFS)
+        node = await self.nodes.get(inode)
+        if node.kind is not NodeKind.FILE:
+            raise pyfuse3.FUSEError(errno.EISDIR if node.is_dir else errno.EINVAL)
+        reader = FileReader(self.cache, node.segments, self.path_of(node),
+                            read_ahead=self.read_ahead)
+        fh = self.files.add(FileHandle(node, reader, flags))
+        version = (node.version, tuple(d.id for d in node.segments))
+        keep = self._opened_version.get(inode) == version
+        self._opened_version[inode] = version
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
+
+    @_op
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self.files.get(fh).reader.read(off, size)  # type: ignore[return-value]
+
+    async def flush(self, fh: int) -> None:
+        return None
+
+    async def release(self, fh: int) -> None:
+        handle = self.files.pop(fh)
+        if handle is not None:
+            handle.reader.close()
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        return None
+
+    # --- namespace changes (issue 4) -------------------------------------------------
+
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> Any:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any) -> Any:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Any) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Any:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> Any:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Any:
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> Any:
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+
+# --- session control (used by fsmount.mount) -----------------------------------------
+
+
+def session_open(ops: Operations, mountpoint: str, options: set[str]) -> None:
+    """Mount ``ops`` at ``mountpoint`` (the kernel mount exists when this returns).
+
+    Raises errors.FsmountError when libfuse refuses the options or the mount.
+    """
+    try:
+        pyfuse3.init(ops, mountpoint, options)
+    except RuntimeError as exc:
+        raise errors.FsmountError(
+            f"cannot mount {mountpoint} with options {','.join(sorted(options))}: {exc}"
+        ) from None
+
+
+async def session_main() -> None:
+    """Serve requests until the filesystem is unmounted or :func:`session_terminate`."""
+    await pyfuse3.main()
+
+
+def session_terminate() -> None:
+    pyfuse3.terminate()
+
+
+def session_close(unmount: bool = True) -> None:
+    pyfuse3.close(unmount=unmount)

@@ -1,0 +1,405 @@
+"""The mount's lifecycle: checks, start (foreground or daemon), kernel tuning, signals, and
+clean unmount.
+
+``fsmount mount`` reports every failure synchronously: the cheap checks (mountpoint,
+``/dev/fuse``, ``fusermount3``) run first; then, unless in the foreground, the process
+forks and the parent waits on a pipe while the child opens the store (which may be locked
+by another mount), mounts, and writes back either ``ok`` or a one-line error.  Only then
+does the parent exit, with status 0 or 1.
+
+The daemon records its pid under the runtime directory so that ``fsmount unmount`` can
+wait for it to finish (and release the store) before returning.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+
+from . import errors
+from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD
+from .remote import Remote
+
+if TYPE_CHECKING:
+    from . import fuse_ops as fuse_ops_t
+
+log = logging.getLogger(__name__)
+
+#: The kernel's read-ahead for the mount, in KiB (1 MiB is what FUSE accepts at most).
+READ_AHEAD_KB = 1024
+#: How long ``fsmount unmount`` waits for the filesystem process to exit.
+UNMOUNT_WAIT = 30.0
+
+
+class MountError(errors.FsmountError):
+    """The mount could not be set up (bad mountpoint, no FUSE, ...)."""
+
+    name = "MOUNT_FAILED"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class MountConfig:
+    mountpoint: str
+    options: set[str] = field(default_factory=set)
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    read_ahead: int = DEFAULT_READ_AHEAD
+    foreground: bool = False
+    log_file: str | None = None
+    read_ahead_kb: int = READ_AHEAD_KB
+    fsname: str = "fsmount"
+
+    @property
+    def read_only(self) -> bool:
+        return "ro" in self.options
+
+
+RemoteFactory = Callable[[], Awaitable[Remote]]
+
+
+# --- checks ----------------------------------------------------------------------------
+
+
+def _mount_table() -> list[tuple[str, str]]:
+    """(major:minor, mountpoint) of every mount of this process's namespace."""
+    out = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 4:
+                    out.append((fields[2], _unescape(fields[4])))
+    except OSError:
+        pass
+    return out
+
+
+def _unescape(path: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as octal.
+    return (path.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
+            .replace("\\134", "\\"))
+
+
+def is_mounted(mountpoint: str) -> bool:
+    """True if something is mounted at ``mountpoint`` (also a dead FUSE mount)."""
+    path = os.path.abspath(mountpoint)
+    return any(mp == path for _, mp in _mount_table())
+
+
+def check_mountpoint(mountpoint: str) -> str:
+    """The absolute mountpoint, after checking it can be mounted on.
+
+    Raises MountError: missing, not a directory, already mounted, no FUSE.
+    """
+    path = os.path.abspath(mountpoint)
+    if is_mounted(path):
+        raise MountError(f"{mountpoint} is already mounted (fsmount unmount {mountpoint})")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise MountError(f"mountpoint {mountpoint} does not exist") from None
+    except OSError as exc:
+        raise MountError(f"mountpoint {mountpoint}: {exc.strerror}") from None
+    import stat as stat_mod
+
+    if not stat_mod.S_ISDIR(st.st_mode):
+        raise MountError(f"mountpoint {mountpoint} is not a directory")
+    if not os.path.exists("/dev/fuse"):
+        raise MountError("/dev/fuse is missing: load the fuse module or install fuse3")
+    if shutil.which("fusermount3") is None:
+        raise MountError("fusermount3 is not installed (install the fuse3 package)")
+    return path
+
+
+# --- pid files -------------------------------------------------------------------------
+
+
+def _runtime_dir() -> str:
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    return os.path.join(base, f"fsmount-{os.getuid()}")
+
+
+def pid_file(mountpoint: str) -> str:
+    key = hashlib.sha256(os.path.abspath(mountpoint).encode()).hexdigest()[:16]
+    return os.path.join(_runtime_dir(), f"{key}.pid")
+
+
+def _write_pid(mountpoint: str) -> None:
+    try:
+        os.makedirs(_runtime_dir(), mode=0o700, exist_ok=True)
+        with open(pid_file(mountpoint), "w", encoding="ascii") as f:
+            f.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        log.warning("cannot write pid file: %s", exc)
+
+
+def _remove_pid(mountpoint: str) -> None:
+    try:
+        path = pid_file(mountpoint)
+        with open(path, encoding="ascii") as f:
+            if int(f.read().strip() or 0) == os.getpid():
+                os.unlink(path)
+    except (OSError, ValueError):
+        pass
+
+
+def _read_pid(mountpoint: str) -> int | None:
+    try:
+        with open(pid_file(mountpoint), encoding="ascii") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+# --- kernel tuning ---------------------------------------------------------------------
+
+
+def tune_read_ahead(mountpoint: str, kb: int) -> bool:
+    """Raise the mount's read-ahead (``/sys/class/bdi/<major>:<minor>/read_ahead_kb``) so
+    the kernel sends 1 MiB reads instead of 128 KiB ones.  False if it could not."""
+    path = os.path.abspath(mountpoint)
+    dev = next((d for d, mp in reversed(_mount_table()) if mp == path), None)
+    if dev is None:
+        return False
+    knob = f"/sys/class/bdi/{dev}/read_ahead_kb"
+    try:
+        with open(knob, "w", encoding="ascii") as f:
+            f.write(str(kb))
+        log.info("read_ahead_kb of %s set to %d", dev, kb)
+        return True
+    except OSError as exc:
+        log.info("cannot raise %s (%s); the kernel keeps its 128 KiB reads", knob, exc.strerror)
+        return False
+
+
+# --- running ---------------------------------------------------------------------------
+
+
+def fuse_options(config: MountConfig) -> set[str]:
+    opts = {f"fsname={config.fsname}", "subtype=fsmount", "default_permissions", "noatime"}
+    return opts | set(config.options)
+
+
+async def serve(config: MountConfig, factory: RemoteFactory,
+                ready: Callable[[], None] | None = None) -> None:
+    """Open the remote, mount, serve until unmounted (or SIGINT/SIGTERM), then clean up.
+
+    ``ready`` is called once the mount is up.  Raises StoreLocked, MountError and the
+    remote's errors when the mount cannot start.
+    """
+    from . import fuse_ops  # pyfuse3 is imported only where a mount is made
+
+    remote = await factory()
+    try:
+        ops = fuse_ops.Operations(
+            remote,
+            cache_bytes=config.cache_bytes,
+            read_ahead=config.read_ahead,
+            read_only=config.read_only,
+        )
+        fuse_ops.session_open(ops, config.mountpoint, fuse_options(config))
+        # The receiver stays open through the cleanup, so that a second signal cannot
+        # interrupt the unmount.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
+            unmount = True
+            try:
+                unmount = await _serve_mounted(ops, config, sigs, ready)
+            finally:
+                _remove_pid(config.mountpoint)
+                fuse_ops.session_close(unmount=unmount)
+    finally:
+        with trio.CancelScope(shield=True):
+            await remote.aclose()
+
+
+async def _serve_mounted(ops: fuse_ops_t.Operations, config: MountConfig,
+                         sigs: AsyncIterator[int], ready: Callable[[], None] | None) -> bool:
+    """Serve until unmounted or signalled; True if the mount is still there to unmount."""
+    from . import fuse_ops
+
+    async with trio.open_nursery() as nursery:
+        ops.start(nursery)
+        nursery.start_soon(_watch_signals, sigs, nursery.cancel_scope)
+
+        async def when_up() -> None:
+            # The kernel resets the read-ahead when it processes FUSE_INIT, so wait for the
+            # mount to answer before raising it.
+            await trio.to_thread.run_sync(os.stat, config.mountpoint)
+            tune_read_ahead(config.mountpoint, config.read_ahead_kb)
+            _write_pid(config.mountpoint)
+            if ready is not None:
+                ready()
+
+        nursery.start_soon(when_up)
+        await fuse_ops.session_main()
+        # The kernel ended the session (fusermount3 -u): nothing is left to unmount.
+        nursery.cancel_scope.cancel()
+        return False
+    return True
+
+
+async def _watch_signals(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        log.info("signal %d: unmounting", signum)
+        scope.cancel()
+        return
+
+
+def run(config: MountConfig, factory: RemoteFactory) -> int:
+    """Mount per ``config``; returns the exit status.  In the background, returns once the
+    mount is ready (or failed) with the daemon left running.
+
+    Raises MountError for a bad mountpoint; later failures are reported as one line.
+    """
+    config.mountpoint = check_mountpoint(config.mountpoint)
+    if config.foreground:
+        try:
+            trio.run(serve, config, factory)
+        except BaseExceptionGroup as group:
+            raise _single(group) from None
+        return 0
+    return _daemonize(config, factory)
+
+
+def _daemonize(config: MountConfig, factory: RemoteFactory) -> int:
+    rfd, wfd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        os.close(wfd)
+        chunks = []
+        with os.fdopen(rfd, "rb") as r:
+            while True:
+                data = r.read(4096)
+                if not data:
+                    break
+                chunks.append(data)
+        msg = b"".join(chunks).decode("utf-8", "replace").strip()
+        if msg == "ok":
+            return 0
+        # The child failed before mounting; reap it.
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        print(f"fsmount: {msg or 'the filesystem process exited before the mount was ready'}",
+              file=sys.stderr)
+        return 1
+    # Child: become a daemon, then mount and report.
+    os.close(rfd)
+    status = 0
+    try:
+        os.setsid()
+        os.chdir("/")
+        _redirect_stdio(config.log_file)
+        reported = False
+
+        def ready() -> None:
+            nonlocal reported
+            os.write(wfd, b"ok")
+            os.close(wfd)
+            reported = True
+            _silence_stdio(config.log_file)
+
+        try:
+            trio.run(serve, config, factory, ready)
+        except BaseException as exc:  # reported to the parent as one line
+            status = 1
+            if not reported:
+                os.write(wfd, _one_line(exc).encode())
+                os.close(wfd)
+            else:
+                log.exception("filesystem failed")
+    finally:
+        os._exit(status)
+
+
+def _single(exc: BaseException) -> BaseException:
+    """The one error inside (nested) single-exception groups, else the group itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, errors.FsmountError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _one_line(exc.exceptions[0])
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _redirect_stdio(log_file: str | None) -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    if log_file:
+        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(fd, 2)
+        os.close(fd)
+    os.close(devnull)
+
+
+def _silence_stdio(log_file: str | None) -> None:
+    """After the mount is up nobody reads the daemon's terminal output."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 1)
+    if not log_file:
+        os.dup2(devnull, 2)
+    os.close(devnull)
+
+
+# --- unmounting ------------------------------------------------------------------------
+
+
+def unmount(mountpoint: str, *, lazy: bool = False, wait: float = UNMOUNT_WAIT) -> None:
+    """Unmount and wait for the filesystem process to finish.
+
+    Raises MountError when nothing is mounted there or fusermount3 fails (e.g. busy).
+    """
+    path = os.path.abspath(mountpoint)
+    if not is_mounted(path):
+        raise MountError(f"{mountpoint} is not mounted")
+    pid = _read_pid(path)
+    cmd = ["fusermount3", "-u"] + (["-z"] if lazy else []) + [path]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        msg = (res.stderr.strip().splitlines() or ["fusermount3 failed"])[-1]
+        raise MountError(msg.removeprefix("fusermount3: "))
+    if pid is not None:
+        _wait_exit(pid, wait)
+
+
+def _wait_exit(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"fsmount" not in f.read():
+                    return  # pid reused by something else: ours is gone
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                if f.read().split(b") ")[-1][:1] == b"Z":
+                    return
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ESRCH):
+                return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    log.warning("filesystem process %d still running after %.0f s", pid, timeout)

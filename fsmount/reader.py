@@ -1,0 +1,448 @@
+"""The read path: a byte-bounded chunk cache, verified fetches, and read-ahead per stream.
+
+Content is fetched in 1 MiB chunks aligned to the document (``get_file`` with an offset that
+is a multiple of 1 MiB and a 1 MiB limit; the last chunk comes back short).  Documents are
+immutable, so a chunk keyed by ``(document id, chunk index)`` never needs invalidation.
+
+* :class:`ChunkCache` owns the LRU (``cachetools``, bounded in bytes), the table of fetches
+  in flight (concurrent readers of one chunk share one fetch), the SHA-256 block hashes
+  (fetched once per 1 MiB window) and the verification of every chunk against them.  Its
+  fetch tasks run in a nursery given to :meth:`ChunkCache.start` (or :func:`open_chunk_cache`)
+  so that read-ahead outlives the request that triggered it, and each fetch has its own
+  cancel scope so that stale read-ahead can be cancelled.
+* :class:`FileReader` is the read state of one open file: the file's segments (a file is the
+  concatenation of its documents, whose boundaries need not be 1 MiB aligned within the
+  file) and its *streams*.  A stream is one sequential reader inside the file; media players
+  read at two or more offsets at once, so several streams live side by side, each with a
+  read-ahead window that grows while its reads stay sequential (tolerating the kernel's
+  slightly out-of-order delivery) and that is dropped, with its fetches cancelled, when the
+  stream goes stale.
+
+Memory: the cache's byte bound, plus per open file at most ``read_ahead`` bytes of
+read-ahead in flight, plus the chunks the kernel's own concurrent requests are waiting for.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import logging
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+from cachetools import LRUCache
+
+from . import errors
+from .protocol import HASH_BLOCK, WINDOW
+from .remote import Document, FileHash, Remote
+
+log = logging.getLogger(__name__)
+
+CHUNK = WINDOW
+"""Chunk size of the cache: one ``get_file`` window."""
+
+DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+DEFAULT_READ_AHEAD = 16 * CHUNK
+#: At most this many streams are tracked per open file (audio, video, index, ...).
+MAX_STREAMS = 4
+#: A stream that has not been read for this many reads of its file is dropped.
+STALE_READS = 64
+#: A read this close behind or ahead of a stream's position still belongs to it: the kernel
+#: sends a sequential reader's requests (up to its 1 MiB read-ahead) slightly out of order.
+BACK_TOLERANCE = 4 * CHUNK
+FORWARD_TOLERANCE = 2 * CHUNK
+
+
+ChunkKey = tuple[int, int]
+
+
+class _Cancelled(Exception):
+    """Marks a fetch that was cancelled before anyone waited for it."""
+
+
+@dataclass(eq=False)
+class _Fetch:
+    key: ChunkKey
+    doc: Document
+    done: trio.Event = field(default_factory=trio.Event)
+    data: bytes | None = None
+    error: BaseException | None = None
+    waiters: int = 0
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+@dataclass
+class CacheStats:
+    """Counters for tests and benchmarks."""
+
+    hits: int = 0
+    misses: int = 0
+    fetches: int = 0
+    prefetches: int = 0
+    cancelled: int = 0
+    mismatches: int = 0
+    hash_fetches: int = 0
+
+
+class ChunkCache:
+    """Shared chunk cache of one mount (or one CLI transfer).
+
+    Call :meth:`start` with a nursery before use (or use :func:`open_chunk_cache`).
+    """
+
+    def __init__(self, remote: Remote, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.remote = remote
+        self.cache_bytes = cache_bytes
+        self._lru: LRUCache[ChunkKey, bytes] = LRUCache(maxsize=max(cache_bytes, 1), getsizeof=len)
+        self._inflight: dict[ChunkKey, _Fetch] = {}
+        # Block hashes of a window: (doc id, chunk index) -> that window's hashes.
+        self._hashes: LRUCache[ChunkKey, tuple[FileHash, ...]] = LRUCache(maxsize=65536)
+        self._hash_inflight: dict[ChunkKey, trio.Event] = {}
+        self._nursery: trio.Nursery | None = None
+        self.stats = CacheStats()
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Run fetches in ``nursery`` (which must outlive every reader of this cache)."""
+        self._nursery = nursery
+
+    # --- lookups ---------------------------------------------------------------------
+
+    def cached(self, doc: Document, index: int) -> bytes | None:
+        """The chunk if it is in the cache (counts as a use for the LRU order)."""
+        return self._lru.get((doc.id, index))
+
+    def has(self, doc: Document, index: int) -> bool:
+        key = (doc.id, index)
+        return key in self._lru or key in self._inflight
+
+    async def get(self, doc: Document, index: int) -> bytes:
+        """Chunk ``index`` of ``doc``, verified, from the cache or fetched once.
+
+        Raises ChecksumMismatch (after one refetch), the remote's errors, TransportError.
+        """
+        key = (doc.id, index)
+        for _ in range(4):
+            data = self._lru.get(key)
+            if data is not None:
+                self.stats.hits += 1
+                return data
+            fetch = self._inflight.get(key)
+            if fetch is None:
+                self.stats.misses += 1
+                fetch = self._start(doc, index)
+            fetch.waiters += 1
+            try:
+                await fetch.done.wait()
+            finally:
+                fetch.waiters -= 1
+            if fetch.data is not None:
+                return fetch.data
+            if isinstance(fetch.error, _Cancelled):
+                continue  # cancelled read-ahead raced with this read: fetch again
+            assert fetch.error is not None
+            raise fetch.error
+        raise errors.TransportError(f"chunk {index} of document {doc.id} kept being cancelled")
+
+    def prefetch(self, doc: Document, index: int) -> _Fetch | None:
+        """Start fetching a chunk in the background unless cached or in flight already."""
+        key = (doc.id, index)
+        if key in self._lru or key in self._inflight:
+            return None
+        self.stats.prefetches += 1
+        return self._start(doc, index)
+
+    def cancel(self, fetch: _Fetch) -> None:
+        """Cancel a read-ahead fetch nobody waits for (a no-op otherwise)."""
+        if fetch.waiters == 0 and not fetch.done.is_set():
+            fetch.scope.cancel()
+
+    # --- fetching --------------------------------------------------------------------
+
+    def _start(self, doc: Document, index: int) -> _Fetch:
+        if self._nursery is None:
+            raise RuntimeError("ChunkCache.start() was not called")
+        fetch = _Fetch((doc.id, index), doc)
+        self._inflight[fetch.key] = fetch
+        self._nursery.start_soon(self._run, fetch)
+        return fetch
+
+    async def _run(self, fetch: _Fetch) -> None:
+        try:
+            with fetch.scope:
+                fetch.data = await self._fetch_verified(fetch.doc, fetch.key[1])
+                self._lru[fetch.key] = fetch.data
+            if fetch.scope.cancelled_caught:
+                self.stats.cancelled += 1
+                fetch.error = _Cancelled()
+        except Exception as exc:  # delivered to every waiter
+            fetch.error = exc
+        finally:
+            if fetch.data is None and fetch.error is None:
+                fetch.error = _Cancelled()
+            self._inflight.pop(fetch.key, None)
+            fetch.done.set()
+
+    async def _fetch_verified(self, doc: Document, index: int) -> bytes:
+        offset = index * CHUNK
+        expected = min(CHUNK, doc.size - offset)
+        if expected <= 0:
+            raise errors.OffsetInvalid(f"chunk {index} is past the end of document {doc.id}")
+        hashes = await self._window_hashes(doc, index)
+        for attempt in range(2):
+            self.stats.fetches += 1
+            res = await self.remote.get_file(doc.location, offset, CHUNK)
+            data = res.bytes
+            if len(data) == expected and await trio.to_thread.run_sync(
+                _verify, data, offset, hashes
+            ):
+                return data
+            self.stats.mismatches += 1
+            if attempt == 0:
+                log.debug("chunk %d of document %d failed verification; fetching again",
+                          index, doc.id)
+        raise errors.ChecksumMismatch(
+            f"chunk {index} of document {doc.id} does not match its SHA-256 block hashes"
+        )
+
+    async def _window_hashes(self, doc: Document, index: int) -> tuple[FileHash, ...]:
+        key = (doc.id, index)
+        for _ in range(4):
+            hashes = self._hashes.get(key)
+            if hashes is not None:
+                return hashes
+            pending = self._hash_inflight.get(key)
+            if pending is not None:
+                await pending.wait()
+                continue
+            event = self._hash_inflight[key] = trio.Event()
+            try:
+                self.stats.hash_fetches += 1
+                got = await self.remote.get_file_hashes(doc.location, index * CHUNK)
+                by_window: dict[int, list[FileHash]] = {}
+                for h in got:
+                    by_window.setdefault(h.offset // CHUNK, []).append(h)
+                for w, hs in by_window.items():
+                    self._hashes[(doc.id, w)] = tuple(sorted(hs, key=lambda h: h.offset))
+                hashes = self._hashes.get(key)
+                if hashes is None:
+                    hashes = ()
+                    self._hashes[key] = hashes
+                return hashes
+            finally:
+                del self._hash_inflight[key]
+                event.set()
+        raise errors.TransportError(f"hashes of document {doc.id} could not be fetched")
+
+
+def _verify(data: bytes, offset: int, hashes: tuple[FileHash, ...]) -> bool:
+    """True if ``data`` (at ``offset`` of its document) matches every block hash and the
+    hashes cover all of it.  Runs in a worker thread (hashlib releases the GIL)."""
+    covered = 0
+    view = memoryview(data)
+    for h in hashes:
+        start = h.offset - offset
+        if start != covered or h.limit <= 0 or start + h.limit > len(data):
+            return False
+        if hashlib.sha256(view[start : start + h.limit]).digest() != h.hash:
+            return False
+        covered += h.limit
+    return covered == len(data) and len(data) > 0
+
+
+@asynccontextmanager
+async def open_chunk_cache(
+    remote: Remote, cache_bytes: int = DEFAULT_CACHE_BYTES
+) -> AsyncIterator[ChunkCache]:
+    """A started :class:`ChunkCache` whose fetches are cancelled when the block exits."""
+    async with trio.open_nursery() as nursery:
+        cache = ChunkCache(remote, cache_bytes)
+        cache.start(nursery)
+        try:
+            yield cache
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+# --- per open file -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Segment:
+    start: int  #: offset of the segment's first byte within the file
+    doc: Document
+
+    @property
+    def end(self) -> int:
+        return self.start + self.doc.size
+
+
+@dataclass(eq=False)
+class Stream:
+    """One sequential reader within an open file."""
+
+    pos: int  #: end of the furthest read so far
+    window: int  #: read-ahead in chunks
+    last_read: int  #: the file's read counter at the last read of this stream
+    hits: int = 0
+    fetches: set[_Fetch] = field(default_factory=set)
+
+
+class FileReader:
+    """Reads of one open file: maps file offsets onto segments and chunks, and runs
+    read-ahead for each stream of reads.  ``name`` is used in log lines."""
+
+    def __init__(
+        self,
+        cache: ChunkCache,
+        segments: tuple[Document, ...],
+        name: str = "?",
+        *,
+        read_ahead: int = DEFAULT_READ_AHEAD,
+        max_streams: int = MAX_STREAMS,
+    ) -> None:
+        self.cache = cache
+        self.name = name
+        self.max_window = max(0, read_ahead // CHUNK)
+        self.max_streams = max(1, max_streams)
+        self._segments: list[_Segment] = []
+        pos = 0
+        for doc in segments:
+            if doc.size > 0:
+                self._segments.append(_Segment(pos, doc))
+            pos += doc.size
+        self.size = pos
+        self._starts = [s.start for s in self._segments]
+        self.streams: list[Stream] = []
+        self._reads = 0
+        self._closed = False
+
+    # --- public ----------------------------------------------------------------------
+
+    async def read(self, offset: int, size: int) -> bytes | memoryview:
+        """Up to ``size`` bytes at ``offset`` (short at the end of the file, empty past it).
+
+        Raises ChecksumMismatch (logged once with the file name), the remote's errors.
+        """
+        if offset < 0 or size < 0:
+            raise errors.InvalidArgument(f"read of {size} bytes at {offset}")
+        end = min(offset + size, self.size)
+        if offset >= end:
+            return b""
+        self._note_read(offset, end)
+        pieces: list[memoryview] = []
+        pos = offset
+        while pos < end:
+            seg, index, start_in_chunk = self._locate(pos)
+            chunk_file_start = pos - start_in_chunk
+            try:
+                data = await self.cache.get(seg.doc, index)
+            except errors.ChecksumMismatch:
+                log.error("%s: data at offset %d does not match the store's SHA-256 "
+                          "hashes; read fails with EIO", self.name, pos)
+                raise
+            stop = min(end, chunk_file_start + len(data), seg.end) - chunk_file_start
+            pieces.append(memoryview(data)[start_in_chunk:stop])
+            pos = chunk_file_start + stop
+        if len(pieces) == 1:
+            return pieces[0]
+        return b"".join(pieces)
+
+    def close(self) -> None:
+        """Cancel this file's read-ahead (called when the file is released)."""
+        self._closed = True
+        for stream in self.streams:
+            self._drop_fetches(stream)
+        self.streams.clear()
+
+    # --- mapping ---------------------------------------------------------------------
+
+    def _locate(self, pos: int) -> tuple[_Segment, int, int]:
+        """Segment, chunk index within its document, and offset within that chunk."""
+        seg = self._segments[bisect.bisect_right(self._starts, pos) - 1]
+        doc_off = pos - seg.start
+        return seg, doc_off // CHUNK, doc_off % CHUNK
+
+    # --- streams and read-ahead ------------------------------------------------------
+
+    def _note_read(self, offset: int, end: int) -> None:
+        self._reads += 1
+        stream = self._match(offset)
+        if stream is None:
+            # A new stream.  A read at the very start is most likely the first of a
+            # sequential pass (cat, cp, players probing headers); elsewhere it is random.
+            stream = Stream(pos=end, window=1 if offset == 0 else 0, last_read=self._reads)
+            self.streams.append(stream)
+            self._expire(keep=stream)
+        else:
+            stream.last_read = self._reads
+            if end > stream.pos:
+                stream.pos = end
+                stream.hits += 1
+                # Grow while sequential: 1, 2, 4, ... chunks in flight.
+                stream.window = min(self.max_window, max(1, stream.window * 2))
+        if stream.window:
+            self._read_ahead(stream)
+
+    def _match(self, offset: int) -> Stream | None:
+        best: Stream | None = None
+        best_dist = math.inf
+        for s in self.streams:
+            ahead = FORWARD_TOLERANCE + s.window * CHUNK
+            if s.pos - BACK_TOLERANCE <= offset <= s.pos + ahead:
+                dist = abs(offset - s.pos)
+                if dist < best_dist:
+                    best, best_dist = s, dist
+        return best
+
+    def _expire(self, keep: Stream) -> None:
+        """Drop streams that went stale, and the oldest ones beyond ``max_streams``."""
+        alive = [s for s in self.streams
+                 if s is keep or self._reads - s.last_read <= STALE_READS]
+        alive.sort(key=lambda s: s.last_read, reverse=True)
+        for s in self.streams:
+            if s not in alive[: self.max_streams]:
+                self._drop_fetches(s)
+        self.streams = [s for s in self.streams if s in alive[: self.max_streams]]
+
+    def _drop_fetches(self, stream: Stream) -> None:
+        for fetch in list(stream.fetches):
+            self.cache.cancel(fetch)
+        stream.fetches.clear()
+
+    def _read_ahead(self, stream: Stream) -> None:
+        if self._closed or not self._segments:
+            return
+        # Forget finished fetches, then top the window up within this file's budget.
+        inflight = 0
+        for s in self.streams:
+            s.fetches = {f for f in s.fetches if not f.done.is_set()}
+            inflight += len(s.fetches)
+        limit = min(self.size, stream.pos + stream.window * CHUNK)
+        pos = stream.pos
+        while pos < limit and inflight < self.max_window:
+            seg, index, in_chunk = self._locate(pos)
+            fetch = self.cache.prefetch(seg.doc, index)
+            if fetch is not None:
+                stream.fetches.add(fetch)
+                inflight += 1
+            pos = min(seg.end, pos - in_chunk + CHUNK)
+
+
+def chunk_count(size: int) -> int:
+    """Number of chunks of a document of ``size`` bytes."""
+    return -(-size // CHUNK)
+
+
+__all__ = [
+    "CHUNK",
+    "HASH_BLOCK",
+    "CacheStats",
+    "ChunkCache",
+    "FileReader",
+    "Stream",
+    "chunk_count",
+    "open_chunk_cache",
+]
