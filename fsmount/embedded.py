@@ -1,0 +1,190 @@
+"""EmbeddedRemote: the store behind the :class:`~fsmount.remote.Remote` interface, in-process.
+
+Every call runs the store's blocking method in a worker thread
+(``trio.to_thread.run_sync``), bounded by a :class:`trio.CapacityLimiter`, so the trio loop
+(and with it the FUSE request loop) never waits on SQLite or the disk.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import trio
+
+from .protocol import Limits
+from .remote import (
+    Document,
+    FileHash,
+    FileLocation,
+    InputFile,
+    InputFileBig,
+    Listing,
+    Node,
+    UploadFile,
+    Usage,
+    UserConfig,
+)
+from .store import DEFAULT_USER, Store
+
+__all__ = ["EmbeddedRemote", "DEFAULT_THREADS"]
+
+#: Worker threads per store: enough for a few parts in flight plus reads and metadata.
+DEFAULT_THREADS = 8
+
+T = TypeVar("T")
+
+
+class EmbeddedRemote:
+    """One user's view of a :class:`~fsmount.store.Store` running in this process.
+
+    Several EmbeddedRemotes (one per user) may share one store; pass the same ``limiter``
+    to bound their threads together.  Raises what the store raises.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        user_id: int,
+        *,
+        limiter: trio.CapacityLimiter | None = None,
+        owns_store: bool = False,
+    ) -> None:
+        self.store = store
+        self.user_id = user_id
+        self._limiter = limiter or trio.CapacityLimiter(DEFAULT_THREADS)
+        self._owns_store = owns_store
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        user: str = DEFAULT_USER,
+        *,
+        limits: Limits | None = None,
+        **store_kwargs: Any,
+    ) -> EmbeddedRemote:
+        """Open (creating if needed) the store at ``path`` as ``user``; ``aclose`` closes it.
+
+        Blocking (opens SQLite, may sweep orphans); call it before the trio loop's hot path.
+        ``store_kwargs`` go to :class:`Store` (``clock``, ``exclusive``).
+
+        Raises StoreLocked (``exclusive=True`` and the store is in use).
+        """
+        if limits is not None:
+            store_kwargs["limits"] = limits
+        store = Store(path, **store_kwargs)
+        try:
+            uid = store.ensure_user(user)
+        except BaseException:
+            store.close()
+            raise
+        return cls(store, uid, owns_store=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        call = functools.partial(fn, self.user_id, *args, **kwargs)
+        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+
+    # --- configuration -------------------------------------------------------------------
+
+    async def get_config(self) -> UserConfig:
+        return await self._run(self.store.get_config)
+
+    # --- upload --------------------------------------------------------------------------
+
+    async def save_file_part(self, file_id: int, file_part: int, data: bytes) -> bool:
+        return await self._run(self.store.save_file_part, file_id, file_part, data)
+
+    async def save_big_file_part(
+        self, file_id: int, file_part: int, file_total_parts: int, data: bytes
+    ) -> bool:
+        return await self._run(
+            self.store.save_big_file_part, file_id, file_part, file_total_parts, data
+        )
+
+    async def upload_media(self, file: InputFile | InputFileBig) -> Document:
+        return await self._run(self.store.upload_media, file)
+
+    # --- download ------------------------------------------------------------------------
+
+    async def get_file(
+        self, location: FileLocation, offset: int, limit: int, precise: bool = False
+    ) -> UploadFile:
+        return await self._run(self.store.get_file, location, offset, limit, precise)
+
+    async def get_file_hashes(self, location: FileLocation, offset: int) -> list[FileHash]:
+        return await self._run(self.store.get_file_hashes, location, offset)
+
+    async def get_document_by_hash(self, sha256: str, size: int, mime_type: str) -> Document | None:
+        return await self._run(self.store.get_document_by_hash, sha256, size, mime_type)
+
+    # --- namespace -----------------------------------------------------------------------
+
+    async def lookup(self, parent: int, name: str) -> Node:
+        return await self._run(self.store.lookup, parent, name)
+
+    async def getattr(self, node_id: int) -> Node:
+        return await self._run(self.store.getattr, node_id)
+
+    async def list_folder(
+        self, folder_id: int, after: str | None = None, limit: int = 1000
+    ) -> Listing:
+        return await self._run(self.store.list_folder, folder_id, after, limit)
+
+    async def mkdir(self, parent: int, name: str, mode: int = 0o755) -> Node:
+        return await self._run(self.store.mkdir, parent, name, mode)
+
+    async def create_file(
+        self,
+        parent: int,
+        name: str,
+        segments: tuple[FileLocation, ...] = (),
+        *,
+        mode: int = 0o644,
+        mtime_ns: int | None = None,
+        replace: bool = False,
+    ) -> Node:
+        return await self._run(
+            self.store.create_file, parent, name, tuple(segments), mode=mode,
+            mtime_ns=mtime_ns, replace=replace,
+        )
+
+    async def set_content(
+        self, node_id: int, segments: tuple[FileLocation, ...], *, mtime_ns: int | None = None
+    ) -> Node:
+        return await self._run(self.store.set_content, node_id, tuple(segments),
+                               mtime_ns=mtime_ns)
+
+    async def symlink(self, parent: int, name: str, target: str) -> Node:
+        return await self._run(self.store.symlink, parent, name, target)
+
+    async def setattr(
+        self, node_id: int, *, mode: int | None = None, mtime_ns: int | None = None
+    ) -> Node:
+        return await self._run(self.store.setattr, node_id, mode=mode, mtime_ns=mtime_ns)
+
+    async def rename(
+        self, parent: int, name: str, new_parent: int, new_name: str, *, replace: bool = True
+    ) -> Node:
+        return await self._run(self.store.rename, parent, name, new_parent, new_name,
+                               replace=replace)
+
+    async def unlink(self, parent: int, name: str) -> None:
+        await self._run(self.store.unlink, parent, name)
+
+    async def rmdir(self, parent: int, name: str) -> None:
+        await self._run(self.store.rmdir, parent, name)
+
+    async def statfs(self) -> Usage:
+        return await self._run(self.store.statfs)
+
+    async def aclose(self) -> None:
+        """Close the store if :meth:`open` opened it; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_store:
+            await trio.to_thread.run_sync(self.store.close)

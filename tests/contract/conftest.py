@@ -1,0 +1,97 @@
+"""The contract suite's harness: one fixture, parametrized over Remote implementations.
+
+Every test in ``tests/contract`` takes the ``harness`` fixture and talks only to
+``harness.remote`` (user A) and ``harness.remote_b`` (user B), so the same tests run
+against every implementation of :class:`fsmount.remote.Remote`.
+
+Adding an implementation (e.g. the HTTP client against a real server on 127.0.0.1):
+
+1. write an async context manager ``make_http(tmp_path, clock, limits)`` that yields a
+   :class:`Harness` whose remotes talk to that implementation, backed by a store opened
+   with ``clock=clock`` and ``limits=limits`` (so ``harness.clock.advance`` drives part and
+   document expiry), whose ``fsck`` runs :func:`fsmount.fsck.check` on that store's
+   directory and whose ``set_premium`` flips user A's premium flag;
+2. add it to :data:`FACTORIES` under its name ("http").
+
+Nothing else changes: the ``harness`` fixture is parametrized over ``FACTORIES``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fsmount import fsck
+from fsmount.embedded import EmbeddedRemote
+from fsmount.protocol import MIB, Limits
+from fsmount.remote import Remote
+from fsmount.store import Store
+
+#: Small limits so that big-file rules are cheap to exercise.
+TEST_LIMITS = Limits(
+    upload_max_fileparts_default=40,
+    upload_max_fileparts_premium=80,
+    big_file_threshold=1 * MIB,
+    part_lifetime=3600.0,
+)
+
+
+@dataclass
+class Harness:
+    remote: Remote  #: user A
+    remote_b: Remote  #: user B, a different namespace
+    clock: Any  #: ManualClock: ``advance(seconds)`` drives expiry
+    limits: Limits
+    fsck: Callable[[], list[str]]
+    set_premium: Callable[[bool], None]
+    #: Store directory, for tests that look at the disk (None if not local).
+    store_path: Path | None = None
+    #: The store object when it runs in this process (crash/disk tests), else None.
+    store: Store | None = None
+    #: Change user A's quota (0 = unlimited).
+    set_quota: Callable[[int], None] | None = None
+
+
+@contextlib.asynccontextmanager
+async def make_embedded(tmp_path: Path, clock: Any, limits: Limits) -> AsyncIterator[Harness]:
+    path = tmp_path / "store"
+    store = Store(path, limits=limits, clock=clock)
+    a = store.ensure_user("alice")
+    b = store.ensure_user("bob")
+    remote = EmbeddedRemote(store, a)
+    remote_b = EmbeddedRemote(store, b)
+    try:
+        yield Harness(
+            remote=remote,
+            remote_b=remote_b,
+            clock=clock,
+            limits=limits,
+            fsck=lambda: fsck.check(path),
+            set_premium=lambda on: store.set_user(a, premium=on),
+            store_path=path,
+            store=store,
+            set_quota=lambda q: store.set_user(a, quota_bytes=q),
+        )
+    finally:
+        await remote.aclose()
+        await remote_b.aclose()
+        store.close()
+
+
+FACTORIES: dict[str, Callable[[Path, Any, Limits], contextlib.AbstractAsyncContextManager[Harness]]] = {
+    "embedded": make_embedded,
+}
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+async def harness(request: pytest.FixtureRequest, tmp_path: Path, manual_clock: Any
+                  ) -> AsyncIterator[Harness]:
+    async with FACTORIES[request.param](tmp_path, manual_clock, TEST_LIMITS) as h:
+        yield h
+        problems = h.fsck()
+        assert problems == [], problems
