@@ -83,8 +83,18 @@ async def make_embedded(tmp_path: Path, clock: Any, limits: Limits) -> AsyncIter
         store.close()
 
 
+@contextlib.asynccontextmanager
+async def make_http(tmp_path: Path, clock: Any, limits: Limits) -> AsyncIterator[Harness]:
+    """HttpRemote against the real server on 127.0.0.1 (tests/server/harness.py, SERVER's)."""
+    from server.harness import make_http as make
+
+    async with make(tmp_path, clock, limits) as h:
+        yield h
+
+
 FACTORIES: dict[str, Callable[[Path, Any, Limits], contextlib.AbstractAsyncContextManager[Harness]]] = {
     "embedded": make_embedded,
+    "http": make_http,
 }
 
 

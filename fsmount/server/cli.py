@@ -1,0 +1,184 @@
+"""The ``fsmount serve`` and ``fsmount token`` verbs.
+
+Only argparse is imported at module level: the server's dependencies (hypercorn,
+Starlette, Pillow) are imported when ``serve`` runs, so ``fsmount --help`` works without
+the ``server`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+
+def _default_store() -> str:
+    from ..cli_common import default_store_dir
+
+    return default_store_dir()
+
+
+def _size(text: str) -> int:
+    from ..cli_common import parse_size
+
+    try:
+        return parse_size(text)
+    except Exception as exc:
+        raise argparse.ArgumentTypeError(f"bad size {text!r}") from exc
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 as ``[::1]:8080``).  Raises ArgumentTypeError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"--listen wants HOST:PORT, not {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("serve", help="serve a store over HTTP (protocol API and REST)",
+                       description="Serve a store directory over HTTP with hypercorn (trio).")
+    p.add_argument("--store", metavar="DIR", default=None,
+                   help="store directory (default $XDG_DATA_HOME/fsmount)")
+    p.add_argument("--listen", metavar="HOST:PORT", type=parse_listen,
+                   default=("127.0.0.1", 8080), help="address to listen on (default 127.0.0.1:8080)")
+    p.add_argument("--certfile", help="TLS certificate (PEM); enables HTTPS with --keyfile")
+    p.add_argument("--keyfile", help="TLS private key (PEM)")
+    p.add_argument("--rate-limit", type=float, default=0.0, metavar="N",
+                   help="requests per second per token (0: unlimited, the default)")
+    p.add_argument("--burst", type=float, default=None, metavar="N",
+                   help="bucket size of the rate limit (default: max(1, rate))")
+    p.add_argument("--graceful-timeout", type=float, default=30.0, metavar="S",
+                   help="seconds in-flight requests get to finish on SIGTERM (default 30)")
+    p.set_defaults(func=cmd_serve)
+
+    t = sub.add_parser("token", help="manage bearer tokens of `fsmount serve`",
+                       description="Create, revoke and list bearer tokens (stored hashed).")
+    tsub = t.add_subparsers(dest="token_cmd", metavar="CMD")
+    a = tsub.add_parser("add", help="print a new token for user NAME (creating the user)")
+    a.add_argument("--store", metavar="DIR", default=None)
+    a.add_argument("--quota", type=_size, default=None, metavar="SIZE",
+                   help="the user's quota, e.g. 10G (0: unlimited)")
+    a.add_argument("--premium", action="store_true", default=None,
+                   help="premium user (upload_max_fileparts_premium)")
+    a.add_argument("name", metavar="NAME")
+    a.set_defaults(func=cmd_token_add)
+    r = tsub.add_parser("revoke", help="revoke one token, or every token of a user")
+    r.add_argument("--store", metavar="DIR", default=None)
+    r.add_argument("what", metavar="NAME|TOKEN")
+    r.set_defaults(func=cmd_token_revoke)
+    ls = tsub.add_parser("list", help="list tokens (ids and users, never the secrets)")
+    ls.add_argument("--store", metavar="DIR", default=None)
+    ls.set_defaults(func=cmd_token_list)
+    t.set_defaults(func=lambda args: (t.print_help(sys.stderr), 2)[1])
+
+
+def _auth(args: argparse.Namespace) -> Any:
+    from .auth import AuthDB
+
+    return AuthDB(args.store or _default_store())
+
+
+def cmd_token_add(args: argparse.Namespace) -> int:
+    db = _auth(args)
+    try:
+        print(db.add_token(args.name, quota_bytes=args.quota, premium=args.premium))
+    finally:
+        db.close()
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    db = _auth(args)
+    try:
+        n = db.revoke(args.what)
+    finally:
+        db.close()
+    if n == 0:
+        print(f"fsmount: no active token matches {args.what!r}", file=sys.stderr)
+        return 1
+    print(f"revoked {n} token{'s' if n != 1 else ''}", file=sys.stderr)
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    db = _auth(args)
+    try:
+        for tok in db.list_tokens():
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(tok.created))
+            print(f"{tok.token_id}\t{tok.name}\t{when}\t{'revoked' if tok.revoked else 'active'}")
+    finally:
+        db.close()
+    return 0
+
+
+def hypercorn_config(host: str, port: int, *, certfile: str | None = None,
+                     keyfile: str | None = None, graceful_timeout: float = 30.0) -> Any:
+    """A hypercorn Config for one listening address.
+
+    Raises InvalidArgument if only one of certfile and keyfile is given.
+    """
+    from hypercorn.config import Config
+
+    from .. import errors
+
+    if bool(certfile) != bool(keyfile):
+        raise errors.InvalidArgument("TLS needs both --certfile and --keyfile")
+    cfg = Config()
+    cfg.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    cfg.accesslog = None
+    cfg.errorlog = "-"
+    cfg.graceful_timeout = graceful_timeout
+    cfg.keep_alive_timeout = 75
+    cfg.loglevel = "WARNING"
+    if certfile:
+        cfg.certfile = certfile
+        cfg.keyfile = keyfile
+    return cfg
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+
+    import trio
+    from hypercorn.trio import serve
+
+    from ..store import Store
+    from .app import create_app
+
+    store_dir = args.store or _default_store()
+    host, port = args.listen
+    cfg = hypercorn_config(host, port, certfile=args.certfile, keyfile=args.keyfile,
+                           graceful_timeout=args.graceful_timeout)
+    if args.certfile:
+        for path in (args.certfile, args.keyfile):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(2, "No such file", path)
+    store = Store(store_dir, exclusive=True)
+
+    async def main() -> None:
+        app = create_app(store, store_dir, rate_limit=args.rate_limit, burst=args.burst)
+
+        async def shutdown_trigger() -> None:
+            # hypercorn stops accepting, lets requests in flight finish (graceful_timeout),
+            # then returns.
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    return
+
+        try:
+            async with trio.open_nursery() as nursery:
+                binds = await nursery.start(lambda task_status: serve(
+                    app, cfg, shutdown_trigger=shutdown_trigger, task_status=task_status))
+                print(f"fsmount: serving {store_dir} on {' '.join(binds)}", file=sys.stderr,
+                      flush=True)
+        finally:
+            await app.state.aclose()
+
+    try:
+        trio.run(main)
+    finally:
+        store.close()
+    return 0

@@ -1,0 +1,321 @@
+"""JSON encoding of the remote interface's value types, shared by the server and the client.
+
+Only the standard library and :mod:`fsmount.remote` are imported here, so that the HTTP
+client (:mod:`fsmount.httpremote`) can use this module without the server's extra
+dependencies.  Bulk bytes never pass through JSON: parts and getFile payloads travel as raw
+HTTP bodies, and only hashes are hex strings.
+
+Every ``*_from_json`` function raises :class:`fsmount.errors.InvalidArgument` when the value
+does not have the expected shape, so malformed input from either side is a named error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import errors
+from ..protocol import FileType
+from ..remote import (
+    Document,
+    FileHash,
+    FileLocation,
+    InputFile,
+    InputFileBig,
+    Listing,
+    Node,
+    NodeKind,
+    Usage,
+    UserConfig,
+)
+
+#: Prefix of every protocol endpoint; the method name follows (``getFile``, ``mkdir``, ...).
+PROTO_PREFIX = "/api/v1/proto/"
+
+#: Methods of the protocol API that change state and are not naturally idempotent: the
+#: client sends an ``Idempotency-Key`` with them and the server answers a repeated key
+#: with the first answer instead of executing the call again.
+NON_IDEMPOTENT = frozenset(
+    {"uploadMedia", "mkdir", "createFile", "setContent", "symlink", "rename", "unlink", "rmdir"}
+)
+
+#: Methods sent as GET with their arguments in the query string.
+GET_METHODS = frozenset(
+    {"getConfig", "getFile", "getFileHashes", "getDocumentByHash", "lookup", "getattr",
+     "listFolder", "statfs"}
+)
+
+#: Methods whose request body is raw part bytes, arguments in the query string.
+PART_METHODS = frozenset({"saveFilePart", "saveBigFilePart"})
+
+#: Methods sent as POST with a JSON object body.
+JSON_METHODS = frozenset(
+    {"uploadMedia", "mkdir", "createFile", "setContent", "symlink", "setattr", "rename",
+     "unlink", "rmdir"}
+)
+
+ALL_METHODS = GET_METHODS | PART_METHODS | JSON_METHODS
+
+
+def _bad(what: str) -> errors.InvalidArgument:
+    return errors.InvalidArgument(f"malformed {what}")
+
+
+def req_int(obj: dict[str, Any], key: str, *, default: Any = ..., signed64: bool = True) -> int:
+    """An integer field of a decoded JSON object (bools are not integers here).
+
+    Raises:
+        InvalidArgument: the field is missing (and has no default) or not an integer.
+    """
+    if key not in obj or obj[key] is None:
+        if default is ...:
+            raise errors.InvalidArgument(f"missing field {key!r}")
+        return default
+    val = obj[key]
+    if isinstance(val, bool) or not isinstance(val, int):
+        raise errors.InvalidArgument(f"field {key!r} must be an integer")
+    if signed64 and not -(2**63) <= val < 2**64:
+        raise errors.InvalidArgument(f"field {key!r} is out of range")
+    return val
+
+
+def req_str(obj: dict[str, Any], key: str, *, default: Any = ...) -> str:
+    """A string field of a decoded JSON object.
+
+    Raises:
+        InvalidArgument: the field is missing (and has no default) or not a string.
+    """
+    if key not in obj or obj[key] is None:
+        if default is ...:
+            raise errors.InvalidArgument(f"missing field {key!r}")
+        return default
+    val = obj[key]
+    if not isinstance(val, str):
+        raise errors.InvalidArgument(f"field {key!r} must be a string")
+    return val
+
+
+def req_bool(obj: dict[str, Any], key: str, default: bool) -> bool:
+    """A boolean field of a decoded JSON object.  Raises InvalidArgument if not a bool."""
+    val = obj.get(key, default)
+    if val is None:
+        return default
+    if not isinstance(val, bool):
+        raise errors.InvalidArgument(f"field {key!r} must be a boolean")
+    return val
+
+
+# --- value types ---------------------------------------------------------------------------
+
+
+def document_to_json(doc: Document) -> dict[str, Any]:
+    return {
+        "id": doc.id,
+        "access_hash": doc.access_hash,
+        "size": doc.size,
+        "mime_type": doc.mime_type,
+        "sha256": doc.sha256,
+        "md5": doc.md5,
+        "date": doc.date,
+        "file_type": str(doc.file_type),
+    }
+
+
+def document_from_json(obj: Any) -> Document:
+    """Raises InvalidArgument on a malformed document."""
+    if not isinstance(obj, dict):
+        raise _bad("document")
+    try:
+        ftype = FileType(obj.get("file_type", FileType.UNKNOWN))
+    except ValueError:
+        ftype = FileType.UNKNOWN
+    date = obj.get("date", 0.0)
+    if isinstance(date, bool) or not isinstance(date, int | float):
+        raise _bad("document date")
+    return Document(
+        id=req_int(obj, "id"),
+        access_hash=req_int(obj, "access_hash"),
+        size=req_int(obj, "size"),
+        mime_type=req_str(obj, "mime_type"),
+        sha256=req_str(obj, "sha256"),
+        md5=req_str(obj, "md5"),
+        date=float(date),
+        file_type=ftype,
+    )
+
+
+def location_to_json(loc: FileLocation) -> dict[str, int]:
+    return {"id": loc.id, "access_hash": loc.access_hash}
+
+
+def location_from_json(obj: Any) -> FileLocation:
+    """Raises InvalidArgument on a malformed location."""
+    if not isinstance(obj, dict):
+        raise _bad("file location")
+    return FileLocation(req_int(obj, "id"), req_int(obj, "access_hash"))
+
+
+def locations_from_json(obj: Any) -> tuple[FileLocation, ...]:
+    """Raises InvalidArgument unless ``obj`` is a list of locations."""
+    if obj is None:
+        return ()
+    if not isinstance(obj, list):
+        raise _bad("segments")
+    return tuple(location_from_json(o) for o in obj)
+
+
+def node_to_json(node: Node) -> dict[str, Any]:
+    return {
+        "id": node.id,
+        "parent": node.parent,
+        "name": node.name,
+        "kind": str(node.kind),
+        "mode": node.mode,
+        "size": node.size,
+        "mtime_ns": node.mtime_ns,
+        "ctime_ns": node.ctime_ns,
+        "version": node.version,
+        "segments": [document_to_json(d) for d in node.segments],
+        "target": node.target,
+        "restricted": node.restricted,
+    }
+
+
+def node_from_json(obj: Any) -> Node:
+    """Raises InvalidArgument on a malformed node."""
+    if not isinstance(obj, dict):
+        raise _bad("node")
+    try:
+        kind = NodeKind(obj.get("kind"))
+    except ValueError as exc:
+        raise _bad("node kind") from exc
+    segs = obj.get("segments") or []
+    if not isinstance(segs, list):
+        raise _bad("node segments")
+    target = obj.get("target")
+    if target is not None and not isinstance(target, str):
+        raise _bad("node target")
+    return Node(
+        id=req_int(obj, "id"),
+        parent=req_int(obj, "parent"),
+        name=req_str(obj, "name"),
+        kind=kind,
+        mode=req_int(obj, "mode"),
+        size=req_int(obj, "size"),
+        mtime_ns=req_int(obj, "mtime_ns"),
+        ctime_ns=req_int(obj, "ctime_ns"),
+        version=req_int(obj, "version", default=0),
+        segments=tuple(document_from_json(d) for d in segs),
+        target=target,
+        restricted=req_bool(obj, "restricted", False),
+    )
+
+
+def listing_to_json(listing: Listing) -> dict[str, Any]:
+    return {"entries": [node_to_json(n) for n in listing.entries], "next_after": listing.next_after}
+
+
+def listing_from_json(obj: Any) -> Listing:
+    """Raises InvalidArgument on a malformed listing."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("entries"), list):
+        raise _bad("listing")
+    nxt = obj.get("next_after")
+    if nxt is not None and not isinstance(nxt, str):
+        raise _bad("listing next_after")
+    return Listing(tuple(node_from_json(n) for n in obj["entries"]), nxt)
+
+
+def usage_to_json(u: Usage) -> dict[str, int]:
+    return {"used_bytes": u.used_bytes, "quota_bytes": u.quota_bytes, "files": u.files,
+            "max_files": u.max_files}
+
+
+def usage_from_json(obj: Any) -> Usage:
+    """Raises InvalidArgument on a malformed usage object."""
+    if not isinstance(obj, dict):
+        raise _bad("usage")
+    return Usage(req_int(obj, "used_bytes"), req_int(obj, "quota_bytes"), req_int(obj, "files"),
+                 req_int(obj, "max_files", default=0))
+
+
+def config_to_json(c: UserConfig) -> dict[str, Any]:
+    return {"max_parts": c.max_parts, "big_file_threshold": c.big_file_threshold,
+            "part_lifetime": c.part_lifetime, "premium": c.premium, "extra": dict(c.extra)}
+
+
+def config_from_json(obj: Any) -> UserConfig:
+    """Raises InvalidArgument on a malformed config object."""
+    if not isinstance(obj, dict):
+        raise _bad("config")
+    lifetime = obj.get("part_lifetime")
+    if isinstance(lifetime, bool) or not isinstance(lifetime, int | float):
+        raise _bad("config part_lifetime")
+    extra = obj.get("extra") or {}
+    return UserConfig(req_int(obj, "max_parts"), req_int(obj, "big_file_threshold"),
+                      float(lifetime), req_bool(obj, "premium", False),
+                      dict(extra) if isinstance(extra, dict) else {})
+
+
+def hashes_to_json(hashes: list[FileHash]) -> list[dict[str, Any]]:
+    return [{"offset": h.offset, "limit": h.limit, "hash": h.hash.hex()} for h in hashes]
+
+
+def hashes_from_json(obj: Any) -> list[FileHash]:
+    """Raises InvalidArgument on a malformed hash list."""
+    if not isinstance(obj, list):
+        raise _bad("hash list")
+    out = []
+    for h in obj:
+        if not isinstance(h, dict):
+            raise _bad("hash entry")
+        try:
+            digest = bytes.fromhex(req_str(h, "hash"))
+        except ValueError as exc:
+            raise _bad("hash value") from exc
+        out.append(FileHash(req_int(h, "offset"), req_int(h, "limit"), digest))
+    return out
+
+
+def input_file_to_json(f: InputFile | InputFileBig) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": f.id, "parts": f.parts, "name": f.name,
+                           "big": isinstance(f, InputFileBig)}
+    if isinstance(f, InputFile):
+        out["md5_checksum"] = f.md5_checksum
+    return out
+
+
+def input_file_from_json(obj: Any) -> InputFile | InputFileBig:
+    """``{"big": true}`` selects ``inputFileBig``; otherwise ``md5_checksum`` is required.
+
+    Raises InvalidArgument on a malformed object.
+    """
+    if not isinstance(obj, dict):
+        raise _bad("input file")
+    if req_bool(obj, "big", False):
+        return InputFileBig(req_int(obj, "id"), req_int(obj, "parts"), req_str(obj, "name"))
+    return InputFile(req_int(obj, "id"), req_int(obj, "parts"), req_str(obj, "name"),
+                     req_str(obj, "md5_checksum"))
+
+
+def error_body(exc: errors.FsmountError) -> dict[str, Any]:
+    """The JSON body of an error answer (easemob's shape: ``error``, ``error_description``)."""
+    body: dict[str, Any] = {"error": exc.name, "error_description": exc.message}
+    if isinstance(exc, errors.RateLimited):
+        body["retry_after"] = exc.retry_after
+    if isinstance(exc, errors.FilePartMissing):
+        body["part"] = exc.part
+    return body
+
+
+def error_from_body(status: int, body: Any) -> errors.FsmountError:
+    """Rebuild the exception a server answer describes (same class and ``.name``)."""
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        desc = body.get("error_description")
+        extra = {}
+        if "retry_after" in body:
+            extra["retry_after"] = body["retry_after"]
+        return errors.from_name(body["error"], desc if isinstance(desc, str) else None, **extra)
+    if status == 401:
+        return errors.Unauthorized()
+    if status == 404:
+        return errors.NotFound()
+    return errors.TransportError(f"HTTP {status} without an error body")
