@@ -1,0 +1,109 @@
+"""Content sharing: deduplication with reclaim, replace-on-finalize, isolation between users.
+
+Seeds: telegram-files-api-current.md "Re-using pre-uploaded files";
+scaidrive-uploads-and-downloads.md "Performance tips" (skip duplicates);
+easemob-chatfiles.md (only the owner's users may read restricted files).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from fsmount import errors
+from fsmount.protocol import KIB
+from fsmount.remote import ROOT_ID
+
+from .helpers import Harness, new_file_id, read_all, upload
+
+
+def blob_dirs(h: Harness) -> list[str]:
+    assert h.store_path is not None
+    return sorted(str(p.relative_to(h.store_path)) for p in (h.store_path / "blobs").glob("*/*"))
+
+
+async def test_dedup_shares_one_blob_and_reclaims_it_last(harness: Harness) -> None:
+    r = harness.remote
+    data = os.urandom(700 * KIB)
+    d1 = await upload(r, data)
+    d2 = await upload(r, data)
+    assert d1.id != d2.id and d1.sha256 == d2.sha256
+    await r.create_file(ROOT_ID, "one", (d1.location,))
+    await r.create_file(ROOT_ID, "two", (d2.location,))
+    assert len(blob_dirs(harness)) == 1
+    assert harness.fsck() == []
+    await r.unlink(ROOT_ID, "one")
+    assert await read_all(r, d2) == data
+    assert len(blob_dirs(harness)) == 1
+    assert harness.fsck() == []
+    await r.unlink(ROOT_ID, "two")
+    assert blob_dirs(harness) == []
+    with pytest.raises(errors.FileReferenceExpired):
+        await r.get_file(d2.location, 0, 4096)
+
+
+async def test_one_document_in_two_files_lives_until_both_go(harness: Harness) -> None:
+    r = harness.remote
+    data = os.urandom(5000)
+    doc = await upload(r, data)
+    await r.create_file(ROOT_ID, "a", (doc.location,))
+    await r.create_file(ROOT_ID, "b", (doc.location,))
+    await r.unlink(ROOT_ID, "a")
+    assert await read_all(r, doc) == data
+    await r.unlink(ROOT_ID, "b")
+    with pytest.raises(errors.FileReferenceExpired):
+        await r.get_file(doc.location, 0, 4096)
+    assert blob_dirs(harness) == []
+
+
+async def test_dedup_across_users_keeps_documents_private(harness: Harness) -> None:
+    data = os.urandom(3000)
+    a = await upload(harness.remote, data)
+    b = await upload(harness.remote_b, data)
+    assert a.id != b.id
+    await harness.remote.create_file(ROOT_ID, "a", (a.location,))
+    await harness.remote_b.create_file(ROOT_ID, "b", (b.location,))
+    assert len(blob_dirs(harness)) == 1
+    # Bob cannot find Alice's copy by hash, only his own.
+    found = await harness.remote_b.get_document_by_hash(a.sha256, a.size, "")
+    assert found is not None and found.id == b.id
+    await harness.remote.unlink(ROOT_ID, "a")
+    assert await read_all(harness.remote_b, b) == data
+    await harness.remote_b.unlink(ROOT_ID, "b")
+    assert blob_dirs(harness) == []
+
+
+async def test_replace_on_finalize_is_atomic_for_readers(harness: Harness) -> None:
+    """A rewritten file is a new document swapped in with one call: a reader sees the
+    whole old or the whole new content."""
+    r = harness.remote
+    old = os.urandom(300 * KIB)
+    new = os.urandom(200 * KIB)
+    f = await r.create_file(ROOT_ID, "doc", (( await upload(r, old)).location,))
+    seen_old = await r.lookup(ROOT_ID, "doc")
+    d_new = await upload(r, new)
+    swapped = await r.set_content(f.id, (d_new.location,))
+    now = await r.lookup(ROOT_ID, "doc")
+    assert now.version == swapped.version and now.size == len(new)
+    assert await read_all(r, now.segments[0]) == new
+    with pytest.raises(errors.FileReferenceExpired):
+        await r.get_file(seen_old.segments[0].location, 0, 4096)
+    # The same through create_file(replace=True).
+    d3 = await upload(r, b"third")
+    g = await r.create_file(ROOT_ID, "doc", (d3.location,), replace=True)
+    assert await read_all(r, (await r.lookup(ROOT_ID, "doc")).segments[0]) == b"third"
+    assert g.size == 5
+
+
+async def test_dedup_finalize_of_known_content_frees_its_parts(harness: Harness) -> None:
+    assert harness.store_path is not None
+    r = harness.remote
+    data = os.urandom(3 * 512 * KIB)
+    d1 = await upload(r, data)
+    await r.create_file(ROOT_ID, "a", (d1.location,))
+    d2 = await upload(r, data, file_id=new_file_id())
+    await r.create_file(ROOT_ID, "b", (d2.location,))
+    parts = [p for p in (harness.store_path / "parts").rglob("*") if p.is_file()]
+    assert parts == []
+    assert len(blob_dirs(harness)) == 1
