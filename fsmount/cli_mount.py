@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from . import errors
 from .cli_common import add_remote_options, open_remote, parse_size
@@ -64,6 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
+    if args.store:
+        # The daemon changes to / before it opens the store.
+        args.store = os.path.abspath(args.store)
     config = MountConfig(
         mountpoint=args.mountpoint,
         options=parse_options(args.options),
