@@ -123,7 +123,21 @@ def state_of(request: Request) -> ServerState:
     return request.app.state.fsm
 
 
+async def drain(request: Request, cap: int = 64 << 20) -> None:
+    """Read and drop what is left of the request body (bounded), so that the client gets
+    the error answer instead of a connection reset while it is still sending."""
+    got = 0
+    try:
+        async for data in request.stream():
+            got += len(data)
+            if got > cap:
+                return
+    except Exception:  # already consumed, or the client went away: nothing left to drop
+        return
+
+
 async def error_response(request: Request, exc: Exception) -> Response:
+    await drain(request)
     if not isinstance(exc, errors.FsmountError):
         exc = errors.FsmountError("internal server error")
     status, headers, body = error_answer(exc)
@@ -136,6 +150,7 @@ async def error_response(request: Request, exc: Exception) -> Response:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    await drain(request)
     if exc.status_code == 405:
         err: errors.FsmountError = errors.InvalidArgument("method not allowed")
         status, headers, body = error_answer(err)
@@ -629,14 +644,17 @@ def build_rest_app(st: ServerState) -> Starlette:
         if not 0 <= n < state["total_chunks"]:
             raise errors.FilePartInvalid(f"chunk {n} is not in 0..{state['total_chunks'] - 1}")
         expect = min(state["chunk_size"], state["size"] - n * state["chunk_size"])
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > expect:
-            raise errors.FilePartTooBig(f"chunk {n} must have {expect} bytes, not {declared}")
         buf = bytearray()
+        got = 0
         async for data in request.stream():
-            buf += data
-            if len(buf) > expect:
-                raise errors.FilePartTooBig(f"chunk {n} must have {expect} bytes")
+            got += len(data)
+            if got <= expect:
+                buf += data
+            elif got > 2 * MAX_CHUNK_SIZE:
+                break  # stop reading; the connection is closed after the answer
+        if got > expect:
+            # The body was read (and dropped) so the client sees the answer, not a reset.
+            raise errors.FilePartTooBig(f"chunk {n} must have {expect} bytes, not {got}")
         if not buf:
             raise errors.FilePartEmpty(f"chunk {n} is empty")
         if len(buf) != expect:
