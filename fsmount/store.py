@@ -342,6 +342,8 @@ class _Tx:
     after_locked: list[Callable[[], None]] = field(default_factory=list)
     after: list[Callable[[], None]] = field(default_factory=list)
     on_rollback: list[Callable[[], None]] = field(default_factory=list)
+    #: Test hook point passed right after the commit, before the files are cleaned up.
+    hook_after: str = ""
 
     def q(self, sql: str, *args: object) -> sqlite3.Cursor:
         return self.db.execute(sql, args)
@@ -492,6 +494,8 @@ class Store:
             try:
                 yield tx
                 self._db.execute("COMMIT")
+                if self._hooks and tx.hook_after:
+                    self._hook(tx.hook_after)
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
@@ -1054,6 +1058,7 @@ class Store:
             if staged is not None and moved_dest is None:
                 tx.after.append(lambda: _remove_tree(staged))
             self._hook("finalize-before-commit")
+            tx.hook_after = "finalize-after-commit"
             self._forget_state(uid, fid)
             return Document(id=doc_id, access_hash=access_hash, size=size, mime_type=mime,
                             sha256=sha, md5=md5, date=tx.now, file_type=ftype)
@@ -1364,6 +1369,8 @@ class Store:
             tx.q("UPDATE users SET used_bytes = used_bytes + ? WHERE id = ?", size - row[5],
                  user_id)
             self._reclaim_if_unreferenced(tx, old_docs)
+            self._hook("set-content-before-commit")
+            tx.hook_after = "set-content-after-commit"
             return self._node(tx, user_id, node_id)
 
     def symlink(self, user_id: int, parent: int, name: str, target: str) -> Node:
@@ -1447,6 +1454,7 @@ class Store:
             if new_parent != parent:
                 self._touch_dir(tx, user_id, new_parent)
             self._hook("rename-before-commit")
+            tx.hook_after = "rename-after-commit"
             return self._node(tx, user_id, src[0])
 
     def unlink(self, user_id: int, parent: int, name: str) -> None:
