@@ -1,0 +1,162 @@
+"""Thumbnails, rate limiting, and the HTTP client's retries and error mapping."""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+
+import pytest
+import trio
+from PIL import Image
+
+from fsmount import errors
+from fsmount.httpremote import HttpRemote
+from fsmount.store import Store
+
+from .conftest import SMALL_LIMITS, Srv
+from .harness import running_server
+
+
+def png(w: int, h: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (w, h), (200, 30, 30)).save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_thumbnails_by_type_and_header_are_cached(srv: Srv) -> None:
+    async with srv.client() as c:
+        r = await c.post("/api/v1/files", headers=srv.h(), files={"file": ("pic.png", png(1000, 500))})
+        fid = r.json()["id"]
+        cache = srv.running.app.rest.state.fsm  # the state: thumbnails render counter below
+        sizes = {}
+        for t in ("s", "m", "x"):
+            r = await c.get(f"/api/v1/files/{fid}/thumbnail", params={"type": t}, headers=srv.h())
+            assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+            sizes[t] = Image.open(io.BytesIO(r.content)).size
+        assert sizes == {"s": (100, 50), "m": (320, 160), "x": (800, 400)}
+        files = sorted(os.listdir(cache.thumb_dir))
+        assert len(files) == 3
+        mtimes = [os.stat(os.path.join(cache.thumb_dir, f)).st_mtime_ns for f in files]
+        # easemob's header form gives the m size, from the cache (not rendered again).
+        r = await c.get(f"/api/v1/files/{fid}/content", headers=srv.h(thumbnail="true"))
+        assert Image.open(io.BytesIO(r.content)).size == (320, 160)
+        assert [os.stat(os.path.join(cache.thumb_dir, f)).st_mtime_ns for f in files] == mtimes
+        assert sorted(os.listdir(cache.thumb_dir)) == files
+        r = await c.get(f"/api/v1/files/{fid}/thumbnail", params={"type": "q"}, headers=srv.h())
+        assert r.status_code == 400 and r.json()["error"] == "INVALID_ARGUMENT"
+        r = await c.post("/api/v1/files", headers=srv.h(), files={"file": ("t.txt", b"not an image")})
+        r = await c.get(f"/api/v1/files/{r.json()['id']}/thumbnail", headers=srv.h())
+        assert r.status_code == 415 and r.json()["error"] == "NOT_AN_IMAGE"
+
+
+async def test_rate_limit_429_with_retry_after_and_the_client_waits(tmp_path, manual_clock) -> None:
+    path = tmp_path / "store"
+    store = Store(path, limits=SMALL_LIMITS, clock=manual_clock)
+    try:
+        async with running_server(store, path, rate_limit=1.0, burst=2) as running:
+            tok = running.state.auth.add_token("alice")
+            import httpx
+
+            async with httpx.AsyncClient(base_url=running.url) as c:
+                h = {"Authorization": f"Bearer {tok}"}
+                codes = [(await c.get("/api/v1/proto/statfs", headers=h)) for _ in range(3)]
+                assert [r.status_code for r in codes[:2]] == [200, 200]
+                assert codes[2].status_code == 429
+                assert codes[2].json()["error"] == "RATE_LIMITED"
+                assert int(codes[2].headers["retry-after"]) >= 1
+            # HttpRemote honours Retry-After and gets through.
+            remote = HttpRemote(running.url, tok)
+            try:
+                with trio.fail_after(20):
+                    for _ in range(3):
+                        await remote.statfs()
+                assert remote.retried >= 1
+                # With no retries left the caller sees the named error.
+                impatient = HttpRemote(running.url, tok, retries=0)
+                with pytest.raises(errors.RateLimited) as info:
+                    for _ in range(5):
+                        await impatient.statfs()
+                assert info.value.name == "RATE_LIMITED" and info.value.retry_after >= 1
+                await impatient.aclose()
+            finally:
+                await remote.aclose()
+    finally:
+        store.close()
+
+
+async def test_client_maps_errors_and_gives_up_on_unreachable_servers(srv: Srv) -> None:
+    remote = HttpRemote(srv.url, srv.tok_a)
+    try:
+        with pytest.raises(errors.NotFound):
+            await remote.getattr(987654)
+        with pytest.raises(errors.FilePartTooBig) as info:
+            await remote.save_file_part(1, 0, b"x" * (512 * 1024 + 1))
+        assert info.value.name == "FILE_PART_TOO_BIG"
+        node = await remote.mkdir(1, "d")
+        with pytest.raises(errors.AlreadyExists):
+            await remote.mkdir(1, "d")
+        assert (await remote.lookup(1, "d")).id == node.id
+        assert remote._meta.opened == 1  # keep-alive: one connection for all of that
+    finally:
+        await remote.aclose()
+    bad = HttpRemote(srv.url, "fsm_000000000000_nope")
+    with pytest.raises(errors.Unauthorized) as info2:
+        await bad.statfs()
+    assert info2.value.name == "auth_bad_access_token"
+    await bad.aclose()
+    # Nothing listens on the port of a closed socket: connection refused, retried, then given up.
+    s = trio.socket.socket()
+    await s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    dead = HttpRemote(f"http://127.0.0.1:{port}", "tok", retries=2, backoff=0.01)
+    with trio.fail_after(10), pytest.raises(errors.TransportError):
+        await dead.statfs()
+    assert dead.retried == 2
+    await dead.aclose()
+    with pytest.raises(errors.InvalidArgument):
+        HttpRemote("ftp://x", "t")
+
+
+async def test_retry_after_a_dropped_connection_does_not_repeat_a_mkdir(srv: Srv) -> None:
+    """A proxy drops the first answer to mkdir after the server ran it; the client retries
+    with the same Idempotency-Key and gets the first answer, not ALREADY_EXISTS."""
+    host, port = srv.url.removeprefix("http://").split(":")
+    dropped = trio.Event()
+
+    async def handle(client: trio.SocketStream) -> None:
+        upstream = await trio.open_tcp_stream(host, int(port))
+        seen = bytearray()
+        async with client, upstream, trio.open_nursery() as pumps:
+
+            async def up() -> None:
+                while data := await client.receive_some(65536):
+                    seen.extend(data)
+                    await upstream.send_all(data)
+
+            async def down() -> None:
+                while data := await upstream.receive_some(65536):
+                    if b"/proto/mkdir" in seen and not dropped.is_set():
+                        dropped.set()  # the server did the work; the client never hears of it
+                        pumps.cancel_scope.cancel()
+                        return
+                    await client.send_all(data)
+                pumps.cancel_scope.cancel()
+
+            pumps.start_soon(up)
+            pumps.start_soon(down)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        pport = listeners[0].socket.getsockname()[1]
+        remote = HttpRemote(f"http://127.0.0.1:{pport}", srv.tok_a, backoff=0.01)
+        try:
+            node = await remote.mkdir(1, "once")
+            assert dropped.is_set() and remote.retried >= 1
+            assert node.name == "once"
+            listing = await remote.list_folder(1)
+            assert [n.name for n in listing.entries] == ["once"]
+        finally:
+            await remote.aclose()
+        nursery.cancel_scope.cancel()
