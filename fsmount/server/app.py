@@ -247,7 +247,7 @@ def q_int(params: dict[str, str], key: str, default: int | None = None) -> int:
         val = int(raw, 10)
     except ValueError as exc:
         raise errors.InvalidArgument(f"parameter {key!r} must be an integer") from exc
-    if not -(2**63) <= val < 2**64:
+    if not -(2**63) <= val < 2**63:
         raise errors.InvalidArgument(f"parameter {key!r} is out of range")
     return val
 

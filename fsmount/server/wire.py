@@ -73,7 +73,7 @@ def req_int(obj: dict[str, Any], key: str, *, default: Any = ..., signed64: bool
     val = obj[key]
     if isinstance(val, bool) or not isinstance(val, int):
         raise errors.InvalidArgument(f"field {key!r} must be an integer")
-    if signed64 and not -(2**63) <= val < 2**64:
+    if signed64 and not -(2**63) <= val < 2**63:
         raise errors.InvalidArgument(f"field {key!r} is out of range")
     return val
 
