@@ -1,0 +1,221 @@
+"""Store behaviour below the Remote interface: locking, persistence, indexes, fsck's
+findings, concurrency, and reads that deliberately do not verify hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from fsmount import errors, fsck
+from fsmount.protocol import KIB, MIB, Limits
+from fsmount.remote import ROOT_ID, InputFile, InputFileBig
+from fsmount.store import Store
+
+
+def put(store: Store, uid: int, name: str, data: bytes, fid: int, parent: int = ROOT_ID):
+    chunks = [data[i : i + 512 * KIB] for i in range(0, len(data), 512 * KIB)]
+    for i, c in enumerate(chunks):
+        store.save_big_file_part(uid, fid, i, len(chunks), c)
+    doc = store.upload_media(uid, InputFileBig(fid, len(chunks), name))
+    return store.create_file(uid, parent, name, (doc.location,), replace=True)
+
+
+def test_exclusive_open_names_the_holder(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    first = Store(path, exclusive=True)
+    try:
+        with pytest.raises(errors.StoreLocked) as ei:
+            Store(path, exclusive=True)
+        assert f"pid {os.getpid()}" in str(ei.value)
+        assert str(path) in str(ei.value)
+        # A non-exclusive opener (``fsmount put``) may share the store.
+        with Store(path) as other:
+            assert other.statfs(other.default_user_id).files == 1
+    finally:
+        first.close()
+    Store(path, exclusive=True).close()
+
+
+def test_data_and_id_counters_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    data = os.urandom(700 * KIB)
+    with Store(path) as store:
+        uid = store.ensure_user("carol", quota_bytes=5 * MIB, premium=True)
+        assert store.ensure_user("carol") == uid
+        node = put(store, uid, "f", data, 1)
+        store.unlink(uid, ROOT_ID, "f")
+        node = put(store, uid, "f", data, 2)
+    with Store(path) as store:
+        assert store.user_id("carol") == uid
+        cfg = store.get_config(uid)
+        assert cfg.premium and cfg.max_parts == Limits().upload_max_fileparts_premium
+        got = store.lookup(uid, ROOT_ID, "f")
+        assert got.id == node.id
+        seg = got.segments[0]
+        assert store.get_file(uid, seg.location, 0, MIB).bytes == data
+        again = store.create_file(uid, ROOT_ID, "g")
+        assert again.id > node.id
+        assert store.statfs(uid).quota_bytes == 5 * MIB
+    assert fsck.check(path, deep=True) == []
+
+
+def test_closed_store_refuses_calls(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    store.close()
+    store.close()
+    with pytest.raises(errors.FsmountError):
+        store.getattr(store.default_user_id, ROOT_ID)
+
+
+def test_listing_and_lookup_use_the_name_index(tmp_path: Path) -> None:
+    """Paged listing of a 100,000-entry folder stays fast because every page is one index
+    range scan (the timing itself is in scripts/bench_store.py --entries)."""
+    path = tmp_path / "s"
+    with Store(path):
+        pass
+    db = sqlite3.connect(path / "meta.sqlite")
+    try:
+        plan = " ".join(r[-1] for r in db.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM nodes WHERE user_id = 1 AND parent = 1 "
+            "AND name > 'x' ORDER BY name LIMIT 1000"))
+        assert "INDEX nodes_by_name" in plan and "TEMP B-TREE" not in plan, plan
+        plan = " ".join(r[-1] for r in db.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM nodes WHERE user_id = 1 AND parent = 1 "
+            "AND name = 'x'"))
+        assert "INDEX nodes_by_name" in plan, plan
+    finally:
+        db.close()
+
+
+def test_get_file_does_not_verify_but_hashes_expose_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    data = os.urandom(300 * KIB)
+    with Store(path) as store:
+        uid = store.default_user_id
+        doc = put(store, uid, "f", data, 1).segments[0]
+        chunk = next(p for p in (path / "blobs").rglob("0") if p.is_file())
+        raw = bytearray(chunk.read_bytes())
+        raw[1000] ^= 0xFF
+        chunk.write_bytes(bytes(raw))
+        got = store.get_file(uid, doc.location, 0, MIB).bytes
+        assert got != data and len(got) == len(data)
+        hashes = store.get_file_hashes(uid, doc.location, 0)
+        assert hashes[0].hash == hashlib.sha256(data[: 128 * KIB]).digest()
+        assert hashes[0].hash != hashlib.sha256(got[: 128 * KIB]).digest()
+    problems = fsck.check(path, deep=True)
+    assert any("does not match" in p for p in problems), problems
+    assert fsck.check(path) == []  # the shallow check looks at sizes only
+
+
+def tamper(path: Path, sql: str, *args: object) -> None:
+    db = sqlite3.connect(path / "meta.sqlite")
+    try:
+        db.execute(sql, args)
+        db.commit()
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "finding"),
+    [
+        ("UPDATE users SET used_bytes = used_bytes + 1", "used_bytes"),
+        ("UPDATE users SET node_count = 99", "node_count"),
+        ("UPDATE nodes SET parent = 424242 WHERE name = 'a'", "missing parent"),
+        ("UPDATE nodes SET parent = (SELECT id FROM nodes WHERE name = 'b') WHERE name = 'a'",
+         "does not reach the root"),
+        ("UPDATE nodes SET size = size + 1 WHERE name = 'f'", "segments add up"),
+        ("DELETE FROM blobs", "missing blob"),
+        ("DELETE FROM documents", "missing document"),
+        ("DELETE FROM nodes WHERE id = 1", "no root folder"),
+        ("UPDATE documents SET expires_at = NULL WHERE id = (SELECT MAX(id) FROM documents)",
+         "never expires"),
+        ("DELETE FROM segments", "never expires"),
+        ("UPDATE nodes SET parent = (SELECT id FROM nodes WHERE name = 'f') WHERE name = 'b'",
+         "not a folder"),
+    ],
+)
+def test_fsck_finds_broken_invariants(tmp_path: Path, sql: str, finding: str) -> None:
+    path = tmp_path / "s"
+    with Store(path) as store:
+        uid = store.default_user_id
+        a = store.mkdir(uid, ROOT_ID, "a")
+        store.mkdir(uid, a.id, "b")
+        put(store, uid, "f", b"content of f", 1)
+        store.save_file_part(uid, 2, 0, b"loose")
+        store.upload_media(uid, InputFile(2, 1, "loose", hashlib.md5(b"loose").hexdigest()))
+    assert fsck.check(path) == []
+    tamper(path, sql)
+    problems = fsck.check(path)
+    assert any(finding in p for p in problems), problems
+
+
+def test_fsck_finds_orphan_and_missing_files(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with Store(path) as store:
+        uid = store.default_user_id
+        put(store, uid, "f", b"x" * 5000, 1)
+        store.save_file_part(uid, 9, 0, b"part")
+    (path / "blobs" / "ee").mkdir()
+    (path / "blobs" / "ee" / ("e" * 64 + ".zz")).mkdir()
+    (path / "parts" / "1" / "0000000000000009" / "7").write_bytes(b"stray")
+    problems = fsck.check(path)
+    assert any("orphan blob" in p for p in problems), problems
+    assert any("orphan part file" in p for p in problems), problems
+    for chunk in (path / "blobs").rglob("0"):
+        chunk.unlink()
+    assert any("chunks" in p for p in fsck.check(path))
+    with pytest.raises(FileNotFoundError):
+        fsck.check(tmp_path / "nothing-here")
+
+
+def test_expire_sweeps_parts_and_fresh_documents(tmp_path: Path) -> None:
+    now = [1000.0]
+    with Store(tmp_path / "s", clock=lambda: now[0],
+               limits=Limits(part_lifetime=60)) as store:
+        uid = store.default_user_id
+        store.save_file_part(uid, 1, 0, b"a")
+        store.save_file_part(uid, 2, 0, b"b")
+        store.upload_media(uid, InputFile(2, 1, "b", hashlib.md5(b"b").hexdigest()))
+        assert store.expire() == (0, 0)
+        now[0] += 61
+        assert store.expire() == (1, 1)
+        assert not [p for p in (tmp_path / "s" / "blobs").rglob("*") if p.is_file()]
+    assert fsck.check(tmp_path / "s") == []
+
+
+def test_concurrent_threads_keep_the_store_consistent(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    failures: list[BaseException] = []
+    with Store(path) as store:
+        uid = store.default_user_id
+        dirs = [store.mkdir(uid, ROOT_ID, f"d{i}").id for i in range(4)]
+
+        def worker(n: int) -> None:
+            try:
+                for k in range(6):
+                    data = os.urandom(200 * KIB + n * 1000 + k)
+                    node = put(store, uid, f"f{n}-{k}", data, n * 100 + k, dirs[n % 4])
+                    got = store.get_file(uid, node.segments[0].location, 0, MIB).bytes
+                    assert got == data
+                    store.rename(uid, dirs[n % 4], f"f{n}-{k}", dirs[(n + 1) % 4], f"g{n}-{k}")
+                    if k % 2:
+                        store.unlink(uid, dirs[(n + 1) % 4], f"g{n}-{k}")
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in threads)
+        assert failures == []
+        listed = sum(len(store.list_folder(uid, d).entries) for d in dirs)
+        assert listed == 6 * 3
+    assert fsck.check(path, deep=True) == []
