@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""Benchmark: embedded-store upload and getFile throughput against the raw disk.
+
+For one file of ``--size`` bytes (default 1 GiB) it measures, interleaved in the same run
+(the machine is shared, so only side-by-side ratios mean much):
+
+* raw write: the same bytes written to one file in 512 KiB writes, then fsync;
+* store upload: saveBigFilePart through EmbeddedRemote with ``--inflight`` parts in flight
+  (512 KiB parts), then finalize (upload_media) and create_file;
+* raw read: the file read back in 1 MiB reads;
+* raw write + hashes: the raw write that also computes the digests the store keeps
+  (SHA-256, MD5, 128 KiB block SHA-256s): the floor for any hashing store;
+* store read: getFile of every 1 MiB window through EmbeddedRemote, one at a time and
+  with ``--inflight`` requests outstanding (as the filesystem's read-ahead does).
+
+Before each read the files' pages are dropped from the page cache (posix_fadvise
+DONTNEED), so reads come from the disk for both.  Prints MB/s and the ratio store/raw.
+
+    python3 scripts/bench_store.py --size 64M     # a quick run
+    python3 scripts/bench_store.py                # the 1 GiB figure of docs/performance.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from fsmount.embedded import EmbeddedRemote
+from fsmount.protocol import MIB, Limits
+from fsmount.remote import ROOT_ID, InputFileBig
+
+PART = 512 * 1024
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def make_parts(size: int) -> list[bytes]:
+    # Distinct content per part (no accidental dedup), cheap to generate.
+    pool = os.urandom(PART + 4096)
+    parts = []
+    for i in range(0, size, PART):
+        n = min(PART, size - i)
+        k = (i // PART) % 4096
+        head = (i // PART).to_bytes(8, "little")
+        parts.append(head + pool[k : k + n - 8] if n > 8 else pool[:n])
+    return parts
+
+
+def drop_cache(paths: list[Path]) -> None:
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def raw_write(path: Path, parts: list[bytes]) -> float:
+    t = time.perf_counter()
+    with open(path, "wb") as f:
+        for p in parts:
+            f.write(p)
+        f.flush()
+        os.fsync(f.fileno())
+    return time.perf_counter() - t
+
+
+def raw_write_hashed(path: Path, parts: list[bytes]) -> float:
+    """Raw write plus the three digests the store computes (SHA-256, MD5, 128 KiB blocks):
+    the least any store that hashes its content must spend."""
+    t = time.perf_counter()
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    blocks = []
+    with open(path, "wb") as f:
+        for p in parts:
+            f.write(p)
+            sha.update(p)
+            md5.update(p)
+            for o in range(0, len(p), 128 * 1024):
+                blocks.append(hashlib.sha256(p[o : o + 128 * 1024]).digest())
+        f.flush()
+        os.fsync(f.fileno())
+    return time.perf_counter() - t
+
+
+def raw_read(path: Path, size: int) -> tuple[float, str]:
+    drop_cache([path])
+    h = hashlib.sha256()
+    t = time.perf_counter()
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            b = f.read(MIB)
+            if not b:
+                break
+            h.update(b)  # the store's reader verifies hashes too; keep the work comparable
+    return time.perf_counter() - t, h.hexdigest()
+
+
+async def store_upload(remote: EmbeddedRemote, parts: list[bytes], inflight: int, name: str
+                       ) -> tuple[float, float, object]:
+    fid = int.from_bytes(os.urandom(8), "little") >> 1
+    sem = trio.Semaphore(inflight)
+    t = time.perf_counter()
+
+    async def one(i: int) -> None:
+        try:
+            await remote.save_big_file_part(fid, i, len(parts), parts[i])
+        finally:
+            sem.release()
+
+    async with trio.open_nursery() as n:
+        for i in range(len(parts)):
+            await sem.acquire()
+            n.start_soon(one, i)
+    t_fin = time.perf_counter()
+    doc = await remote.upload_media(InputFileBig(fid, len(parts), name))
+    end = time.perf_counter()
+    await remote.create_file(ROOT_ID, name, (doc.location,))
+    return end - t, end - t_fin, doc
+
+
+async def store_read(remote: EmbeddedRemote, doc: object, size: int, store_dir: Path
+                     ) -> tuple[float, str]:
+    drop_cache([p for p in (store_dir / "blobs").rglob("*") if p.is_file()])
+    h = hashlib.sha256()
+    t = time.perf_counter()
+    for off in range(0, size, MIB):
+        r = await remote.get_file(doc.location, off, MIB)  # type: ignore[attr-defined]
+        h.update(r.bytes)
+    return time.perf_counter() - t, h.hexdigest()
+
+
+async def store_read_parallel(remote: EmbeddedRemote, doc: object, size: int, store_dir: Path,
+                              inflight: int) -> float:
+    """getFile of every window with ``inflight`` requests outstanding (like read-ahead)."""
+    drop_cache([p for p in (store_dir / "blobs").rglob("*") if p.is_file()])
+    sem = trio.Semaphore(inflight)
+    got = [0]
+    t = time.perf_counter()
+
+    async def one(off: int) -> None:
+        try:
+            r = await remote.get_file(doc.location, off, MIB)  # type: ignore[attr-defined]
+            got[0] += len(r.bytes)
+        finally:
+            sem.release()
+
+    async with trio.open_nursery() as n:
+        for off in range(0, size, MIB):
+            await sem.acquire()
+            n.start_soon(one, off)
+    assert got[0] == size
+    return time.perf_counter() - t
+
+
+async def bench_listing(base: Path, entries: int) -> None:
+    """A folder of ``entries`` files: paged list_folder against scandir+stat of a real
+    directory with as many files, and lookups against os.stat."""
+    remote = EmbeddedRemote.open(base / "list-store")
+    raw_dir = base / "list-raw"
+    raw_dir.mkdir()
+    try:
+        store, uid = remote.store, remote.user_id
+        t = time.perf_counter()
+        folder = store.mkdir(uid, ROOT_ID, "big").id
+        for i in range(entries):
+            store.create_file(uid, folder, f"file-{i:07d}")
+        t_create = time.perf_counter() - t
+        t = time.perf_counter()
+        for i in range(entries):
+            (raw_dir / f"file-{i:07d}").touch()
+        t_raw_create = time.perf_counter() - t
+
+        t = time.perf_counter()
+        seen, after, pages = 0, None, 0
+        worst = 0.0
+        while True:
+            tp = time.perf_counter()
+            page = await remote.list_folder(folder, after, 1000)
+            worst = max(worst, time.perf_counter() - tp)
+            seen += len(page.entries)
+            pages += 1
+            after = page.next_after
+            if after is None:
+                break
+        t_list = time.perf_counter() - t
+        assert seen == entries
+        t = time.perf_counter()
+        n = 0
+        with os.scandir(raw_dir) as it:
+            for e in it:
+                e.stat()
+                n += 1
+        t_raw_list = time.perf_counter() - t
+        assert n == entries
+
+        names = [f"file-{(i * 7919) % entries:07d}" for i in range(2000)]
+        t = time.perf_counter()
+        for name in names:
+            await remote.lookup(folder, name)
+        t_lookup = (time.perf_counter() - t) / len(names)
+        t = time.perf_counter()
+        for name in names:
+            os.stat(raw_dir / name)
+        t_raw_lookup = (time.perf_counter() - t) / len(names)
+        print(f"\nfolder of {entries} entries:")
+        print(f"  create   store {entries / t_create:8.0f}/s   raw touch {entries / t_raw_create:8.0f}/s")
+        print(f"  list all store {t_list * 1000:8.0f} ms ({pages} pages of 1000, slowest page "
+              f"{worst * 1000:.1f} ms)   raw scandir+stat {t_raw_list * 1000:8.0f} ms   "
+              f"ratio {t_raw_list / t_list:.2f}")
+        print(f"  lookup   store {t_lookup * 1e6:8.0f} us   raw stat {t_raw_lookup * 1e6:8.1f} us")
+    finally:
+        await remote.aclose()
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    size = parse_size(args.size)
+    base = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
+    try:
+        if args.entries:
+            await bench_listing(base, args.entries)
+        if not size:
+            return 0
+        parts = make_parts(size)
+        expect = hashlib.sha256(b"".join(parts)).hexdigest() if size <= 2 << 30 else None
+        limits = Limits(upload_max_fileparts_default=max(4000, len(parts)))
+        remote = EmbeddedRemote.open(base / "store", limits=limits)
+        raw = base / "raw.bin"
+        mb = size / 1e6
+        results: dict[str, list[float]] = {k: [] for k in (
+            "raw_w", "raw_wh", "store_w", "fin", "raw_r", "store_r", "store_rp")}
+        try:
+            for rnd in range(args.rounds):
+                results["raw_w"].append(raw_write(raw, parts))
+                results["raw_wh"].append(raw_write_hashed(raw, parts))
+                dt, fin, doc = await store_upload(remote, parts, args.inflight, f"f{rnd}")
+                results["store_w"].append(dt)
+                results["fin"].append(fin)
+                dt_r, digest_raw = raw_read(raw, size)
+                results["raw_r"].append(dt_r)
+                dt_s, digest_store = await store_read(remote, doc, size, base / "store")
+                results["store_r"].append(dt_s)
+                results["store_rp"].append(
+                    await store_read_parallel(remote, doc, size, base / "store", args.inflight))
+                assert digest_raw == digest_store, "store returned different bytes"
+                if expect:
+                    assert digest_store == expect
+                print(
+                    f"round {rnd + 1}: write raw {mb / results['raw_w'][-1]:7.1f} MB/s, "
+                    f"raw+hashes {mb / results['raw_wh'][-1]:7.1f} MB/s, "
+                    f"store {mb / dt:7.1f} MB/s (finalize {fin * 1000:.0f} ms); "
+                    f"read raw {mb / dt_r:7.1f} MB/s, store {mb / dt_s:7.1f} MB/s, "
+                    f"store {args.inflight} in flight {mb / results['store_rp'][-1]:7.1f} MB/s",
+                    flush=True,
+                )
+                raw.unlink()
+        finally:
+            await remote.aclose()
+        med = {k: statistics.median(v) for k, v in results.items()}
+        print(f"\nsize {size} bytes ({size / MIB:.0f} MiB), {args.inflight} parts in flight, "
+              f"{args.rounds} rounds (medians):")
+        print(f"  upload   raw {mb / med['raw_w']:7.1f} MB/s   store {mb / med['store_w']:7.1f} "
+              f"MB/s   ratio {med['raw_w'] / med['store_w']:.2f}   finalize {med['fin'] * 1000:.0f} ms")
+        print(f"           raw+hashes {mb / med['raw_wh']:7.1f} MB/s   ratio store/(raw+hashes) "
+              f"{med['raw_wh'] / med['store_w']:.2f}")
+        print(f"  get_file raw {mb / med['raw_r']:7.1f} MB/s   store {mb / med['store_r']:7.1f} "
+              f"MB/s   ratio {med['raw_r'] / med['store_r']:.2f}")
+        print(f"           store, {args.inflight} in flight {mb / med['store_rp']:7.1f} MB/s   "
+              f"ratio {med['raw_r'] / med['store_rp']:.2f}")
+        return 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", default="1G", help="file size, e.g. 64M, 1G (default 1G)")
+    ap.add_argument("--inflight", type=int, default=4, help="parts in flight (default 4)")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
+    ap.add_argument("--entries", type=int, default=0,
+                    help="also time a folder of this many entries (e.g. 100000)")
+    ap.add_argument("--dir", default=None, help="where to put the store and the raw file")
+    args = ap.parse_args()
+    return trio.run(main_async, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
