@@ -1127,6 +1127,10 @@ class Store:
 
         Raises OffsetInvalid, LimitInvalid, FileIdInvalid, FileReferenceExpired.
         """
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            raise errors.OffsetInvalid(f"offset {offset!r} is not an integer")
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise errors.LimitInvalid(f"limit {limit!r} is not an integer")
         protocol.check_get_file(offset, limit, precise)
         size, ftype, date, chunk, rel, _ = self._resolve_read(user_id, location)
         end = min(offset + limit, size)
