@@ -95,9 +95,15 @@ class _Pool:
         with trio.fail_after(self.connect_timeout):
             stream: trio.abc.Stream = await trio.open_tcp_stream(self.host, self.port)
             if self.tls is not None:
-                stream = trio.SSLStream(stream, self.tls, server_hostname=self.host,
-                                        https_compatible=True)
-                await stream.do_handshake()
+                tls_stream = trio.SSLStream(stream, self.tls, server_hostname=self.host,
+                                            https_compatible=True)
+                try:
+                    await tls_stream.do_handshake()
+                except BaseException:
+                    # Never leave a half-open socket behind (a server would wait for it).
+                    await trio.aclose_forcefully(stream)
+                    raise
+                stream = tls_stream
         self.opened += 1
         return _Conn(stream)
 

@@ -100,3 +100,41 @@ def test_openapi_document_needs_no_token(served) -> None:
     doc = httpx.get(f"{url}/openapi.json").json()
     assert doc["openapi"].startswith("3.") and "/api/v1/uploads/{id}/chunks/{n}" in doc["paths"]
     assert "/api/v1/proto/getFile" in doc["paths"]
+
+
+async def test_tls_with_certfile_and_keyfile(tmp_path: Path) -> None:
+    from fsmount.httpremote import HttpRemote
+
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True,
+                   timeout=60)
+    store = tmp_path / "store"
+    token = run("token", "add", "--store", str(store), "alice").stdout.strip()
+    port = free_port()
+    proc = subprocess.Popen([*FSMOUNT, "serve", "--store", str(store), "--listen", f"127.0.0.1:{port}",
+                             "--certfile", str(cert), "--keyfile", str(key)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert f"https://127.0.0.1:{port}" in line, line
+        remote = HttpRemote(f"https://127.0.0.1:{port}", token, ca_file=str(cert))
+        try:
+            node = await remote.mkdir(1, "over-tls")
+            assert (await remote.lookup(1, "over-tls")).id == node.id
+        finally:
+            await remote.aclose()
+        untrusting = HttpRemote(f"https://127.0.0.1:{port}", token, retries=0)
+        from fsmount import errors
+
+        with pytest.raises(errors.TransportError):
+            await untrusting.statfs()  # self-signed: refused without its CA
+        await untrusting.aclose()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=30) == 0
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(proc.stderr.read()) from None
