@@ -67,6 +67,8 @@ MAX_LIST_LIMIT = 10_000
 MIN_CHUNK = 64 * 1024
 #: Parts kept in memory for incremental hashing while an earlier part is still missing.
 PENDING_PARTS = 32
+#: ... and at most this many bytes of them across all uploads (the rest is read back).
+PENDING_BYTES = 64 * 1024 * 1024
 #: Seconds of the store's clock between two opportunistic expiry sweeps.
 SWEEP_INTERVAL = 30.0
 #: Environment variable naming a test hook: ``NAME[:N]=PATH`` makes the N-th (default first)
@@ -396,6 +398,7 @@ class Store:
         self._lock = threading.RLock()
         self._states: dict[tuple[int, int], _UploadState] = {}
         self._states_lock = threading.Lock()
+        self._pending_bytes = 0
         self._last_sweep = float("-inf")
         self._closed = False
         self._hooks = _parse_hook(os.environ.get(HOOK_ENV, ""))
@@ -655,6 +658,7 @@ class Store:
             st = self._states.pop((uid, fid), None)
             if st:
                 st.broken = True
+                self._drop_pending(st)
 
     def _reclaim_document(self, tx: _Tx, doc_id: int) -> None:
         """Delete a document (and its blob if nothing else uses it); leaves a tombstone."""
@@ -834,10 +838,17 @@ class Store:
                 st = self._states[(uid, fid)] = _UploadState()
             if part in st.saved or existed:
                 st.broken = True
-                st.pending.clear()
+                self._drop_pending(st)
             st.saved[part] = stat
-            if not st.broken and 0 <= part - st.next_part < PENDING_PARTS:
+            if (not st.broken and 0 <= part - st.next_part < PENDING_PARTS
+                    and self._pending_bytes + len(data) <= PENDING_BYTES):
                 st.pending[part] = (data, full_blocks)
+                self._pending_bytes += len(data)
+
+    def _drop_pending(self, st: _UploadState) -> None:
+        """Forget the bytes an upload holds for hashing (caller holds ``_states_lock``)."""
+        self._pending_bytes -= sum(len(d) for d, _ in st.pending.values())
+        st.pending.clear()
 
     def _advance(self, key: tuple[int, int]) -> None:
         """Feed contiguous saved parts into the upload's hashers (whoever gets the lock)."""
@@ -854,6 +865,8 @@ class Store:
                     with self._states_lock:
                         stat = state.saved.get(k)
                         held = state.pending.pop(k, None)
+                        if held is not None:
+                            self._pending_bytes -= len(held[0])
                     if stat is None:
                         break
                     if held is not None:
