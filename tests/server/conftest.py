@@ -3,7 +3,10 @@ store, with tokens for two users, and helpers to call it with httpx and curl."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,3 +58,35 @@ async def srv(tmp_path: Path, manual_clock: Any) -> AsyncIterator[Srv]:
     finally:
         store.close()
     assert fsck.check(path) == []
+
+
+FSMOUNT = [sys.executable, "-m", "fsmount"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*FSMOUNT, *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, str, subprocess.Popen[str]]]:
+    """`fsmount serve` in a subprocess on a free loopback port: (store dir, URL, process)."""
+    store = tmp_path / "store"
+    port = free_port()
+    proc = subprocess.Popen([*FSMOUNT, "serve", "--store", str(store), "--listen", f"127.0.0.1:{port}"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()  # the ready line, printed once the socket listens
+        assert "serving" in line and f"127.0.0.1:{port}" in line, line
+        yield store, f"http://127.0.0.1:{port}", proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+

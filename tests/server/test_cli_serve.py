@@ -6,41 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-FSMOUNT = [sys.executable, "-m", "fsmount"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*FSMOUNT, *args], capture_output=True, text=True, timeout=60)
-
-
-@pytest.fixture
-def served(tmp_path: Path):
-    store = tmp_path / "store"
-    port = free_port()
-    proc = subprocess.Popen([*FSMOUNT, "serve", "--store", str(store), "--listen", f"127.0.0.1:{port}"],
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stderr.readline()  # the ready line, printed once the socket listens
-        assert "serving" in line and f"127.0.0.1:{port}" in line, line
-        yield store, f"http://127.0.0.1:{port}", proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
+from .conftest import FSMOUNT, free_port, run
 
 
 def test_tokens_while_serving_and_sigterm_finishes_a_download(served) -> None:
