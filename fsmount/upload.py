@@ -873,6 +873,10 @@ async def _upload_reader(
     rereadable: bool = True,
 ) -> tuple[Document, ...]:
     """Stream ``read_at`` from 0 to ``size`` (or to EOF if None) through one upload."""
+    failure: Exception | None = None
+    docs: tuple[Document, ...] = ()
+    # An error is carried out of the nursery by hand so that the caller gets the error
+    # itself, not an ExceptionGroup around it.
     async with trio.open_nursery() as nursery:
         up = await StreamingUpload.open(
             nursery,
@@ -897,10 +901,16 @@ async def _upload_reader(
                     break
                 await up.write(chunk)
                 pos += len(chunk)
-            return await up.finish()
+            docs = await up.finish()
+        except Exception as exc:
+            await up.abort()
+            failure = exc
         except BaseException:
             await up.abort()
             raise
+    if failure is not None:
+        raise failure
+    return docs
 
 
 async def upload_file(

@@ -1,0 +1,453 @@
+"""In-process tests of the streaming uploader (fsmount/upload.py) against the real store.
+
+The remote is a real :class:`EmbeddedRemote` on a temporary store, wrapped in
+:class:`Probe`, which counts calls, records how each part was sent, and can hold parts back
+(to prove several are in flight), fail one call, or move the store's manual clock (so that
+parts really expire and the store reports ``FILE_PART_X_MISSING``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+import tracemalloc
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from fsmount import errors, protocol
+from fsmount.embedded import EmbeddedRemote
+from fsmount.fsck import check as fsck
+from fsmount.remote import ROOT_ID, Document, InputFile, InputFileBig
+from fsmount.upload import PART_SIZE, StreamingUpload, read_segments, upload_file
+
+MIB = protocol.MIB
+THRESHOLD = protocol.Limits().big_file_threshold
+
+
+@dataclass
+class Probe:
+    """A real remote, with counting and fault injection on the upload calls."""
+
+    inner: EmbeddedRemote
+    #: ("small", part, None, size) or ("big", part, total, size), in call order.
+    saves: list[tuple[str, int, int | None, int]] = field(default_factory=list)
+    finals: list[InputFile | InputFileBig] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    #: Hold each save until this many are in flight at once (proves parallelism).
+    hold_until: int = 0
+    #: Raise TransportError on the save call with this index (0-based), once.
+    fail_save: int | None = None
+    #: Called with the part number after each successful save.
+    after_save: Callable[[int], None] | None = None
+    #: Called before each finalize call with its 0-based index.
+    before_final: Callable[[int], None] | None = None
+    get_file_calls: int = 0
+    _enough: trio.Event = field(default_factory=trio.Event)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def _save(self, kind: str, part: int, total: int | None, data: bytes,
+                    call: Callable[[], Any]) -> bool:
+        index = len(self.saves)
+        self.saves.append((kind, part, total, len(data)))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.in_flight >= self.hold_until:
+                self._enough.set()
+            if self.hold_until and not self._enough.is_set():
+                with trio.fail_after(20):
+                    await self._enough.wait()
+            if self.fail_save == index:
+                raise errors.TransportError("injected: connection reset")
+            ok = await call()
+            if self.after_save is not None:
+                self.after_save(part)
+            return ok
+        finally:
+            self.in_flight -= 1
+
+    async def save_file_part(self, file_id: int, file_part: int, data: bytes) -> bool:
+        return await self._save("small", file_part, None, data,
+                                lambda: self.inner.save_file_part(file_id, file_part, data))
+
+    async def save_big_file_part(self, file_id: int, file_part: int, file_total_parts: int,
+                                 data: bytes) -> bool:
+        return await self._save(
+            "big", file_part, file_total_parts, data,
+            lambda: self.inner.save_big_file_part(file_id, file_part, file_total_parts, data))
+
+    async def upload_media(self, file: InputFile | InputFileBig) -> Document:
+        if self.before_final is not None:
+            self.before_final(len(self.finals))
+        self.finals.append(file)
+        return await self.inner.upload_media(file)
+
+    async def get_file(self, *args: Any, **kwargs: Any) -> Any:
+        self.get_file_calls += 1
+        return await self.inner.get_file(*args, **kwargs)
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Env:
+    remote: Probe
+    clock: ManualClock
+    path: Path
+    limits: protocol.Limits
+
+
+def open_env(tmp_path: Path, **limits: Any) -> Env:
+    lim = protocol.Limits(**limits)
+    clock = ManualClock()
+    inner = EmbeddedRemote.open(tmp_path / "store", limits=lim, clock=clock)
+    return Env(Probe(inner), clock, tmp_path / "store", lim)
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    e = open_env(tmp_path)
+    try:
+        yield e
+    finally:
+        await e.remote.inner.aclose()
+    assert fsck(e.path) == []
+
+
+@pytest.fixture
+async def small_env(tmp_path: Path) -> AsyncIterator[Env]:
+    """A store whose uploads hold at most 4 parts (2 MiB): files become several segments."""
+    e = open_env(tmp_path, upload_max_fileparts_default=4)
+    try:
+        yield e
+    finally:
+        await e.remote.inner.aclose()
+    assert fsck(e.path) == []
+
+
+def payload(size: int, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+async def stream(remote: Any, data: bytes, *, chunk: int = 128 * 1024, parallel: int = 4,
+                 spill_dir: Path | None = None, name: str = "f") -> tuple[Document, ...]:
+    failure: Exception | None = None
+    async with trio.open_nursery() as nursery:
+        up = await StreamingUpload.open(nursery, remote, name, parallel=parallel,
+                                        spill_dir=spill_dir)
+        try:
+            for pos in range(0, len(data), chunk):
+                await up.write(data[pos : pos + chunk])
+            docs = await up.finish()
+        except Exception as exc:
+            failure = exc
+    if failure is not None:
+        raise failure
+    return docs
+
+
+async def read_back(remote: Any, docs: tuple[Document, ...]) -> bytes:
+    return await read_segments(remote, docs, 0, sum(d.size for d in docs))
+
+
+async def test_parts_in_flight_md5_and_small_big_switch(env: Env, tmp_path: Path) -> None:
+    env.remote.hold_until = 3
+    data = payload(THRESHOLD + 3 * PART_SIZE + 1000)
+    docs = await stream(env.remote, data, spill_dir=tmp_path)
+
+    assert len(docs) == 1
+    assert env.remote.max_in_flight >= 3
+    assert env.remote.max_in_flight <= 4
+    assert await read_back(env.remote, docs) == data
+    assert docs[0].sha256 == hashlib.sha256(data).hexdigest()
+    assert docs[0].md5 == hashlib.md5(data).hexdigest()
+    nparts = -(-len(data) // PART_SIZE)
+    saves = sorted(env.remote.saves, key=lambda s: s[1])
+    assert [s[1] for s in saves] == list(range(nparts))
+    for kind, part, total, size in saves:
+        end = part * PART_SIZE + size
+        assert kind == ("small" if end <= THRESHOLD else "big")
+        assert size == (PART_SIZE if part < nparts - 1 else len(data) - part * PART_SIZE)
+        if kind == "big":
+            assert total == (nparts if part == nparts - 1 else protocol.TOTAL_PARTS_UNKNOWN)
+    assert env.remote.finals == [InputFileBig(env.remote.finals[0].id, nparts, "f")]
+
+
+@pytest.mark.parametrize("size, kinds, final", [
+    (3 * MIB + 5, {"small"}, InputFile),
+    (THRESHOLD, {"small"}, InputFile),
+    (THRESHOLD + 1, {"small", "big"}, InputFileBig),
+])
+async def test_threshold_boundary(env: Env, size: int, kinds: set[str], final: type) -> None:
+    data = payload(size, seed=size)
+    docs = await stream(env.remote, data, chunk=300_000)
+    assert await read_back(env.remote, docs) == data
+    assert {s[0] for s in env.remote.saves} == kinds
+    (fin,) = env.remote.finals
+    assert type(fin) is final
+    if isinstance(fin, InputFile):
+        assert fin.md5_checksum == hashlib.md5(data).hexdigest()
+    # The last part is the only short one and the only one sent with a known total.
+    last = max(env.remote.saves, key=lambda s: s[1])
+    assert last[3] == size - last[1] * PART_SIZE
+    if last[0] == "big":
+        assert last[2] == last[1] + 1
+
+
+async def test_empty_file_uploads_nothing(env: Env) -> None:
+    assert await stream(env.remote, b"") == ()
+    assert env.remote.saves == [] and env.remote.finals == []
+
+
+async def test_one_expired_part_is_sent_again(env: Env, tmp_path: Path) -> None:
+    lifetime = env.limits.part_lifetime
+
+    def after_save(part: int) -> None:
+        # Part 0 is saved long before the others, so only it outlives the part lifetime.
+        if part == 0 and env.clock.now < 1_700_000_000.0 + lifetime:
+            env.clock.now += lifetime * 0.6
+
+    def before_final(index: int) -> None:
+        if index == 0:
+            env.clock.now += lifetime * 0.5
+
+    env.remote.after_save = after_save
+    env.remote.before_final = before_final
+    data = payload(5 * MIB + 77)
+    # One part at a time, so that part 0 is saved before the clock moves.
+    docs = await stream(env.remote, data, parallel=1, spill_dir=tmp_path)
+    assert await read_back(env.remote, docs) == data
+    assert len(env.remote.finals) == 2
+    nparts = -(-len(data) // PART_SIZE)
+    assert [s[1] for s in env.remote.saves] == [*range(nparts), 0]
+
+
+@pytest.mark.parametrize("source", ["stream", "path"])
+async def test_all_parts_expired_are_sent_again(env: Env, tmp_path: Path, source: str) -> None:
+    def before_final(index: int) -> None:
+        if index == 0:
+            env.clock.now += env.limits.part_lifetime + 1
+
+    env.remote.before_final = before_final
+    data = payload(THRESHOLD + 2 * MIB + 3)
+    if source == "stream":
+        # The stream keeps its parts (memory, then spill file) until finalize succeeds.
+        docs = await stream(env.remote, data, spill_dir=tmp_path)
+    else:
+        # From a file the parts are re-read from the source instead.
+        local = tmp_path / "local.bin"
+        local.write_bytes(data)
+        docs = await upload_file(env.remote, local, "local.bin")
+    assert await read_back(env.remote, docs) == data
+    nparts = -(-len(data) // PART_SIZE)
+    sent = [s[1] for s in env.remote.saves]
+    assert sorted(sent) == sorted([*range(nparts), 0, *range(nparts)])
+    assert len(env.remote.finals) == 3
+    # Re-sent parts use the same call as the first time, now with the known total.
+    for kind, part, total, size in env.remote.saves[nparts:]:
+        assert kind == ("small" if part * PART_SIZE + size <= THRESHOLD else "big")
+        assert total in (None, nparts)
+
+
+async def test_missing_part_that_never_comes_back_fails(env: Env, tmp_path: Path) -> None:
+    def before_final(index: int) -> None:
+        env.clock.now += env.limits.part_lifetime + 1  # every attempt finds parts expired
+
+    env.remote.before_final = before_final
+    with pytest.raises(errors.FilePartMissing):
+        await stream(env.remote, payload(2 * MIB), spill_dir=tmp_path)
+    assert 1 < len(env.remote.finals) <= 5
+
+
+async def test_failed_part_surfaces_from_write_or_finish(env: Env) -> None:
+    env.remote.fail_save = 5
+    data = payload(8 * MIB)
+    raised: list[BaseException] = []
+    async with trio.open_nursery() as nursery:
+        up = await StreamingUpload.open(nursery, env.remote, "f")
+        try:
+            for pos in range(0, len(data), 128 * 1024):
+                await up.write(data[pos : pos + 128 * 1024])
+            await up.finish()
+        except errors.TransportError as exc:
+            raised.append(exc)
+    assert raised and "injected" in str(raised[0])
+    assert up.closed or up.size <= len(data)
+    # The caller's nursery survived; a later write fails clearly instead of hanging.
+    with pytest.raises((errors.TransportError, RuntimeError)):
+        await up.write(b"x")
+
+
+async def test_finalize_error_surfaces(env: Env) -> None:
+    env.remote.inner.store.set_user(env.remote.inner.user_id, quota_bytes=MIB)
+    with pytest.raises(errors.QuotaExceeded):
+        await stream(env.remote, payload(2 * MIB))
+
+
+async def test_memory_stays_bounded(env: Env, tmp_path: Path) -> None:
+    size = 64 * MIB
+    block = payload(256 * 1024)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        async with trio.open_nursery() as nursery:
+            up = await StreamingUpload.open(nursery, env.remote, "big", spill_dir=tmp_path)
+            for _ in range(size // len(block)):
+                await up.write(block)
+            # Parts went out while the file was being written, not at finish.
+            saved_while_writing = up.saved_bytes
+            docs = await up.finish()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert docs[0].size == size
+    # Queue + in flight + retained-in-memory is ~10 MiB; the store may hold a few parts
+    # for hashing.  Far below the 64 MiB streamed.
+    assert peak < 24 * MIB, f"peak {peak / MIB:.1f} MiB"
+    assert saved_while_writing >= size - 8 * MIB
+    assert not list(tmp_path.glob("fsmount-spill-*"))
+
+
+async def test_several_segments(small_env: Env, tmp_path: Path) -> None:
+    data = payload(9 * MIB + 12345)
+    docs = await stream(small_env.remote, data, chunk=1000 * 1000, spill_dir=tmp_path)
+    seg = 4 * PART_SIZE
+    assert [d.size for d in docs] == [seg] * 4 + [len(data) - 4 * seg]
+    assert await read_back(small_env.remote, docs) == data
+    # Each segment is its own upload: parts 0..3 under its own file id, finalized in order.
+    assert len({f.id for f in small_env.remote.finals}) == 5
+    node = await small_env.remote.create_file(ROOT_ID, "seg.bin",
+                                              tuple(d.location for d in docs))
+    assert node.size == len(data)
+    got = await small_env.remote.getattr(node.id)
+    assert await read_back(small_env.remote, got.segments) == data
+
+
+async def test_big_segments(tmp_path: Path) -> None:
+    # Segments of 4 parts above a 1 MiB threshold: each is a big upload that starts with
+    # saveFilePart and switches to saveBigFilePart.
+    e = open_env(tmp_path, upload_max_fileparts_default=4, big_file_threshold=MIB)
+    try:
+        data = payload(5 * MIB)
+        docs = await upload_file(e.remote, io.BytesIO(data), "b")
+        assert [d.size for d in docs] == [2 * MIB, 2 * MIB, MIB]
+        assert await read_back(e.remote, docs) == data
+        # Segments may finalize in any order; the result keeps the file's order.
+        assert sorted(type(f).__name__ for f in e.remote.finals) == [
+            "InputFile", "InputFileBig", "InputFileBig"]
+        kinds = {(s[1], s[0]) for s in e.remote.saves}
+        assert kinds == {(0, "small"), (1, "small"), (2, "big"), (3, "big")}
+    finally:
+        await e.remote.inner.aclose()
+    assert fsck(e.path) == []
+
+
+async def test_read_back_while_writing(small_env: Env, tmp_path: Path) -> None:
+    data = payload(5 * MIB + 999)
+    async with trio.open_nursery() as nursery:
+        up = await StreamingUpload.open(nursery, small_env.remote, "r", spill_dir=tmp_path)
+        rng = random.Random(3)
+        for pos in range(0, len(data), 100_000):
+            await up.write(data[pos : pos + 100_000])
+            off = rng.randrange(0, up.size)
+            assert await up.read(off, 300_000) == data[off : min(off + 300_000, up.size)]
+        # Across finalized segments, retained parts and the unsent tail at once.
+        assert await up.read(0, len(data) + 10) == data
+        docs = await up.finish()
+    assert await read_back(small_env.remote, docs) == data
+
+
+async def test_into_staging_keeps_what_was_written(small_env: Env, tmp_path: Path) -> None:
+    data = payload(5 * MIB + 1)
+    async with trio.open_nursery() as nursery:
+        up = await StreamingUpload.open(nursery, small_env.remote, "s", spill_dir=tmp_path)
+        await up.write(data)
+        staging = await up.into_staging(tmp_path / "cache")
+    assert up.closed
+    try:
+        await staging.pwrite(0, b"HEADER")
+        model = b"HEADER" + data[6:]
+        assert await staging.pread(0, len(data)) == model
+        docs = await staging.upload("s")
+        assert await read_back(small_env.remote, docs) == model
+    finally:
+        await staging.aclose()
+
+
+async def test_abort_releases_everything(env: Env, tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        up = await StreamingUpload.open(nursery, env.remote, "a", spill_dir=tmp_path)
+        await up.write(payload(6 * MIB))
+        await up.abort()
+        await up.abort()
+    assert env.remote.finals == []
+    assert not list(tmp_path.glob("fsmount-spill-*"))
+    with pytest.raises(RuntimeError):
+        await up.finish()
+
+
+class _Pipe(io.RawIOBase):
+    """A non-seekable source, like stdin from a pipe."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readinto(self, b: Any) -> int:
+        chunk = self._data.read(min(len(b), 70_000))
+        b[: len(chunk)] = chunk
+        return len(chunk)
+
+
+@pytest.mark.parametrize("kind", ["path", "bytesio", "pipe"])
+async def test_upload_file_sources_and_progress(env: Env, tmp_path: Path, kind: str) -> None:
+    data = payload(3 * MIB + 17)
+    seen: list[int] = []
+    src: Any
+    if kind == "path":
+        src = tmp_path / "x.bin"
+        src.write_bytes(data)
+    elif kind == "bytesio":
+        src = io.BytesIO(b"skipped" + data)
+        src.seek(7)
+    else:
+        src = io.BufferedReader(_Pipe(data))
+    docs = await upload_file(env.remote, src, "x.bin", progress=seen.append, spill_dir=tmp_path)
+    assert await read_back(env.remote, docs) == data
+    assert seen == sorted(seen) and seen[-1] == len(data)
+
+
+async def test_upload_file_errors(env: Env, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        await upload_file(env.remote, tmp_path / "nope", "nope")
+    with pytest.raises(IsADirectoryError):
+        await upload_file(env.remote, tmp_path, "dir")
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert await upload_file(env.remote, empty, "empty") == ()
+
+
+async def test_upload_file_from_a_device_streams_to_eof(env: Env) -> None:
+    # Not a regular file: no size up front, read until EOF, nothing to re-read from.
+    assert await upload_file(env.remote, os.devnull, "null") == ()
