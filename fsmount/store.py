@@ -932,9 +932,10 @@ class Store:
                 f"{size} bytes is above {self.limits.big_file_threshold}; use inputFileBig")
         updir = self.path / upload_relpath(uid, fid)
         stats: list[_Stat] = []
+        prefix = f"{updir}/"  # plain strings: pathlib costs more than the stat itself
         for i in range(parts):
             try:
-                st = os.stat(updir / str(i))
+                st = os.stat(prefix + str(i))
             except FileNotFoundError:
                 raise errors.FilePartMissing(i) from None
             if st.st_size != sizes[i]:
@@ -1043,9 +1044,10 @@ class Store:
                             "AND file_id = ? ORDER BY part", uid, fid).fetchall()
             if now_rows != rows:
                 return None
+            prefix = f"{updir}/"
             for i, s in enumerate(stats):
                 try:
-                    st = os.stat(updir / str(i))
+                    st = os.stat(prefix + str(i))
                 except FileNotFoundError:
                     return None
                 if (st.st_ino, st.st_size, st.st_mtime_ns) != s:
