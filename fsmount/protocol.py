@@ -38,6 +38,10 @@ class Limits:
     big_file_threshold: int = 10 * MIB
     #: Seconds an unfinalized part is kept before it expires and its space is freed.
     part_lifetime: float = 3600.0
+    #: Seconds a document stays readable after the last file referring to it lost it
+    #: (unlink, replace, set_content, rename over), so open handles keep reading; then it
+    #: is reclaimed (getFile answers FILE_REFERENCE_EXPIRED).
+    unlinked_grace: float = 3600.0
 
     def max_parts(self, premium: bool) -> int:
         return self.upload_max_fileparts_premium if premium else self.upload_max_fileparts_default
