@@ -114,6 +114,21 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def tune_hypercorn() -> None:
+    """Let hypercorn read up to 1 MiB per receive instead of 64 KiB.
+
+    A 512 KiB part then arrives in a few ASGI messages instead of eight or more; measured on
+    loopback this cuts the server's CPU time per uploaded byte by about a quarter
+    (docs/performance.md).  hypercorn reads the module constant at each receive.
+    """
+    try:
+        import hypercorn.trio.tcp_server as tcp_server
+    except ImportError:  # pragma: no cover - hypercorn without its trio worker
+        return
+    if getattr(tcp_server, "MAX_RECV", 0) < 1 << 20:
+        tcp_server.MAX_RECV = 1 << 20
+
+
 def hypercorn_config(host: str, port: int, *, certfile: str | None = None,
                      keyfile: str | None = None, graceful_timeout: float = 30.0) -> Any:
     """A hypercorn Config for one listening address.
@@ -124,6 +139,7 @@ def hypercorn_config(host: str, port: int, *, certfile: str | None = None,
 
     from .. import errors
 
+    tune_hypercorn()
     if bool(certfile) != bool(keyfile):
         raise errors.InvalidArgument("TLS needs both --certfile and --keyfile")
     cfg = Config()
