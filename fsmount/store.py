@@ -677,12 +677,20 @@ class Store:
                 tx.after.append(lambda: _remove_tree(path))
                 tx.sync_before_cleanup = True
 
-    def _reclaim_if_unreferenced(self, tx: _Tx, doc_ids: Iterable[int]) -> None:
+    def _release_documents(self, tx: _Tx, doc_ids: Iterable[int]) -> None:
+        """Documents that may just have lost their last file: they stay readable for
+        ``limits.unlinked_grace`` seconds (open handles keep reading the old content), then
+        the expiry sweep reclaims them."""
+        grace = self.limits.unlinked_grace
         for doc_id in set(doc_ids):
             if tx.one("SELECT 1 FROM segments WHERE doc_id = ? LIMIT 1", doc_id):
                 continue
             row = tx.one("SELECT expires_at FROM documents WHERE id = ?", doc_id)
-            if row is not None and row[0] is None:
+            if row is None or row[0] is not None:
+                continue
+            if grace > 0:
+                tx.q("UPDATE documents SET expires_at = ? WHERE id = ?", tx.now + grace, doc_id)
+            else:
                 self._reclaim_document(tx, doc_id)
 
     # --- orphan sweep ---------------------------------------------------------------------
@@ -1210,6 +1218,13 @@ class Store:
             raise errors.FileReferenceExpired(f"document {location.id} was deleted")
         return _doc_from_row(row)
 
+    def blob_files(self, user_id: int, location: FileLocation) -> list[Path]:
+        """The files holding a document's bytes, in order (for tests that corrupt content
+        on disk, and for diagnostics).  Raises FileIdInvalid, FileReferenceExpired."""
+        size, _, _, chunk, rel, _ = self._resolve_read(user_id, location)
+        count = max(1, -(-size // chunk))
+        return [self.path / rel / str(i) for i in range(count)]
+
     # --- namespace ------------------------------------------------------------------------
 
     def _node_row(self, tx: _Tx, uid: int, node_id: int) -> tuple:
@@ -1318,7 +1333,7 @@ class Store:
         tx.q("DELETE FROM nodes WHERE user_id = ? AND id = ?", uid, node_id)
         tx.q("UPDATE users SET node_count = node_count - 1, used_bytes = used_bytes - ? "
              "WHERE id = ?", size if kind == NodeKind.FILE.value else 0, uid)
-        self._reclaim_if_unreferenced(tx, docs)
+        self._release_documents(tx, docs)
 
     def _documents_for(self, tx: _Tx, uid: int, segments: tuple[FileLocation, ...]
                        ) -> list[tuple[int, int]]:
@@ -1413,7 +1428,7 @@ class Store:
                  ns, user_id, node_id)
             tx.q("UPDATE users SET used_bytes = used_bytes + ? WHERE id = ?", size - row[5],
                  user_id)
-            self._reclaim_if_unreferenced(tx, old_docs)
+            self._release_documents(tx, old_docs)
             self._hook("set-content-before-commit")
             tx.hook_after = "set-content-after-commit"
             return self._node(tx, user_id, node_id)

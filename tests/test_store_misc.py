@@ -98,7 +98,9 @@ def test_get_file_does_not_verify_but_hashes_expose_corruption(tmp_path: Path) -
     with Store(path) as store:
         uid = store.default_user_id
         doc = put(store, uid, "f", data, 1).segments[0]
-        chunk = next(p for p in (path / "blobs").rglob("0") if p.is_file())
+        files = store.blob_files(uid, doc.location)
+        assert len(files) == 1 and files[0].stat().st_size == len(data)
+        chunk = files[0]
         raw = bytearray(chunk.read_bytes())
         raw[1000] ^= 0xFF
         chunk.write_bytes(bytes(raw))

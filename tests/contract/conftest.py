@@ -38,6 +38,7 @@ TEST_LIMITS = Limits(
     upload_max_fileparts_premium=80,
     big_file_threshold=1 * MIB,
     part_lifetime=3600.0,
+    unlinked_grace=600.0,
 )
 
 

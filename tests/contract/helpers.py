@@ -10,7 +10,7 @@ from fsmount.remote import Document, InputFile, InputFileBig, Remote
 
 from .conftest import Harness
 
-__all__ = ["Harness", "new_file_id", "upload", "read_all"]
+__all__ = ["Harness", "new_file_id", "upload", "read_all", "after_grace"]
 
 
 
@@ -47,3 +47,13 @@ async def read_all(remote: Remote, doc: Document) -> bytes:
         r = await remote.get_file(doc.location, off, MIB)
         out += r.bytes
     return bytes(out)
+
+
+async def after_grace(h: Harness) -> None:
+    """Let the unlinked-document grace period pass and have the store sweep.
+
+    Any later store call may run the expiry sweep; saving a (harmless, temporary) part is
+    one that every implementation passes to the store.
+    """
+    h.clock.advance(h.limits.unlinked_grace + 1)
+    await h.remote.save_file_part(new_file_id(), 0, b"sweep")

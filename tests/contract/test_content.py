@@ -15,7 +15,7 @@ from fsmount import errors
 from fsmount.protocol import KIB
 from fsmount.remote import ROOT_ID
 
-from .helpers import Harness, new_file_id, read_all, upload
+from .helpers import Harness, after_grace, new_file_id, read_all, upload
 
 
 def blob_dirs(h: Harness) -> list[str]:
@@ -38,6 +38,10 @@ async def test_dedup_shares_one_blob_and_reclaims_it_last(harness: Harness) -> N
     assert len(blob_dirs(harness)) == 1
     assert harness.fsck() == []
     await r.unlink(ROOT_ID, "two")
+    # Unlinked content stays readable for the grace period (open handles), then goes.
+    assert await read_all(r, d2) == data
+    assert (await r.statfs()).used_bytes == 0
+    await after_grace(harness)
     assert blob_dirs(harness) == []
     with pytest.raises(errors.FileReferenceExpired):
         await r.get_file(d2.location, 0, 4096)
@@ -52,6 +56,8 @@ async def test_one_document_in_two_files_lives_until_both_go(harness: Harness) -
     await r.unlink(ROOT_ID, "a")
     assert await read_all(r, doc) == data
     await r.unlink(ROOT_ID, "b")
+    assert await read_all(r, doc) == data
+    await after_grace(harness)
     with pytest.raises(errors.FileReferenceExpired):
         await r.get_file(doc.location, 0, 4096)
     assert blob_dirs(harness) == []
@@ -71,6 +77,7 @@ async def test_dedup_across_users_keeps_documents_private(harness: Harness) -> N
     await harness.remote.unlink(ROOT_ID, "a")
     assert await read_all(harness.remote_b, b) == data
     await harness.remote_b.unlink(ROOT_ID, "b")
+    await after_grace(harness)
     assert blob_dirs(harness) == []
 
 
@@ -87,6 +94,10 @@ async def test_replace_on_finalize_is_atomic_for_readers(harness: Harness) -> No
     now = await r.lookup(ROOT_ID, "doc")
     assert now.version == swapped.version and now.size == len(new)
     assert await read_all(r, now.segments[0]) == new
+    # A reader that looked the file up before the swap still reads the whole old content
+    # (for the grace period).
+    assert await read_all(r, seen_old.segments[0]) == old
+    await after_grace(harness)
     with pytest.raises(errors.FileReferenceExpired):
         await r.get_file(seen_old.segments[0].location, 0, 4096)
     # The same through create_file(replace=True).
@@ -106,4 +117,18 @@ async def test_dedup_finalize_of_known_content_frees_its_parts(harness: Harness)
     await r.create_file(ROOT_ID, "b", (d2.location,))
     parts = [p for p in (harness.store_path / "parts").rglob("*") if p.is_file()]
     assert parts == []
+    assert len(blob_dirs(harness)) == 1
+
+
+async def test_content_in_grace_can_be_linked_again(harness: Harness) -> None:
+    r = harness.remote
+    data = os.urandom(4000)
+    doc = await upload(r, data)
+    await r.create_file(ROOT_ID, "a", (doc.location,))
+    await r.unlink(ROOT_ID, "a")
+    found = await r.get_document_by_hash(doc.sha256, doc.size, "")
+    assert found is not None and found.id == doc.id
+    await r.create_file(ROOT_ID, "back", (doc.location,))
+    await after_grace(harness)
+    assert await read_all(r, doc) == data
     assert len(blob_dirs(harness)) == 1

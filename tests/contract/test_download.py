@@ -15,7 +15,7 @@ from fsmount import errors
 from fsmount.protocol import KIB, MIB
 from fsmount.remote import FileLocation
 
-from .helpers import Harness, read_all, upload
+from .helpers import Harness, after_grace, read_all, upload
 
 
 @pytest.fixture
@@ -115,8 +115,10 @@ async def test_other_users_document_is_FILE_ID_INVALID(harness: Harness, doc_and
 
 
 async def test_deleted_document_is_FILE_REFERENCE_EXPIRED(harness: Harness, doc_and_data) -> None:  # type: ignore[no-untyped-def]
-    doc, _ = doc_and_data
+    doc, data = doc_and_data
     await harness.remote.unlink(1, "data.bin")
+    assert (await harness.remote.get_file(doc.location, 0, 4096)).bytes == data[:4096]
+    await after_grace(harness)
     with pytest.raises(errors.FileReferenceExpired) as ei:
         await harness.remote.get_file(doc.location, 0, 4 * KIB)
     assert ei.value.name == "FILE_REFERENCE_EXPIRED"

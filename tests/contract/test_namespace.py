@@ -9,7 +9,7 @@ import pytest
 from fsmount import errors
 from fsmount.remote import ROOT_ID, NodeKind
 
-from .helpers import Harness, read_all, upload
+from .helpers import Harness, after_grace, read_all, upload
 
 R = ROOT_ID
 
@@ -112,7 +112,9 @@ async def test_create_file_with_content_and_replace(harness: Harness) -> None:
     assert g.size == len(b"two, longer")
     got = await r.lookup(R, "f")
     assert got.id == g.id and got.segments[0].location == two.location
-    # The old content had no other file: it is gone.
+    # The old content had no other file: it goes after the grace period.
+    assert (await r.get_file(one.location, 0, 4096)).bytes == b"one"
+    await after_grace(harness)
     with pytest.raises(errors.FileReferenceExpired):
         await r.get_file(one.location, 0, 4096)
     await r.mkdir(R, "dir")
@@ -227,6 +229,8 @@ async def test_rename_over_existing_file_replaces_it(harness: Harness) -> None:
     assert moved.id == src.id
     assert (await r.lookup(R, "target")).segments[0].location == new.location
     assert [e.name for e in (await r.list_folder(R)).entries] == ["target"]
+    assert (await r.get_file(old.location, 0, 4096)).bytes == b"old"
+    await after_grace(harness)
     with pytest.raises(errors.FileReferenceExpired):
         await r.get_file(old.location, 0, 4096)
 
