@@ -25,6 +25,7 @@ to itself sweeps them.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import os
@@ -74,6 +75,9 @@ SWEEP_INTERVAL = 30.0
 #: Environment variable naming a test hook: ``NAME[:N]=PATH`` makes the N-th (default first)
 #: pass through hook point NAME create PATH and then block until the process is killed.
 HOOK_ENV = "FSMOUNT_STORE_TEST_HOOK"
+#: Environment variable with ``Limits`` fields (``name=value,...``) for a store opened
+#: without explicit limits, e.g. by ``fsmount mount`` in a test that needs a small part limit.
+LIMITS_ENV = "FSMOUNT_STORE_LIMITS"
 
 _U64 = 1 << 64
 _I63 = 1 << 63
@@ -253,6 +257,27 @@ def _fsync_dir(path: Path | str) -> None:
         os.close(fd)
 
 
+def limits_from_env(text: str | None = None) -> Limits:
+    """``Limits`` from :data:`LIMITS_ENV` (or ``text``): defaults for fields not named.
+
+    Raises:
+        InvalidArgument: an unknown field or a value that is not a number.
+    """
+    spec = os.environ.get(LIMITS_ENV, "") if text is None else text
+    values: dict[str, float | int] = {}
+    fields = {f.name: f for f in dataclasses.fields(Limits)}
+    for item in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, raw = item.partition("=")
+        name = name.strip()
+        if name not in fields:
+            raise errors.InvalidArgument(f"{LIMITS_ENV}: unknown field {name!r}")
+        try:
+            values[name] = int(raw) if isinstance(getattr(Limits(), name), int) else float(raw)
+        except ValueError:
+            raise errors.InvalidArgument(f"{LIMITS_ENV}: {name}={raw!r} is not a number") from None
+    return Limits(**values)  # type: ignore[arg-type]
+
+
 # --- names --------------------------------------------------------------------------------
 
 
@@ -388,12 +413,12 @@ class Store:
         self,
         path: str | os.PathLike[str],
         *,
-        limits: Limits = Limits(),  # noqa: B008 - Limits is frozen
+        limits: Limits | None = None,
         clock: Callable[[], float] = time.time,
         exclusive: bool = False,
     ) -> None:
         self.path = Path(path).absolute()
-        self.limits = limits
+        self.limits = limits if limits is not None else limits_from_env()
         self.clock = clock
         self._lock = threading.RLock()
         self._states: dict[tuple[int, int], _UploadState] = {}

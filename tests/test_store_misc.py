@@ -261,3 +261,17 @@ def test_digests_are_right_whatever_the_arrival_order(tmp_path: Path, part_size:
         assert got == blocks
         assert store._pending_bytes == 0
     assert fsck.check(tmp_path / "s", deep=True) == []
+
+
+def test_limits_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FSMOUNT_STORE_LIMITS", "upload_max_fileparts_default=4, part_lifetime=60.5")
+    with Store(tmp_path / "s") as store:
+        assert store.limits == Limits(upload_max_fileparts_default=4, part_lifetime=60.5)
+        assert store.get_config(store.default_user_id).max_parts == 4
+    # Explicit limits win over the environment.
+    with Store(tmp_path / "s", limits=Limits()) as store:
+        assert store.limits == Limits()
+    for bad in ("nonsense=1", "part_lifetime=soon"):
+        monkeypatch.setenv("FSMOUNT_STORE_LIMITS", bad)
+        with pytest.raises(errors.InvalidArgument):
+            Store(tmp_path / "s")
