@@ -18,7 +18,7 @@ from fsmount import fsck
 from fsmount.protocol import MIB, Limits
 from fsmount.store import Store
 
-from .harness import Running, running_server
+from .harness import Running, running_server, start_serve
 
 #: Small limits so that big files and several segments are cheap: 1 MiB makes a file big,
 #: 8 parts (4 MiB) fill one upload.
@@ -74,19 +74,17 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Path, str, subprocess.Popen[str]]]:
+def served(tmp_path: Path) -> Iterator[tuple[Path, str, subprocess.Popen[bytes]]]:
     """`fsmount serve` in a subprocess on a free loopback port: (store dir, URL, process)."""
     store = tmp_path / "store"
     port = free_port()
-    proc = subprocess.Popen([*FSMOUNT, "serve", "--store", str(store), "--listen", f"127.0.0.1:{port}"],
-                            stderr=subprocess.PIPE, text=True)
+    store.mkdir(parents=True, exist_ok=True)
+    proc, _log = start_serve(store, port)
     try:
-        line = proc.stderr.readline()  # the ready line, printed once the socket listens
-        assert "serving" in line and f"127.0.0.1:{port}" in line, line
         yield store, f"http://127.0.0.1:{port}", proc
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)
 
 

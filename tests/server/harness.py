@@ -7,7 +7,7 @@ so a manual clock shared with the store drives part expiry and session expiry al
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,3 +83,61 @@ async def make_http(tmp_path: Path, clock: Any, limits: Limits) -> AsyncIterator
                 await remote_b.aclose()
     finally:
         store.close()
+
+
+@contextlib.contextmanager
+def serve_subprocess(store_dir: Path | str, user: str = "default") -> Iterator[tuple[str, Path]]:
+    """``fsmount serve`` on ``store_dir`` in a subprocess on a free 127.0.0.1 port, with a
+    token for ``user`` (the embedded store's default user, so that files written through
+    the store API are visible): yields ``(url, token_file)``; SIGTERM and reaped after.
+
+    For mount tests that want to run against the server: ``fsmount mount -f --server URL
+    --token-file TOKEN_FILE MOUNTPOINT``.
+    """
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    store_dir = Path(store_dir)
+    token = subprocess.run([sys.executable, "-m", "fsmount", "token", "add", "--store",
+                            str(store_dir), user], capture_output=True, text=True, check=True,
+                           timeout=60).stdout.strip()
+    token_file = store_dir / f"token-{user}"
+    token_file.write_text(token + "\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc, log = start_serve(store_dir, port)
+    try:
+        yield f"http://127.0.0.1:{port}", token_file
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def start_serve(store_dir: Path, port: int, *extra: str) -> tuple[Any, Path]:
+    """Start ``fsmount serve`` (stderr to ``store_dir.parent/serve-PORT.log``, never a pipe
+    that could fill up) and wait, bounded, for its ready line.  Returns (process, log)."""
+    import subprocess
+    import sys
+    import time
+
+    log = store_dir.parent / f"serve-{port}.log"
+    with open(log, "wb") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "fsmount", "serve", "--store", str(store_dir),
+                                 "--listen", f"127.0.0.1:{port}", *extra],
+                                stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while "serving" not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait(timeout=30)
+            raise RuntimeError(f"fsmount serve did not start: {log.read_text(errors='replace')}")
+        time.sleep(0.02)
+    return proc, log

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from .conftest import FSMOUNT, free_port, run
+from .harness import start_serve
 
 
 def test_tokens_while_serving_and_sigterm_finishes_a_download(served) -> None:
@@ -85,12 +86,9 @@ async def test_tls_with_certfile_and_keyfile(tmp_path: Path) -> None:
     store = tmp_path / "store"
     token = run("token", "add", "--store", str(store), "alice").stdout.strip()
     port = free_port()
-    proc = subprocess.Popen([*FSMOUNT, "serve", "--store", str(store), "--listen", f"127.0.0.1:{port}",
-                             "--certfile", str(cert), "--keyfile", str(key)],
-                            stderr=subprocess.PIPE, text=True)
+    proc, log = start_serve(store, port, "--certfile", str(cert), "--keyfile", str(key))
     try:
-        line = proc.stderr.readline()
-        assert f"https://127.0.0.1:{port}" in line, line
+        assert f"https://127.0.0.1:{port}" in log.read_text()
         remote = HttpRemote(f"https://127.0.0.1:{port}", token, ca_file=str(cert))
         try:
             node = await remote.mkdir(1, "over-tls")
@@ -109,4 +107,4 @@ async def test_tls_with_certfile_and_keyfile(tmp_path: Path) -> None:
             assert proc.wait(timeout=30) == 0
         except subprocess.TimeoutExpired:
             proc.kill()
-            raise AssertionError(proc.stderr.read()) from None
+            raise AssertionError(log.read_text()) from None
