@@ -218,12 +218,12 @@ class HttpRemote:
             elif isinstance(ev, h11.InformationalResponse):
                 continue
             elif isinstance(ev, h11.Data):
-                chunks.append(bytes(ev.data))
+                chunks.append(ev.data)  # a bytearray h11 made for us: no need to copy it
             elif isinstance(ev, h11.EndOfMessage):
                 break
             elif isinstance(ev, h11.ConnectionClosed):
                 raise trio.BrokenResourceError("server closed the connection")
-        return _Answer(status, rh, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        return _Answer(status, rh, b"".join(chunks))  # one copy, into immutable bytes
 
     async def _request(self, method_name: str, *, http: str = "GET",
                        query: dict[str, Any] | None = None, body: bytes | None = None,
