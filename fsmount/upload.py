@@ -538,8 +538,6 @@ class StreamingUpload:
         else:
             assert seg.md5 is not None
             final = InputFile(seg.file_id, seg.parts, self.name, seg.md5.hexdigest())
-        resent: set[int] = set()
-        resent_all = False
         for attempt in range(1, MAX_FINALIZE_ATTEMPTS + 1):
             try:
                 seg.document = await self.remote.upload_media(final)
@@ -548,14 +546,11 @@ class StreamingUpload:
                     raise
                 log.info("upload of %r: part %d of segment %d missing, sending it again",
                          self.name, exc.part, seg.index)
-                if (exc.part in resent or attempt > 1) and not resent_all:
-                    # More than one part expired: send all of them again in one round
-                    # instead of one finalize per part.
-                    numbers = list(range(seg.parts))
-                    resent_all = True
-                else:
-                    numbers = [exc.part]
-                resent.update(numbers)
+                # The store names the lowest missing part.  The first time, assume one lost
+                # part; after that, parts expired in bulk: send it and every later part again
+                # in one round instead of one finalize per part.
+                first = attempt == 1
+                numbers = [exc.part] if first else list(range(exc.part, seg.parts))
                 await self._resend(seg, numbers)
                 continue
             self._mem -= seg.release()
