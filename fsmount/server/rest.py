@@ -767,7 +767,7 @@ def build_rest_app(st: ServerState) -> Starlette:
                f"</head><body><h1>Index of {title}</h1>{up}\n<table>\n"
                "<tr><th>Name</th><th>Size</th><th>Modified</th></tr>\n"
                + "\n".join(rows) + "\n</table>\n"
-               '<form method="post" action="/api/v1/files" enctype="multipart/form-data">'
+               f'<form method="post" action="/api/v1/files{html.escape(suffix)}" enctype="multipart/form-data">'
                f'<input type="hidden" name="folder_id" value="{folder_id(user.user_id, node.id)}">'
                '<input type="file" name="file"><button>Upload</button></form>'
                "</body></html>\n")

@@ -202,3 +202,8 @@ async def test_folders_listing_and_uploads_into_a_folder(srv: Srv) -> None:
         # A browser can pass the token in the query string instead.
         r = await c.get(f"/browse/docs/?access_token={srv.tok_a}")
         assert r.status_code == 200 and "access_token=" in r.text
+        # ... and upload with the listing's form, which carries it along.
+        assert f'action="/api/v1/files?access_token={srv.tok_a}"' in r.text
+        r = await c.post(f"/api/v1/files?access_token={srv.tok_a}", data={"folder_id": fld},
+                         files={"file": ("from-browser.txt", b"hi")})
+        assert r.status_code == 201 and r.json()["folder_id"] == fld
