@@ -80,6 +80,7 @@ class CacheStats:
 
     hits: int = 0
     misses: int = 0
+    joined: int = 0  #: reads that waited for a fetch already in flight
     fetches: int = 0
     prefetches: int = 0
     cancelled: int = 0
@@ -133,6 +134,8 @@ class ChunkCache:
             if fetch is None:
                 self.stats.misses += 1
                 fetch = self._start(doc, index)
+            else:
+                self.stats.joined += 1
             fetch.waiters += 1
             try:
                 await fetch.done.wait()

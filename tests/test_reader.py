@@ -1,0 +1,268 @@
+"""The read path in-process (no kernel): a counting proxy around the real EmbeddedRemote
+shows sequential detection, window growth, one fetch per chunk under concurrency, streams
+that keep their own windows, random access that collapses read-ahead, cancellation of stale
+read-ahead, segment mapping, and verification against the block hashes."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from fsmount import errors
+from fsmount.embedded import EmbeddedRemote
+from fsmount.reader import CHUNK, ChunkCache, FileReader, open_chunk_cache
+from fsmount.remote import Document, FileLocation, UploadFile
+from fsmount.upload import upload_file
+
+MIB = 1024 * 1024
+
+
+class Counting:
+    """Forwards to a real remote, counting get_file calls per (document, chunk)."""
+
+    def __init__(self, remote: Any) -> None:
+        self.remote = remote
+        self.calls: Counter[tuple[int, int]] = Counter()
+        self.hash_calls = 0
+        self.gate: trio.Event | None = None  # when set, get_file waits for it
+        self.corrupt: set[tuple[int, int]] = set()  # flip a byte of these chunks
+        self.started = 0
+
+    async def get_file(self, location: FileLocation, offset: int, limit: int,
+                       precise: bool = False) -> UploadFile:
+        key = (location.id, offset // CHUNK)
+        self.calls[key] += 1
+        self.started += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        res = await self.remote.get_file(location, offset, limit, precise)
+        if key in self.corrupt:
+            data = bytearray(res.bytes)
+            data[7] ^= 0xFF
+            return UploadFile(res.type, res.mtime, bytes(data))
+        return res
+
+    async def get_file_hashes(self, location: FileLocation, offset: int) -> Any:
+        self.hash_calls += 1
+        return await self.remote.get_file_hashes(location, offset)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.remote, name)
+
+
+@pytest.fixture
+async def remote(tmp_path: Path) -> AsyncIterator[EmbeddedRemote]:
+    r = EmbeddedRemote.open(tmp_path / "store")
+    try:
+        yield r
+    finally:
+        await r.aclose()
+
+
+async def upload(remote: EmbeddedRemote, data: bytes) -> Document:
+    docs = await upload_file(remote, io.BytesIO(data), "f")
+    assert len(docs) == 1
+    return docs[0]
+
+
+DATA = random.Random(5).randbytes(40 * MIB + 4321)
+
+
+async def test_sequential_reads_grow_the_window(remote: EmbeddedRemote) -> None:
+    doc = await upload(remote, DATA)
+    counting = Counting(remote)
+    async with open_chunk_cache(counting) as cache:  # type: ignore[arg-type]
+        r = FileReader(cache, (doc,), "f", read_ahead=8 * CHUNK)
+        windows = []
+        for i in range(12):
+            assert await r.read(i * CHUNK // 2, CHUNK // 2) == DATA[i * CHUNK // 2:(i + 1) * CHUNK // 2]
+            windows.append(r.streams[0].window)
+        assert len(r.streams) == 1
+        assert windows[0] >= 1 and windows == sorted(windows) and windows[-1] == 8
+        # Read-ahead reached beyond what was read, and every chunk was fetched once.
+        with trio.fail_after(10):
+            while any(not f.done.is_set() for f in r.streams[0].fetches):
+                await trio.sleep(0.001)
+        assert max(c for _, c in counting.calls) >= 10
+        assert set(counting.calls.values()) == {1}
+        # Hashes come per 1 MiB window, once each.
+        assert counting.hash_calls == len(counting.calls)
+        r.close()
+
+
+async def test_concurrent_reads_of_one_chunk_share_a_fetch(remote: EmbeddedRemote) -> None:
+    doc = await upload(remote, DATA[: 3 * MIB])
+    counting = Counting(remote)
+    counting.gate = trio.Event()
+    async with open_chunk_cache(counting) as cache:  # type: ignore[arg-type]
+        results: dict[int, bytes] = {}
+
+        async def one(i: int) -> None:
+            r = FileReader(cache, (doc,), "f", read_ahead=0)
+            results[i] = bytes(await r.read(MIB + i * 4096, 4096))
+
+        async with trio.open_nursery() as n:
+            for i in range(20):
+                n.start_soon(one, i)
+            with trio.fail_after(10):
+                while counting.started < 1:
+                    await trio.sleep(0.001)
+            await trio.sleep(0.01)  # let the other 19 readers join the fetch
+            counting.gate.set()
+        assert counting.calls == Counter({(doc.id, 1): 1})
+        for i in range(20):
+            assert results[i] == DATA[MIB + i * 4096 : MIB + (i + 1) * 4096]
+        assert (cache.stats.misses, cache.stats.joined) == (1, 19)
+
+
+async def test_out_of_order_reads_stay_sequential(remote: EmbeddedRemote) -> None:
+    doc = await upload(remote, DATA)
+    async with open_chunk_cache(remote) as cache:
+        r = FileReader(cache, (doc,), "f", read_ahead=8 * CHUNK)
+        # The kernel's read-ahead delivers a stream's requests a little out of order.
+        order = [0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10]
+        for i in order:
+            off = i * 256 * 1024
+            assert await r.read(off, 256 * 1024) == DATA[off : off + 256 * 1024]
+        assert len(r.streams) == 1
+        assert r.streams[0].window == 8
+        r.close()
+
+
+async def test_two_interleaved_streams_keep_their_windows(remote: EmbeddedRemote) -> None:
+    doc = await upload(remote, DATA)
+    async with open_chunk_cache(remote) as cache:
+        r = FileReader(cache, (doc,), "f", read_ahead=8 * CHUNK)
+        a, b = 0, 30 * MIB  # e.g. video from the start, audio further on
+        for _ in range(8):
+            assert await r.read(a, 128 * 1024) == DATA[a : a + 128 * 1024]
+            assert await r.read(b, 128 * 1024) == DATA[b : b + 128 * 1024]
+            a += 128 * 1024
+            b += 128 * 1024
+        assert len(r.streams) == 2
+        assert sorted(s.pos for s in r.streams) == [a, b]
+        assert all(s.window >= 4 for s in r.streams)
+        r.close()
+
+
+async def test_random_access_collapses_read_ahead(remote: EmbeddedRemote) -> None:
+    doc = await upload(remote, DATA)
+    counting = Counting(remote)
+    async with open_chunk_cache(counting, cache_bytes=64 * MIB) as cache:  # type: ignore[arg-type]
+        r = FileReader(cache, (doc,), "f", read_ahead=8 * CHUNK)
+        for i in range(6):
+            await r.read(i * CHUNK, CHUNK)
+        assert r.streams[0].window == 8
+        with trio.fail_after(10):
+            while any(not f.done.is_set() for s in r.streams for f in s.fetches):
+                await trio.sleep(0.001)
+        before = sum(counting.calls.values())
+        # Jumps further than a stream's tolerance from every earlier read.
+        offsets = [c * CHUNK + 1000 for c in (38, 17, 28, 22, 33)]
+        for off in offsets:
+            assert await r.read(off, 4096) == DATA[off : off + 4096]
+        # Only the chunks asked for were fetched: no read-ahead for random reads.
+        assert sum(counting.calls.values()) - before == len(offsets)
+        assert all(s.window == 0 for s in r.streams[-3:])
+        assert len(r.streams) <= 4
+        r.close()
+
+
+async def test_far_seek_cancels_stale_read_ahead(remote: EmbeddedRemote) -> None:
+    doc = await upload(remote, DATA)
+    counting = Counting(remote)
+    async with open_chunk_cache(counting) as cache:  # type: ignore[arg-type]
+        r = FileReader(cache, (doc,), "f", read_ahead=8 * CHUNK, max_streams=1)
+        await r.read(0, CHUNK)
+        await r.read(CHUNK, CHUNK)
+        with trio.fail_after(10):
+            while any(not f.done.is_set() for f in r.streams[0].fetches):
+                await trio.sleep(0.001)
+        counting.gate = trio.Event()  # hold further read-ahead in flight
+        await r.read(2 * CHUNK, CHUNK // 2)
+        stale = set(r.streams[0].fetches)
+        assert stale
+        counting.gate.set()
+        counting.gate = None
+        await r.read(35 * CHUNK, 4096)  # far away: the old stream is dropped
+        with trio.fail_after(10):
+            while not all(f.done.is_set() for f in stale):
+                await trio.sleep(0.001)
+        assert cache.stats.cancelled >= 1
+        assert len(r.streams) == 1 and r.streams[0].pos == 35 * CHUNK + 4096
+        r.close()
+
+
+async def test_segments_with_unaligned_boundaries(remote: EmbeddedRemote) -> None:
+    a, b, c = DATA[:3_000_000], DATA[3_000_000:3_000_500], DATA[3_000_500:7 * MIB]
+    docs = (await upload(remote, a), await upload(remote, b), await upload(remote, c))
+    whole = a + b + c
+    async with open_chunk_cache(remote) as cache:
+        r = FileReader(cache, docs, "f")
+        assert r.size == len(whole)
+        rnd = random.Random(8)
+        for _ in range(300):
+            off = rnd.randrange(0, len(whole) + 10)
+            size = rnd.randrange(1, 3 * MIB)
+            assert bytes(await r.read(off, size)) == whole[off : off + size]
+        assert bytes(await r.read(2_999_000, 2000)) == whole[2_999_000:3_001_000]
+        r.close()
+
+
+async def test_corrupt_chunk_is_fetched_again_then_fails(remote: EmbeddedRemote,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    doc = await upload(remote, DATA[: 3 * MIB])
+    counting = Counting(remote)
+    counting.corrupt.add((doc.id, 1))
+    async with open_chunk_cache(counting) as cache:  # type: ignore[arg-type]
+        r = FileReader(cache, (doc,), "movie.mp4", read_ahead=0)
+        assert await r.read(0, 100) == DATA[:100]
+        with pytest.raises(errors.ChecksumMismatch):
+            await r.read(MIB + 5, 100)
+        assert counting.calls[(doc.id, 1)] == 2  # fetched once more before failing
+        assert cache.cached(doc, 1) is None  # bad bytes never enter the cache
+        assert "movie.mp4" in caplog.text
+        counting.corrupt.clear()
+        assert await r.read(MIB + 5, 100) == DATA[MIB + 5 : MIB + 105]  # transient: recovers
+        r.close()
+
+
+async def test_cache_is_bounded_in_bytes(remote: EmbeddedRemote) -> None:
+    doc = await upload(remote, DATA)
+    cache = ChunkCache(remote, cache_bytes=5 * MIB)
+    async with trio.open_nursery() as n:
+        cache.start(n)
+        r = FileReader(cache, (doc,), "f", read_ahead=4 * CHUNK)
+        pos = 0
+        while pos < len(DATA):
+            got = await r.read(pos, 512 * 1024)
+            assert got == DATA[pos : pos + 512 * 1024]
+            pos += len(got)
+            assert cache._lru.currsize <= 5 * MIB
+        r.close()
+        n.cancel_scope.cancel()
+
+
+async def test_empty_file_and_bad_arguments(remote: EmbeddedRemote) -> None:
+    async with open_chunk_cache(remote) as cache:
+        r = FileReader(cache, (), "empty")
+        assert r.size == 0
+        assert await r.read(0, 4096) == b""
+        with pytest.raises(errors.InvalidArgument):
+            await r.read(-1, 10)
+
+
+def test_no_pyfuse3_outside_the_adapter() -> None:
+    root = Path(__file__).resolve().parent.parent / "fsmount"
+    importers = sorted(p.name for p in root.rglob("*.py")
+                       if "import pyfuse3" in p.read_text() or "from pyfuse3" in p.read_text())
+    assert importers == ["fuse_ops.py"]
+    assert os.path.exists(root / "reader.py")
