@@ -186,6 +186,10 @@ class AuthDB:
         )
         return secret
 
+    def drop_share(self, owner: str, node_id: int) -> None:
+        """Forget a file's share secret (its content was replaced unrestricted, or deleted)."""
+        self._db.execute("DELETE FROM shares WHERE owner=? AND node_id=?", (owner, node_id))
+
     def is_restricted(self, owner: str, node_id: int) -> bool:
         row = self._db.execute("SELECT 1 FROM shares WHERE owner=? AND node_id=?",
                                (owner, node_id)).fetchone()

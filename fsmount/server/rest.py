@@ -8,7 +8,8 @@ the store behind the protocol's back:
   bytes into 512 KiB protocol parts, use ``saveFilePart`` + ``inputFile`` (with MD5) for
   uploads of at most 10 MB and ``saveBigFilePart`` + ``inputFileBig`` above, and split a
   file larger than one upload may hold (the user's max parts x 512 KiB) into several
-  uploads, the segments of one file.  The new file replaces a file of the same name.
+  uploads, the segments of one file.  Uploading a name that exists makes a new version of
+  that file: same id, content replaced atomically (``set_content``).
 * Downloads read 1 MiB ``getFile`` windows and stream them; ``Range`` gives 206.
 * File ids are ``fil_<user>_<node>`` and folder ids ``fld_<user>_<node>`` (``root`` is the
   caller's root folder).  Another user's file is visible only with the ``share-secret`` of
@@ -452,12 +453,35 @@ def entry_json(owner: int, node: Node) -> dict[str, Any]:
 async def link_file(st: ServerState, request: Request, folder: int, name: str,
                     docs: tuple[Document, ...], restricted: bool) -> dict[str, Any]:
     user = ctx(request)
-    node = await user.remote.create_file(folder, name, tuple(d.location for d in docs),
-                                         replace=True)
+    locs = tuple(d.location for d in docs)
+    node = None
+    for _ in range(3):  # bounded: a concurrent create or delete of the same name
+        try:
+            old = await user.remote.lookup(folder, name)
+        except errors.NotFound:
+            try:
+                node = await user.remote.create_file(folder, name, locs)
+                break
+            except errors.AlreadyExists:
+                continue
+        if old.kind is not NodeKind.FILE:
+            raise errors.IsADirectory(f"{name!r} exists and is not a file")
+        try:
+            # A new version keeps the file's id (and replaces its content atomically).
+            node = await user.remote.set_content(old.id, locs)
+            break
+        except errors.NotFound:
+            continue
+    if node is None:
+        node = await user.remote.create_file(folder, name, locs, replace=True)
     out = await file_json(st, user.user_id, user.remote, node)
     if restricted:
         out["share-secret"] = st.auth.new_share(str(user.user_id), node.id)
         out["restricted"] = True
+    elif out["restricted"]:
+        # New content uploaded without restriction: the old secret must not open it.
+        st.auth.drop_share(str(user.user_id), node.id)
+        out["restricted"] = False
     return out
 
 
@@ -507,6 +531,7 @@ def build_rest_app(st: ServerState) -> Starlette:
         if owner != user.user_id:
             raise errors.NotFound("no such file")
         await remote.unlink(node.parent, node.name)
+        st.auth.drop_share(str(owner), node.id)
         return Response(status_code=204)
 
     async def thumb_response(request: Request, remote: Remote, node: Node, size_type: str) -> Response:

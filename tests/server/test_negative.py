@@ -94,6 +94,10 @@ async def test_restricted_file_needs_its_share_secret(srv: Srv, c: Any) -> None:
     check_error(r, 404, "NOT_FOUND")
     # The owner needs no secret.
     assert (await c.get(url, headers=srv.h())).content == data
+    # A new version that is not restricted: the old secret no longer opens it.
+    again = await upload(c, srv, "IMG_2953.JPG", b"new content")
+    assert again["id"] == meta["id"] and again["restricted"] is False
+    check_error(await c.get(url, headers={**bob, "share-secret": secret}), 404, "NOT_FOUND")
 
 
 async def test_bad_chunks_and_bad_sessions(srv: Srv, c: Any) -> None:
