@@ -70,6 +70,8 @@ MIN_CHUNK = 64 * 1024
 PENDING_PARTS = 32
 #: ... and at most this many bytes of them across all uploads (the rest is read back).
 PENDING_BYTES = 64 * 1024 * 1024
+#: Directories with at most this many files are deleted in the calling thread.
+INLINE_DELETE_FILES = 16
 #: Seconds of the store's clock between two opportunistic expiry sweeps.
 SWEEP_INTERVAL = 30.0
 #: Environment variable naming a test hook: ``NAME[:N]=PATH`` makes the N-th (default first)
@@ -424,6 +426,9 @@ class Store:
         self._states: dict[tuple[int, int], _UploadState] = {}
         self._states_lock = threading.Lock()
         self._pending_bytes = 0
+        self._deleter_lock = threading.Lock()
+        self._deletions: list[Path] = []
+        self._deleter: threading.Thread | None = None
         self._last_sweep = float("-inf")
         self._closed = False
         self._hooks = _parse_hook(os.environ.get(HOOK_ENV, ""))
@@ -495,6 +500,7 @@ class Store:
             if self._closed:
                 return
             self._closed = True
+            self._wait_deletions()
             try:
                 self._db.close()
             finally:
@@ -563,6 +569,47 @@ class Store:
             return
         Path(spec[1]).write_text(f"{os.getpid()} {name}\n")
         threading.Event().wait()  # until the test kills this process
+
+    # --- deleting files ---------------------------------------------------------------
+
+    def _discard(self, path: Path) -> None:
+        """Delete a directory nobody references any more (a reclaimed blob, trash).
+
+        A few files go at once; a big one (a gigabyte is 2048 chunk files, and ext4 with
+        ``discard`` trims as it frees) goes in a background thread so that the call that
+        happened to release it does not wait.  A crash before it is gone leaves an orphan
+        for the next sweep.
+        """
+        try:
+            entries = len(os.listdir(path))
+        except FileNotFoundError:
+            return
+        except NotADirectoryError:
+            entries = 1
+        if entries <= INLINE_DELETE_FILES:
+            _remove_tree(path)
+            return
+        with self._deleter_lock:
+            self._deletions.append(path)
+            if self._deleter is None or not self._deleter.is_alive():
+                self._deleter = threading.Thread(target=self._delete_worker,
+                                                 name="fsmount-store-delete", daemon=True)
+                self._deleter.start()
+
+    def _delete_worker(self) -> None:
+        while True:
+            with self._deleter_lock:
+                if not self._deletions:
+                    self._deleter = None
+                    return
+                path = self._deletions.pop(0)
+            _remove_tree(path)
+
+    def _wait_deletions(self, timeout: float = 120.0) -> None:
+        with self._deleter_lock:
+            worker = self._deleter
+        if worker is not None:
+            worker.join(timeout)
 
     # --- users ----------------------------------------------------------------------------
 
@@ -699,7 +746,7 @@ class Store:
             tx.q("DELETE FROM blobs WHERE sha256 = ?", sha)
             if blob:
                 path = self.path / blob[0]
-                tx.after.append(lambda: _remove_tree(path))
+                tx.after.append(lambda: self._discard(path))
                 tx.sync_before_cleanup = True
 
     def _release_documents(self, tx: _Tx, doc_ids: Iterable[int]) -> None:
@@ -770,6 +817,8 @@ class Store:
         self, uid: int, file_id: int, part: int, total: int | None, data: bytes, *, big: bool
     ) -> bool:
         fid = file_id_key(file_id)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise errors.InvalidArgument(f"part data must be bytes, not {type(data).__name__}")
         data = bytes(data) if not isinstance(data, bytes) else data
         protocol.check_part_payload(len(data))
         with self._tx(write=False) as tx:
@@ -1122,11 +1171,11 @@ class Store:
                         os.rename(updir, trash)
                     except OSError:
                         return
-                    tx.after.append(lambda: _remove_tree(trash))
+                    tx.after.append(lambda: self._discard(trash))
 
                 tx.after_locked.append(_trash)
             if staged is not None and moved_dest is None:
-                tx.after.append(lambda: _remove_tree(staged))
+                tx.after.append(lambda: self._discard(staged))
             self._hook("finalize-before-commit")
             tx.hook_after = "finalize-after-commit"
             self._forget_state(uid, fid)

@@ -275,3 +275,32 @@ def test_limits_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         monkeypatch.setenv("FSMOUNT_STORE_LIMITS", bad)
         with pytest.raises(errors.InvalidArgument):
             Store(tmp_path / "s")
+
+
+def test_big_blobs_are_deleted_in_the_background(tmp_path: Path) -> None:
+    now = [1000.0]
+    path = tmp_path / "s"
+    with Store(path, clock=lambda: now[0], limits=Limits(unlinked_grace=10)) as store:
+        uid = store.default_user_id
+        data = os.urandom(20 * 64 * KIB)  # 20 chunk files: more than are deleted inline
+        for i in range(20):
+            store.save_big_file_part(uid, 1, i, 20, data[i * 64 * KIB : (i + 1) * 64 * KIB])
+        doc = store.upload_media(uid, InputFileBig(1, 20, "big"))
+        store.create_file(uid, ROOT_ID, "big", (doc.location,))
+        files = store.blob_files(uid, doc.location)
+        assert len(files) == 20
+        store.unlink(uid, ROOT_ID, "big")
+        now[0] += 11
+        assert store.expire() == (0, 1)
+        store._wait_deletions(timeout=60)
+        assert not files[0].parent.exists()
+        # Deduplicated finalize: the new upload's parts are trash, deleted the same way.
+        for i in range(20):
+            store.save_big_file_part(uid, 2, i, 20, data[i * 64 * KIB : (i + 1) * 64 * KIB])
+            store.save_big_file_part(uid, 3, i, 20, data[i * 64 * KIB : (i + 1) * 64 * KIB])
+        store.upload_media(uid, InputFileBig(2, 20, "again"))
+        store.upload_media(uid, InputFileBig(3, 20, "and again"))
+    # close() waited for the deleter: nothing but the one blob is left.
+    assert not [p for p in (path / "parts").rglob("*") if p.is_file()]
+    assert len(list((path / "blobs").glob("*/*"))) == 1
+    assert fsck.check(path) == []
