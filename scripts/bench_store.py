@@ -49,14 +49,14 @@ def parse_size(text: str) -> int:
     return int(text)
 
 
-def make_parts(size: int) -> list[bytes]:
-    # Distinct content per part (no accidental dedup), cheap to generate.
+def make_parts(size: int, salt: int = 0) -> list[bytes]:
+    # Distinct content per part and per round (no accidental dedup), cheap to generate.
     pool = os.urandom(PART + 4096)
     parts = []
     for i in range(0, size, PART):
         n = min(PART, size - i)
         k = (i // PART) % 4096
-        head = (i // PART).to_bytes(8, "little")
+        head = ((salt << 40) | (i // PART)).to_bytes(8, "little")
         parts.append(head + pool[k : k + n - 8] if n > 8 else pool[:n])
     return parts
 
@@ -247,6 +247,10 @@ async def main_async(args: argparse.Namespace) -> int:
             "raw_w", "raw_wh", "store_w", "fin", "raw_r", "store_r", "store_rp")}
         try:
             for rnd in range(args.rounds):
+                if rnd:
+                    parts = make_parts(size, rnd)
+                    expect = (hashlib.sha256(b"".join(parts)).hexdigest()
+                              if size <= 2 << 30 else None)
                 results["raw_w"].append(raw_write(raw, parts))
                 # A second file: truncating the first would free a gigabyte, which ext4
                 # with ``discard`` trims during whatever syncs next (the store's upload).
