@@ -14,13 +14,22 @@ On-disk layout of a store directory ``DIR``::
 
 A blob is a directory of equally sized chunks (the last one smaller): finalize renames the
 upload's part directory into ``blobs/`` instead of copying a gigabyte again, and reads take
-a range from one or two chunk files.
+a range from one or two chunk files.  SHA-256, MD5 and the 128 KiB block hashes are
+computed while contiguous parts arrive (block hashes per part in the saving thread), so
+finalize only checks and links; parts that arrived out of order or were re-sent are hashed
+in one pass at finalize instead.
 
 Crash safety: every state change is one SQLite transaction.  Part and blob files are
 fsynced before the transaction that references them commits; files are deleted only after
-the transaction that unreferences them has committed.  A crash can therefore leave files
-nobody references (never references to missing files); the next opener that has the store
-to itself sweeps them.
+the transaction that unreferences them has committed (blobs: and has been made durable by a
+WAL checkpoint, since commits run with ``synchronous=NORMAL``).  A crash can therefore
+leave files nobody references (never references to missing files); the next opener that
+has the store to itself sweeps them.
+
+Document lifetime: a fresh document lives ``limits.part_lifetime`` unless a file links it;
+a linked one lives while a file links it and ``limits.unlinked_grace`` after; then it is
+reclaimed (a tombstone keeps ``FILE_REFERENCE_EXPIRED`` distinct from ``FILE_ID_INVALID``),
+and its blob with the last document using it.
 """
 
 from __future__ import annotations
