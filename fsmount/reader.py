@@ -193,10 +193,25 @@ class ChunkCache:
         expected = min(CHUNK, doc.size - offset)
         if expected <= 0:
             raise errors.OffsetInvalid(f"chunk {index} is past the end of document {doc.id}")
-        hashes = await self._window_hashes(doc, index)
+        # The window's hashes and its first fetch go out at the same time.
+        got: list[tuple[FileHash, ...]] = []
+
+        async def get_hashes() -> None:
+            got.append(await self._window_hashes(doc, index))
+
+        self.stats.fetches += 1
+        try:
+            async with trio.open_nursery() as n:
+                n.start_soon(get_hashes)
+                res = await self.remote.get_file(doc.location, offset, CHUNK)
+        except BaseExceptionGroup as group:
+            # Report the remote's error itself (e.g. FileReferenceExpired), not a group.
+            raise group.exceptions[0] from None
+        hashes = got[0]
         for attempt in range(2):
-            self.stats.fetches += 1
-            res = await self.remote.get_file(doc.location, offset, CHUNK)
+            if attempt:
+                self.stats.fetches += 1
+                res = await self.remote.get_file(doc.location, offset, CHUNK)
             data = res.bytes
             if len(data) == expected and await trio.to_thread.run_sync(
                 _verify, data, offset, hashes
