@@ -51,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--log-level", default=argparse.SUPPRESS,
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="logging verbosity (default WARNING)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="staging files of random writes (default $XDG_CACHE_HOME/fsmount)")
     p.add_argument("--log-file", default=None, metavar="PATH",
                    help="where the background filesystem logs (default: nowhere)")
     p.set_defaults(func=cmd_mount)
@@ -74,7 +76,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
         cache_bytes=args.cache_size,
         read_ahead=args.read_ahead,
         foreground=args.foreground,
-        log_file=args.log_file,
+        log_file=os.path.abspath(args.log_file) if args.log_file else None,
+        cache_dir=os.path.abspath(args.cache_dir) if args.cache_dir else None,
         fsname=f"fsmount:{args.server or args.store or 'default'}"[:120].replace(",", "_"),
     )
     logging.getLogger().setLevel(getattr(args, "log_level", "WARNING"))

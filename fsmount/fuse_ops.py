@@ -23,7 +23,7 @@ import pyfuse3
 import trio
 
 from . import errors
-from .inodes import ATTR_TIMEOUT, DirHandle, FileHandle, HandleTable, NodeCache
+from .inodes import ATTR_TIMEOUT, DirHandle, FileHandle, HandleTable, NodeCache, WriteState
 from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD, ChunkCache, FileReader
 from .remote import ROOT_ID, Node, NodeKind, Remote
 
@@ -36,6 +36,8 @@ XATTR_PREFIX = "user.fsmount."
 BLKSIZE = 1024 * 1024
 #: statfs for a store without a quota: this much free space is reported.
 UNLIMITED_FREE = 1 << 50
+#: Files unlinked while open are kept here (out of sight) until their last handle closes.
+UNLINKED_DIR = ".fsmount-unlinked"
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 
@@ -66,6 +68,12 @@ def _op(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
+def default_cache_dir() -> str:
+    """Where staging files go: ``$XDG_CACHE_HOME/fsmount``, else ``~/.cache/fsmount``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "fsmount")
+
+
 def _decode(name: bytes) -> str:
     return os.fsdecode(name)
 
@@ -82,8 +90,9 @@ class Operations(pyfuse3.Operations):
         *,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         read_ahead: int = DEFAULT_READ_AHEAD,
-        read_only: bool = True,
+        read_only: bool = False,
         attr_timeout: float = ATTR_TIMEOUT,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.remote = remote
@@ -99,9 +108,16 @@ class Operations(pyfuse3.Operations):
         # Content version last opened per inode: reopening unchanged content keeps the
         # kernel's page cache.
         self._opened_version: dict[int, tuple[int, tuple[int, ...]]] = {}
+        #: Content of files open for writing, by inode (shared by all their handles).
+        self.writers: dict[int, WriteState] = {}
+        self.cache_dir = cache_dir or default_cache_dir()
+        self._nursery: trio.Nursery | None = None
+        self._hidden: set[int] = set()
+        self._unlinked_id: int | None = None
 
     def start(self, nursery: trio.Nursery) -> None:
         self.cache.start(nursery)
+        self._nursery = nursery
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -122,7 +138,8 @@ class Operations(pyfuse3.Operations):
         else:
             a.st_mode = stat.S_IFREG | node.mode
             a.st_nlink = 1
-            a.st_size = node.size
+            state = self.writers.get(node.id)
+            a.st_size = state.size if state is not None else node.size
         a.st_uid = self.uid
         a.st_gid = self.gid
         a.st_rdev = 0
@@ -163,6 +180,8 @@ class Operations(pyfuse3.Operations):
             here = await self.nodes.get(parent_inode)
             node = await self.nodes.get(here.parent if here.id != ROOT_ID else ROOT_ID)
         else:
+            if parent_inode == ROOT_ID and sname == UNLINKED_DIR:
+                raise pyfuse3.FUSEError(errno.ENOENT)
             node = await self.nodes.lookup(parent_inode, sname)
             return self._attrs(node)
         self.nodes.remember(node.id)
@@ -196,6 +215,9 @@ class Operations(pyfuse3.Operations):
         index = start_id
         while await handle.ensure(self.remote, index):
             node = self.nodes.put(handle.entries[index])
+            if node.parent == ROOT_ID and node.name == UNLINKED_DIR:
+                index += 1
+                continue
             if not pyfuse3.readdir_reply(token, os.fsencode(node.name), self._attrs(node),
                                          index + 1):
                 return
@@ -264,60 +286,263 @@ class Operations(pyfuse3.Operations):
 
     # --- files -----------------------------------------------------------------------
 
+    def _file_handle(self, node: Node, flags: int, writer: WriteState | None
+                     ) -> pyfuse3.FileInfo:
+        reader = FileReader(self.cache, node.segments, self.path_of(node),
+                            read_ahead=self.read_ahead)
+        fh = self.files.add(FileHandle(node, reader, flags, writer))
+        version = (node.version, tuple(d.id for d in node.segments))
+        keep = writer is None and self._opened_version.get(node.id) == version
+        self._opened_version[node.id] = version
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
+
+    def _writer_for(self, node: Node, *, truncate: bool) -> WriteState:
+        state = self.writers.get(node.id)
+        if state is None:
+            state = WriteState(self.remote, self._nursery, node, cache_dir=self.cache_dir,
+                               base=() if truncate else None, fetch=None)
+            self.writers[node.id] = state
+        state.handles += 1
+        return state
+
     @_op
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
-            self._check_writable()
-            raise pyfuse3.FUSEError(errno.EROFS)
         node = await self.nodes.get(inode)
         if node.kind is not NodeKind.FILE:
             raise pyfuse3.FUSEError(errno.EISDIR if node.is_dir else errno.EINVAL)
-        reader = FileReader(self.cache, node.segments, self.path_of(node),
-                            read_ahead=self.read_ahead)
-        fh = self.files.add(FileHandle(node, reader, flags))
-        version = (node.version, tuple(d.id for d in node.segments))
-        keep = self._opened_version.get(inode) == version
-        self._opened_version[inode] = version
-        return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
+        writer = None
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+            self._check_writable()
+            writer = self._writer_for(node, truncate=False)
+            if flags & os.O_TRUNC:
+                await writer.truncate(0)
+        return self._file_handle(node, flags, writer)
+
+    @_op
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        self._check_writable()
+        node = self.nodes.put(await self.remote.create_file(
+            parent_inode, _decode(name), (), mode=stat.S_IMODE(mode) & ~ctx.umask))
+        writer = self._writer_for(node, truncate=True)
+        fi = self._file_handle(node, flags, writer)
+        self.nodes.remember(node.id)
+        return fi, self._attrs(node)
 
     @_op
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return await self.files.get(fh).reader.read(off, size)  # type: ignore[return-value]
+        handle = self.files.get(fh)
+        state = self.writers.get(handle.node.id)
+        if state is not None:
+            if not state.reads_from_base:
+                return await state.read(off, size)
+            if handle.node.segments != state.base:
+                handle.reader.close()
+                handle.reader = FileReader(self.cache, state.base, handle.reader.name,
+                                           read_ahead=self.read_ahead)
+        try:
+            return await handle.reader.read(off, size)  # type: ignore[return-value]
+        except (errors.FileReferenceExpired, errors.FileIdInvalid):
+            # The content this handle opened was replaced and reclaimed: read the current one.
+            node = await self.remote.getattr(handle.node.id)
+            handle.node = self.nodes.put(node)
+            handle.reader.close()
+            handle.reader = FileReader(self.cache, node.segments, handle.reader.name,
+                                       read_ahead=self.read_ahead)
+            return await handle.reader.read(off, size)  # type: ignore[return-value]
 
+    @_op
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self.files.get(fh)
+        if handle.writer is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return await handle.writer.write(off, buf)
+
+    async def _commit(self, handle: FileHandle) -> None:
+        state = handle.writer
+        if state is None or not state.dirty:
+            return
+        try:
+            node = await state.commit()
+        except errors.NotFound:
+            # The file was deleted while open for writing: its content goes with it.
+            await state.discard()
+            return
+        except Exception as exc:
+            log.error("%s: could not store the file: %s", handle.reader.name, exc)
+            raise
+        if node is not None:
+            self.nodes.put(node)
+            handle.node = node
+            self._opened_version.pop(node.id, None)
+
+    @_op
     async def flush(self, fh: int) -> None:
-        return None
+        await self._commit(self.files.get(fh))
+
+    @_op
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self._commit(self.files.get(fh))
 
     async def release(self, fh: int) -> None:
         handle = self.files.pop(fh)
-        if handle is not None:
-            handle.reader.close()
+        if handle is None:
+            return
+        handle.reader.close()
+        state = handle.writer
+        if state is not None:
+            state.handles -= 1
+            if state.handles <= 0:
+                try:
+                    await self._commit(handle)
+                except Exception:
+                    pass  # already logged; release has nobody to report to
+                finally:
+                    await state.discard()
+                    if self.writers.get(handle.node.id) is state:
+                        del self.writers[handle.node.id]
+        await self._forget_unlinked(handle.node.id)
 
-    async def fsync(self, fh: int, datasync: bool) -> None:
-        return None
+    # --- namespace changes -----------------------------------------------------------
 
-    # --- namespace changes (issue 4) -------------------------------------------------
+    def _is_hidden(self, parent: int, name: str) -> bool:
+        return parent == ROOT_ID and name == UNLINKED_DIR
 
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> Any:
-        raise pyfuse3.FUSEError(errno.EROFS)
+    def _open_count(self, node_id: int) -> int:
+        return sum(1 for h in self.files.values() if h.node.id == node_id)
 
+    async def _unlinked_dir(self) -> int:
+        if self._unlinked_id is None:
+            try:
+                node = await self.remote.lookup(ROOT_ID, UNLINKED_DIR)
+            except errors.NotFound:
+                node = await self.remote.mkdir(ROOT_ID, UNLINKED_DIR, 0o700)
+            self._unlinked_id = node.id
+        return self._unlinked_id
+
+    async def _hide_if_open(self, parent: int, name: str) -> bool:
+        """Move an open file out of sight instead of deleting it (so its handles keep
+        reading and writing); it is deleted when its last handle closes."""
+        try:
+            node = await self.remote.lookup(parent, name)
+        except errors.NotFound:
+            return False
+        if node.kind is not NodeKind.FILE or not self._open_count(node.id):
+            return False
+        hidden = await self._unlinked_dir()
+        await self.remote.rename(parent, name, hidden, str(node.id), replace=True)
+        self._hidden.add(node.id)
+        self.nodes.invalidate(node.id)
+        return True
+
+    async def _forget_unlinked(self, node_id: int) -> None:
+        if node_id in self._hidden and not self._open_count(node_id):
+            self._hidden.discard(node_id)
+            try:
+                await self.remote.unlink(await self._unlinked_dir(), str(node_id))
+            except errors.FsmountError as exc:
+                log.warning("could not delete unlinked file %d: %s", node_id, exc)
+
+    async def clean_unlinked(self) -> None:
+        """Delete files left hidden by an earlier mount that ended with them open."""
+        try:
+            hidden = await self.remote.lookup(ROOT_ID, UNLINKED_DIR)
+        except errors.NotFound:
+            return
+        self._unlinked_id = hidden.id
+        for _ in range(1 << 20):
+            page = await self.remote.list_folder(hidden.id, None, 1000)
+            for entry in page.entries:
+                await self.remote.unlink(hidden.id, entry.name)
+            if not page.entries or page.next_after is None:
+                break
+
+    @_op
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: Any) -> pyfuse3.EntryAttributes:
+        self._check_writable()
+        node = self.nodes.put(await self.remote.mkdir(
+            parent_inode, _decode(name), stat.S_IMODE(mode) & ~ctx.umask))
+        self.nodes.remember(node.id)
+        return self._attrs(node)
+
+    @_op
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        raise pyfuse3.FUSEError(errno.EROFS)
+        self._check_writable()
+        sname = _decode(name)
+        if self._is_hidden(parent_inode, sname):
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        await self.remote.rmdir(parent_inode, sname)
 
+    @_op
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        raise pyfuse3.FUSEError(errno.EROFS)
+        self._check_writable()
+        sname = _decode(name)
+        if self._is_hidden(parent_inode, sname):
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        if not await self._hide_if_open(parent_inode, sname):
+            await self.remote.unlink(parent_inode, sname)
 
-    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any) -> Any:
-        raise pyfuse3.FUSEError(errno.EROFS)
-
+    @_op
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: Any) -> None:
-        raise pyfuse3.FUSEError(errno.EROFS)
+        self._check_writable()
+        old, new = _decode(name_old), _decode(name_new)
+        if self._is_hidden(parent_inode_old, old) or self._is_hidden(parent_inode_new, new):
+            raise pyfuse3.FUSEError(errno.EPERM)
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        replace = not flags & pyfuse3.RENAME_NOREPLACE
+        if replace:
+            await self._hide_if_open(parent_inode_new, new)
+        node = await self.remote.rename(parent_inode_old, old, parent_inode_new, new,
+                                        replace=replace)
+        self.nodes.put(node)
 
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Any:
-        raise pyfuse3.FUSEError(errno.EROFS)
+    @_op
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: Any) -> pyfuse3.EntryAttributes:
+        self._check_writable()
+        node = self.nodes.put(await self.remote.symlink(parent_inode, _decode(name),
+                                                        os.fsdecode(target)))
+        self.nodes.remember(node.id)
+        return self._attrs(node)
 
-    async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> Any:
-        raise pyfuse3.FUSEError(errno.EROFS)
+    @_op
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
+                      fields: pyfuse3.SetattrFields, fh: int | None,
+                      ctx: Any) -> pyfuse3.EntryAttributes:
+        if fields.update_uid and attr.st_uid not in (self.uid, 0xFFFFFFFF, -1):
+            raise pyfuse3.FUSEError(errno.EPERM)
+        if fields.update_gid and attr.st_gid not in (self.gid, 0xFFFFFFFF, -1):
+            raise pyfuse3.FUSEError(errno.EPERM)
+        if fields.update_size or fields.update_mode or fields.update_mtime:
+            self._check_writable()
+        node = await self.nodes.get(inode)
+        if fields.update_size:
+            if node.kind is not NodeKind.FILE:
+                raise pyfuse3.FUSEError(errno.EISDIR if node.is_dir else errno.EINVAL)
+            state = self.writers.get(inode)
+            if state is not None:
+                await state.truncate(attr.st_size)
+            elif attr.st_size != node.size:
+                state = WriteState(self.remote, self._nursery, node, cache_dir=self.cache_dir)
+                try:
+                    await state.truncate(attr.st_size)
+                    node = await state.commit() or node
+                finally:
+                    await state.discard()
+        mode = stat.S_IMODE(attr.st_mode) if fields.update_mode else None
+        mtime = None
+        if fields.update_mtime:
+            mtime = attr.st_mtime_ns
+            state = self.writers.get(inode)
+            if state is not None and state.dirty:
+                state.mtime_ns = mtime  # applied when the pending content is linked
+        if mode is not None or mtime is not None:
+            node = await self.remote.setattr(inode, mode=mode, mtime_ns=mtime)
+        self.nodes.put(node)
+        return self._attrs(node)
 
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Any:
         raise pyfuse3.FUSEError(errno.EPERM)

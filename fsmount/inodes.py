@@ -19,9 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import trio
+
 from . import errors
 from .reader import FileReader
-from .remote import Listing, Node, Remote
+from .remote import Document, Listing, Node, Remote
 
 #: Seconds the kernel (and this cache) may trust attributes and directory entries.
 ATTR_TIMEOUT = 1.0
@@ -150,3 +152,137 @@ class FileHandle:
     #: The writer of a file open for writing (see fsmount.upload); None while read-only.
     writer: Any = None
     path_hint: str = "?"
+
+
+class WriteState:
+    """The content of a file open for writing, shared by every handle of that inode so that
+    reads from any handle see what was written.
+
+    A file written sequentially from offset 0 streams through a
+    :class:`~fsmount.upload.StreamingUpload`; any other write (seek back, append to existing
+    content, truncate to a non-zero size) moves the content to a
+    :class:`~fsmount.upload.StagingFile` that is uploaded as a whole on commit.
+    :meth:`commit` (close, fsync) finalizes and links the new content atomically.
+    Operations are serialized by ``lock``.
+    """
+
+    def __init__(self, remote: Remote, nursery: Any, node: Node, *, cache_dir: str,
+                 base: tuple[Document, ...] | None = None, parallel: int = 4,
+                 fetch: Callable[[int, int], Any] | None = None) -> None:
+        self.remote = remote
+        self.nursery = nursery
+        self.node_id = node.id
+        self.name = node.name
+        self.cache_dir = cache_dir
+        self.parallel = parallel
+        self.fetch = fetch
+        #: Content the new bytes build on (None: the file starts empty, e.g. O_TRUNC).
+        self.base: tuple[Document, ...] = node.segments if base is None else base
+        self.size = sum(d.size for d in self.base)
+        self.upload: Any = None  # StreamingUpload
+        self.staging: Any = None  # StagingFile
+        self.dirty = base is not None and base != node.segments
+        self.mtime_ns: int | None = None  #: set by utimes while open; used at commit
+        self.handles = 0
+        self.lock = trio.Lock()
+
+    async def _to_staging(self) -> Any:
+        from .upload import StagingFile
+
+        if self.staging is None:
+            if self.upload is not None:
+                self.staging = await self.upload.into_staging(self.cache_dir)
+                self.upload = None
+            else:
+                self.staging = await StagingFile.create(self.cache_dir, self.remote, self.base,
+                                                        fetch=self.fetch)
+        return self.staging
+
+    async def write(self, offset: int, data: bytes) -> int:
+        """Raises the upload's errors, OSError from the staging file."""
+        from .upload import StreamingUpload
+
+        async with self.lock:
+            if self.staging is None and offset == self.size and (
+                    self.upload is not None or self.size == 0):
+                if self.upload is None:
+                    self.upload = await StreamingUpload.open(
+                        self.nursery, self.remote, self.name, parallel=self.parallel,
+                        spill_dir=self.cache_dir)
+                await self.upload.write(data)
+            else:
+                staging = await self._to_staging()
+                await staging.pwrite(offset, data)
+            self.size = max(self.size, offset + len(data))
+            self.dirty = True
+            return len(data)
+
+    async def read(self, offset: int, size: int) -> bytes:
+        """What a reader of the open file sees: the written content."""
+        if self.staging is not None:
+            return bytes(await self.staging.pread(offset, size))
+        if self.upload is not None:
+            return bytes(await self.upload.read(offset, size))
+        return b""
+
+    @property
+    def reads_from_base(self) -> bool:
+        """True while the content is still exactly ``base`` (reads go to the chunk cache)."""
+        return self.staging is None and self.upload is None and not self.dirty
+
+    async def truncate(self, size: int) -> None:
+        async with self.lock:
+            if size == self.size:
+                return
+            if size == 0:
+                await self.discard()
+                self.base = ()
+                self.size = 0
+                self.dirty = True
+                return
+            staging = await self._to_staging()
+            await staging.truncate(size)
+            self.size = size
+            self.dirty = True
+
+    async def commit(self) -> Node | None:
+        """Upload what is pending and link it as the file's content; None if nothing was
+        pending.  Raises the upload's errors and the remote's (NotFound if the file is gone).
+        """
+        async with self.lock:
+            if not self.dirty:
+                return None
+            if self.staging is not None:
+                docs = await self.staging.upload(self.name, parallel=self.parallel)
+            elif self.upload is not None:
+                up, self.upload = self.upload, None
+                try:
+                    docs = await up.finish()
+                except BaseException:
+                    # The written bytes are gone with the upload: the file keeps its old
+                    # content, and this close reports the error.
+                    self.size = sum(d.size for d in self.base)
+                    self.dirty = False
+                    raise
+            else:
+                docs = self.base
+            mtime = self.mtime_ns if self.mtime_ns is not None else time.time_ns()
+            node = await self.remote.set_content(self.node_id, tuple(d.location for d in docs),
+                                                 mtime_ns=mtime)
+            self.base = tuple(node.segments)
+            self.size = node.size
+            self.dirty = False
+            self.mtime_ns = None
+            if self.staging is not None:
+                await self.staging.aclose()
+                self.staging = None
+            return node
+
+    async def discard(self) -> None:
+        """Drop pending content (the upload is aborted, the staging file deleted)."""
+        if self.upload is not None:
+            await self.upload.abort()
+            self.upload = None
+        if self.staging is not None:
+            await self.staging.aclose()
+            self.staging = None

@@ -62,6 +62,8 @@ class MountConfig:
     log_file: str | None = None
     read_ahead_kb: int = READ_AHEAD_KB
     fsname: str = "fsmount"
+    #: Staging files of random writes (default: fuse_ops.default_cache_dir()).
+    cache_dir: str | None = None
 
     @property
     def read_only(self) -> bool:
@@ -210,7 +212,10 @@ async def serve(config: MountConfig, factory: RemoteFactory,
             cache_bytes=config.cache_bytes,
             read_ahead=config.read_ahead,
             read_only=config.read_only,
+            cache_dir=config.cache_dir,
         )
+        if not config.read_only:
+            await ops.clean_unlinked()
         fuse_ops.session_open(ops, config.mountpoint, fuse_options(config))
         # The receiver stays open through the cleanup, so that a second signal cannot
         # interrupt the unmount.

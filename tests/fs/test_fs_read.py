@@ -162,12 +162,16 @@ def test_statfs(ro: MountProc) -> None:
     assert st.f_files - st.f_ffree >= MANY
 
 
-def test_reads_are_read_only(ro: MountProc) -> None:
-    with pytest.raises(OSError) as exc:
-        open(ro.mnt / "small.txt", "ab")
-    assert exc.value.errno == errno.EROFS
-    with pytest.raises(OSError):
-        os.mkdir(ro.mnt / "newdir")
+def test_ro_option_refuses_changes(tmp_path: Path) -> None:
+    populate(tmp_path / "store", {"small.txt": SMALL})
+    with mount_store(tmp_path / "store", tmp_path / "mnt", "-o", "ro") as mp:
+        assert (mp.mnt / "small.txt").read_bytes() == SMALL
+        with pytest.raises(OSError) as exc:
+            open(mp.mnt / "small.txt", "ab")
+        assert exc.value.errno == errno.EROFS
+        with pytest.raises(OSError) as exc:
+            os.mkdir(mp.mnt / "newdir")
+        assert exc.value.errno == errno.EROFS
 
 
 def test_kernel_read_ahead_raised(ro: MountProc) -> None:
