@@ -1,0 +1,171 @@
+"""What the FUSE adapter promises about writes and namespace changes, through the real
+mount: reads of a file open for writing see the written bytes (same and other handle),
+close returns only once the store holds the file, an unlinked open file stays readable,
+rename over an open file, truncate both ways, append, chmod/utimes, hard links refused,
+quota errors reach close as ENOSPC, and the store's fsck finds nothing wrong afterwards."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+import trio
+from fs_mounting import MountProc, mount_store, populate
+
+from fsmount import fsck
+from fsmount.embedded import EmbeddedRemote
+from fsmount.remote import ROOT_ID
+from fsmount.store import Store
+
+MIB = 1024 * 1024
+
+
+def store_view(store: Path, path: str) -> bytes | None:
+    """The content of ``path`` as the store itself holds it (None if missing)."""
+
+    async def main() -> bytes | None:
+        remote = EmbeddedRemote.open(store)
+        try:
+            node = await remote.getattr(ROOT_ID)
+            for part in [p for p in path.split("/") if p]:
+                node = await remote.lookup(node.id, part)
+            out = bytearray()
+            for doc in node.segments:
+                for off in range(0, doc.size, MIB):
+                    out += (await remote.get_file(doc.location, off, MIB)).bytes
+            return bytes(out)
+        except Exception:
+            return None
+        finally:
+            await remote.aclose()
+
+    return trio.run(main)
+
+
+def test_close_returns_once_the_store_holds_the_file(mounted: MountProc) -> None:
+    data = random.Random(1).randbytes(3 * MIB + 5)
+    with open(mounted.mnt / "f.bin", "wb", buffering=0) as f:
+        f.write(data[:MIB])
+        # Another handle and the writing handle itself see what was written so far.
+        assert (mounted.mnt / "f.bin").stat().st_size == MIB
+        with open(mounted.mnt / "f.bin", "rb") as r:
+            assert r.read() == data[:MIB]
+        f.write(data[MIB:])
+        f.flush()
+    # After close, a second process (the store API, without the mount) sees all of it.
+    assert store_view(mounted.store, "f.bin") == data
+    assert (mounted.mnt / "f.bin").read_bytes() == data
+
+
+def test_read_back_through_a_read_write_handle(mounted: MountProc) -> None:
+    fd = os.open(mounted.mnt / "rw", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"0123456789" * 1000)
+        assert os.pread(fd, 10, 5000) == b"0123456789"
+        os.pwrite(fd, b"abc", 3)  # not sequential: moves to a staging file
+        assert os.pread(fd, 8, 0) == b"012abc67"
+        os.fsync(fd)
+        assert store_view(mounted.store, "rw")[:8] == b"012abc67"  # type: ignore[index]
+    finally:
+        os.close(fd)
+
+
+def test_unlinked_open_file_stays_readable(mounted: MountProc) -> None:
+    data = random.Random(2).randbytes(2 * MIB)
+    (mounted.mnt / "doomed").write_bytes(data)
+    with open(mounted.mnt / "doomed", "rb") as f:
+        assert f.read(100) == data[:100]
+        os.unlink(mounted.mnt / "doomed")
+        assert not (mounted.mnt / "doomed").exists()
+        assert "doomed" not in os.listdir(mounted.mnt)
+        assert f.read() == data[100:]
+        f.seek(0)
+        assert f.read(10) == data[:10]
+    assert os.listdir(mounted.mnt) == []
+    # Once closed, nothing of it is left in the store either.
+    assert store_view(mounted.store, ".fsmount-unlinked/1") is None
+
+
+def test_rename_over_an_open_file(mounted: MountProc) -> None:
+    (mounted.mnt / "old").write_bytes(b"old content")
+    (mounted.mnt / "new").write_bytes(b"new content")
+    with open(mounted.mnt / "old", "rb") as f:
+        os.rename(mounted.mnt / "new", mounted.mnt / "old")
+        assert f.read() == b"old content"
+    assert (mounted.mnt / "old").read_bytes() == b"new content"
+    assert sorted(os.listdir(mounted.mnt)) == ["old"]
+
+
+def test_namespace_changes(mounted: MountProc) -> None:
+    m = mounted.mnt
+    os.makedirs(m / "a" / "b")
+    (m / "a" / "b" / "f").write_text("x")
+    with pytest.raises(OSError) as exc:
+        os.rmdir(m / "a")
+    assert exc.value.errno == errno.ENOTEMPTY
+    os.rename(m / "a", m / "c")  # a whole folder
+    assert (m / "c" / "b" / "f").read_text() == "x"
+    os.rename(m / "c" / "b" / "f", m / "g")  # across folders
+    os.rmdir(m / "c" / "b")
+    os.rmdir(m / "c")
+    os.symlink("g", m / "s")
+    assert os.readlink(m / "s") == "g" and (m / "s").read_text() == "x"
+    with pytest.raises(OSError) as exc:
+        os.link(m / "g", m / "h")
+    assert exc.value.errno == errno.EPERM
+    assert sorted(os.listdir(m)) == ["g", "s"]
+
+
+def test_truncate_append_chmod_utimes(mounted: MountProc) -> None:
+    p = mounted.mnt / "t"
+    p.write_bytes(b"hello world")
+    subprocess.run(["truncate", "-s", "5", str(p)], check=True)
+    assert p.read_bytes() == b"hello"
+    subprocess.run(["truncate", "-s", "8", str(p)], check=True)
+    assert p.read_bytes() == b"hello\0\0\0"
+    subprocess.run(["sh", "-c", f"echo one >> {p}; echo two >> {p}"], check=True)
+    assert p.read_bytes() == b"hello\0\0\0one\ntwo\n"
+    os.chmod(p, 0o600)
+    assert p.stat().st_mode & 0o777 == 0o600
+    subprocess.run(["touch", "-d", "2020-01-02 03:04:05", str(p)], check=True)
+    assert p.stat().st_mtime == pytest.approx(
+        float(subprocess.run(["date", "-d", "2020-01-02 03:04:05", "+%s"], capture_output=True,
+                             text=True, check=True).stdout), abs=1)
+    src = mounted.mnt.parent / "local.txt"
+    src.write_text("preserve me")
+    os.utime(src, (1_500_000_000, 1_500_000_000))
+    subprocess.run(["cp", "-p", str(src), str(mounted.mnt / "kept")], check=True)
+    assert (mounted.mnt / "kept").stat().st_mtime == 1_500_000_000
+    assert (mounted.mnt / "kept").read_text() == "preserve me"
+
+
+def test_quota_exceeded_fails_close_with_enospc(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    populate(store, {"seed": b"x"})
+    with Store(store) as s:
+        s.set_user(s.user_id("default"), quota_bytes=1 * MIB)
+    with mount_store(store, tmp_path / "mnt") as mp:
+        data = random.Random(3).randbytes(2 * MIB)
+        with pytest.raises(OSError) as exc:
+            with open(mp.mnt / "big", "wb") as f:
+                f.write(data)
+        assert exc.value.errno == errno.ENOSPC
+        assert store_view(store, "big") in (None, b"")
+        assert "big" in mp.log_text()
+
+
+def test_fsck_is_clean_after_changes(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with mount_store(store, tmp_path / "mnt") as mp:
+        for i in range(5):
+            (mp.mnt / f"f{i}").write_bytes(random.Random(i).randbytes(100_000 * (i + 1)))
+        os.rename(mp.mnt / "f0", mp.mnt / "f1")
+        os.unlink(mp.mnt / "f2")
+        with open(mp.mnt / "f3", "r+b") as f:
+            f.seek(50)
+            f.write(b"patched")
+    assert fsck.check(store) == []
