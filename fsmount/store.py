@@ -543,7 +543,11 @@ class Store:
             tx = _Tx(self._db, self.clock())
             try:
                 yield tx
+                if self._hooks and write:
+                    self._hook("commit")  # every write transaction, just before COMMIT
                 self._db.execute("COMMIT")
+                if self._hooks and write:
+                    self._hook("committed")  # ... and just after, before any cleanup
                 if tx.sync_before_cleanup:
                     # synchronous=NORMAL does not sync the WAL at commit; a checkpoint
                     # does.  Blob files go only once the commit that dropped them is durable,

@@ -169,3 +169,68 @@ def test_a_concurrent_opener_does_not_sweep_files_in_flight(tmp_path: Path) -> N
     Store(path).close()
     assert not stray.exists()
     assert fsck.check(path) == []
+
+
+BUSY_CHILD = textwrap.dedent(
+    """
+    import sys
+    from fsmount.store import Store
+    from fsmount.remote import InputFileBig, ROOT_ID
+
+    def version(i):
+        return (b"version %d " % i) * (60_000 + 997 * i)   # 2..3 parts of 512 KiB
+
+    store = Store(sys.argv[1])
+    uid = store.default_user_id
+    for i in range(1, 1000):
+        data = version(i)
+        chunks = [data[k:k + 524288] for k in range(0, len(data), 524288)]
+        for k, c in enumerate(chunks):
+            store.save_big_file_part(uid, 1000 + i, k, len(chunks), c)
+        doc = store.upload_media(uid, InputFileBig(1000 + i, len(chunks), "v"))
+        if i % 3 == 0:
+            node = store.lookup(uid, ROOT_ID, "f")
+            store.set_content(uid, node.id, (doc.location,))
+        elif i % 3 == 1:
+            store.create_file(uid, ROOT_ID, "g", (doc.location,), replace=True)
+        else:
+            store.rename(uid, ROOT_ID, "g", ROOT_ID, "f")
+            store.create_file(uid, ROOT_ID, "g", (doc.location,))
+    """
+)
+
+
+def version(i: int) -> bytes:
+    return (b"version %d " % i) * (60_000 + 997 * i)
+
+
+@pytest.mark.parametrize("hook", ["commit:7", "committed:7", "commit:23", "committed:40",
+                                  "commit:61", "committed:88"])
+def test_sigkill_at_any_commit_of_a_busy_writer(tmp_path: Path, hook: str) -> None:
+    """A writer that keeps uploading, swapping, replacing and renaming is killed just before
+    or just after its N-th commit; every file is then one whole version, fsck is clean."""
+    path = tmp_path / "store"
+    with Store(path) as store:
+        store.create_file(store.default_user_id, ROOT_ID, "f")
+    rfd, wfd = os.pipe()
+    env = dict(os.environ, **{HOOK_ENV: f"{hook}=/dev/fd/{wfd}"})
+    proc = subprocess.Popen([sys.executable, "-c", BUSY_CHILD, str(path)], env=env,
+                            pass_fds=(wfd,), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(wfd)
+    try:
+        ready, _, _ = select.select([rfd], [], [], 120.0)
+        assert ready and os.read(rfd, 200), proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        os.close(rfd)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    versions = {version(i) for i in range(1, 40)} | {b""}
+    with Store(path) as store:
+        for name in ("f", "g"):
+            content = read_file(store, name)
+            assert content is None or content in versions, (name, len(content or b""))
+        assert read_file(store, "f") is not None
+    assert fsck.check(path, deep=True) == []
