@@ -34,13 +34,14 @@ import random
 import ssl
 import urllib.parse
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 import h11
 import trio
 
 from . import errors
-from .protocol import FileType
+from .protocol import HASH_BLOCK, PRECISE_ALIGN, WINDOW, FileType
 from .remote import (
     Document,
     FileHash,
@@ -60,6 +61,10 @@ __all__ = ["HttpRemote"]
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+#: Windows of block hashes asked for per getFileHashes request (see get_file_hashes).
+HASH_PREFETCH = 8
+#: Windows of prefetched hashes kept (about 2 KiB each).
+HASH_CACHE_WINDOWS = 4096
 _RECV = 1 << 20
 
 _NET_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError,
@@ -166,6 +171,8 @@ class HttpRemote:
         self._bulk = _Pool(self._host, self._port, tls, bulk, connect_timeout)
         #: How many attempts were retried (tests and benchmarks read it).
         self.retried = 0
+        self._hashes: OrderedDict[tuple[int, int, int], list[FileHash]] = OrderedDict()
+        self._hash_pending: dict[tuple[int, int, int], trio.Event] = {}
         self._closed = False
 
     # --- transport ---------------------------------------------------------------------------
@@ -342,8 +349,48 @@ class HttpRemote:
         return UploadFile(ftype, mtime, ans.body)
 
     async def get_file_hashes(self, location: FileLocation, offset: int) -> list[FileHash]:
-        return wire.hashes_from_json(await self._json("getFileHashes", query={
-            "id": location.id, "access_hash": location.access_hash, "offset": offset}))
+        # The answer is exactly the store's (from the offset's block through its window), but
+        # the request asks for the next windows too and keeps them: a sequential reader then
+        # needs one hash request per HASH_PREFETCH chunks.  Documents never change, so kept
+        # hashes stay right; the requested window itself always goes to the server, so its
+        # errors (FILE_REFERENCE_EXPIRED, ...) are never hidden by a kept answer.
+        valid = isinstance(offset, int) and offset >= 0 and offset % PRECISE_ALIGN == 0
+        want = offset // WINDOW if valid else 0
+        key = (location.id, location.access_hash, want)
+        if valid:
+            pending = self._hash_pending.get(key)
+            if pending is not None:
+                # A request that brings this window is on its way (a read-ahead asks for
+                # many windows at once): wait for it instead of asking again.
+                await pending.wait()
+            kept = self._hashes.get(key)
+            if kept is not None:
+                self._hashes.move_to_end(key)
+                first = offset // HASH_BLOCK * HASH_BLOCK
+                return [h for h in kept if h.offset >= first]
+        events = {}
+        if valid:
+            for w in range(want + 1, want + HASH_PREFETCH):
+                k = (location.id, location.access_hash, w)
+                if k not in self._hashes and k not in self._hash_pending:
+                    events[k] = self._hash_pending[k] = trio.Event()
+        try:
+            got = wire.hashes_from_json(await self._json("getFileHashes", query={
+                "id": location.id, "access_hash": location.access_hash, "offset": offset,
+                "windows": HASH_PREFETCH if valid and HASH_PREFETCH > 1 else None}))
+            by_window: dict[int, list[FileHash]] = {}
+            for h in got:
+                by_window.setdefault(h.offset // WINDOW, []).append(h)
+            for w, hs in by_window.items():
+                if w != want:
+                    self._hashes[(location.id, location.access_hash, w)] = hs
+            while len(self._hashes) > HASH_CACHE_WINDOWS:
+                self._hashes.popitem(last=False)
+            return by_window.get(want, [])
+        finally:
+            for k, ev in events.items():
+                del self._hash_pending[k]
+                ev.set()
 
     async def get_document_by_hash(self, sha256: str, size: int, mime_type: str) -> Document | None:
         res = await self._json("getDocumentByHash",

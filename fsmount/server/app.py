@@ -33,7 +33,7 @@ from typing import Any
 import trio
 
 from .. import errors
-from ..protocol import MAX_PART_SIZE
+from ..protocol import MAX_PART_SIZE, WINDOW
 from ..remote import FileLocation, Remote
 from . import wire
 from .auth import AuthDB, RateLimiter
@@ -305,7 +305,19 @@ async def _proto_get(method: str, remote: Remote, p: dict[str, str]) -> Any:
         return wire.config_to_json(await remote.get_config())
     if method == "getFileHashes":
         loc = FileLocation(q_int(p, "id"), q_int(p, "access_hash"))
-        return wire.hashes_to_json(await remote.get_file_hashes(loc, q_int(p, "offset")))
+        offset = q_int(p, "offset")
+        windows = q_int(p, "windows", 1)
+        if not 1 <= windows <= wire.MAX_HASH_WINDOWS:
+            raise errors.InvalidArgument(f"windows must be in 1..{wire.MAX_HASH_WINDOWS}")
+        hashes = await remote.get_file_hashes(loc, offset)
+        # Extension: the hashes of the next windows too, in the same answer (one request
+        # instead of several for a sequential reader).
+        for k in range(1, windows):
+            more = await remote.get_file_hashes(loc, (offset // WINDOW + k) * WINDOW)
+            if not more:
+                break
+            hashes.extend(more)
+        return wire.hashes_to_json(hashes)
     if method == "getDocumentByHash":
         sha = p.get("sha256")
         if not sha:

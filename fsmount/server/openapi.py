@@ -138,7 +138,8 @@ def _proto_paths() -> dict[str, Any]:
         p + "getFileHashes": {"get": _op("upload.getFileHashes (hex SHA-256 per 128 KiB)", {
             "200": _json({"type": "array", "items": _obj({"offset": _I, "limit": _I, "hash": _S},
                                                          ["offset", "limit", "hash"])})},
-            params=loc + [_q("offset")], tag=t)},
+            params=loc + [_q("offset"), _q("windows", required=False, minimum=1, maximum=16)],
+            tag=t)},
         p + "getDocumentByHash": {"get": _op("messages.getDocumentByHash", {
             "200": _json(_obj({"document": {**_ref("Document"), "nullable": True}}, ["document"]))},
             params=[_q("sha256", "string"), _q("size"), _q("mime_type", "string", False)], tag=t)},

@@ -55,6 +55,11 @@ JSON_METHODS = frozenset(
 
 ALL_METHODS = GET_METHODS | PART_METHODS | JSON_METHODS
 
+#: getFileHashes takes ``windows=N`` (an extension): the hashes of N consecutive 1 MiB
+#: windows from the offset's window on, so that a sequential reader needs one hash request
+#: per N chunks.
+MAX_HASH_WINDOWS = 16
+
 
 def _bad(what: str) -> errors.InvalidArgument:
     return errors.InvalidArgument(f"malformed {what}")

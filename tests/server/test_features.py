@@ -160,3 +160,31 @@ async def test_retry_after_a_dropped_connection_does_not_repeat_a_mkdir(srv: Srv
         finally:
             await remote.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_hash_prefetch_returns_exactly_the_stores_answers(srv: Srv) -> None:
+    """One getFileHashes request brings several windows; every answer still equals the
+    store's own (checked against the embedded remote of the same user)."""
+    from fsmount.protocol import MIB
+    from fsmount.remote import InputFileBig
+
+    _, embedded = await srv.running.state.user_remote("alice")
+    remote = HttpRemote(srv.url, srv.tok_a)
+    try:
+        data = os.urandom(3 * MIB + 5000)
+        parts = [data[i:i + 512 * 1024] for i in range(0, len(data), 512 * 1024)]
+        for i, part in enumerate(parts):
+            await remote.save_big_file_part(77, i, len(parts), part)
+        doc = await remote.upload_media(InputFileBig(77, len(parts), "h.bin"))
+        await remote.create_file(1, "h.bin", (doc.location,))
+        first = await remote.get_file_hashes(doc.location, 0)
+        assert first == await embedded.get_file_hashes(doc.location, 0)
+        kept = {k[2] for k in remote._hashes}
+        assert kept == {1, 2, 3}  # the next windows came with the first answer
+        for off in (MIB, MIB + 200 * 1024, 2 * MIB, 3 * MIB, 3 * MIB + 4096, 4 * MIB):
+            assert await remote.get_file_hashes(doc.location, off) == \
+                await embedded.get_file_hashes(doc.location, off), off
+        with pytest.raises(errors.OffsetInvalid):
+            await remote.get_file_hashes(doc.location, MIB + 100)
+    finally:
+        await remote.aclose()
