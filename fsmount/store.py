@@ -846,12 +846,12 @@ class Store:
             protocol.check_total_parts(total, max_parts, allow_unknown=True)
             if total != protocol.TOTAL_PARTS_UNKNOWN and part >= total:
                 raise errors.FilePartInvalid(f"part {part} is not below file_total_parts {total}")
-        # Write outside the lock; rename into place inside it so that the file and its row
-        # change together as far as this process can tell.
         # Hash the part's whole 128 KiB blocks here, in parallel with other parts' saves;
         # the in-order feeder then only runs the whole-file SHA-256 and MD5.
         full_blocks = [hashlib.sha256(data[o : o + HASH_BLOCK]).digest()
                        for o in range(0, len(data) - HASH_BLOCK + 1, HASH_BLOCK)]
+        # Write outside the lock; rename into place inside it so that the file and its row
+        # change together as far as this process can tell.
         tmp = self.path / "parts" / "tmp" / f"p{secrets.token_hex(8)}"
         with open(tmp, "wb") as f:
             f.write(data)
