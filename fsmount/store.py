@@ -35,6 +35,7 @@ and its blob with the last document using it.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import os
@@ -460,7 +461,11 @@ class Store:
                 self.path / "meta.sqlite", isolation_level=None, check_same_thread=False,
                 timeout=30.0,
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.Error as exc:
+                self._db.close()
+                raise _db_error(exc, self.path) from exc
             # Commits are atomic and survive a killed process; durability against power
             # loss comes from the checkpoint before blob deletion (see _tx) and the
             # fsync of every blob before the commit that references it.
@@ -474,6 +479,9 @@ class Store:
             self.default_user_id = self.ensure_user(DEFAULT_USER)
             self.expire()
         except BaseException:
+            db = getattr(self, "_db", None)
+            if db is not None:
+                db.close()
             self._release_locks()
             raise
 
@@ -539,7 +547,10 @@ class Store:
             raise errors.InvalidArgument("the store is closed")
         after: list[Callable[[], None]] = []
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.Error as exc:
+                raise _db_error(exc, self.path) from exc
             tx = _Tx(self._db, self.clock())
             try:
                 yield tx
@@ -555,14 +566,19 @@ class Store:
                     self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 if self._hooks and tx.hook_after:
                     self._hook(tx.hook_after)
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+            except BaseException as exc:
+                try:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
                 for fn in tx.on_rollback:
                     try:
                         fn()
                     except OSError:
                         pass
+                if isinstance(exc, sqlite3.Error):
+                    raise _db_error(exc, self.path) from exc
                 raise
             for fn in tx.after_locked:
                 fn()
@@ -1633,6 +1649,22 @@ class Store:
 
 
 # --- file helpers -------------------------------------------------------------------------
+
+
+def _db_error(exc: sqlite3.Error, path: Path) -> BaseException:
+    """A domain error (or OSError) for an SQLite failure, so callers never see sqlite3's
+    exceptions: a one-line message for the CLI, an errno for the filesystem."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.IntegrityError):
+        return errors.AlreadyExists(f"store constraint: {text}")
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        return errors.StoreLocked(f"store {path} is busy: {text}")
+    if "full" in low:
+        return OSError(errno.ENOSPC, f"store {path}: {text}")
+    if "not a database" in low or "malformed" in low:
+        return errors.InvalidArgument(f"{path / 'meta.sqlite'} is not a usable store database: {text}")
+    return errors.FsmountError(f"store {path}: database error: {text}")
 
 
 def _parse_hook(spec: str) -> dict[str, list]:

@@ -304,3 +304,15 @@ def test_big_blobs_are_deleted_in_the_background(tmp_path: Path) -> None:
     assert not [p for p in (path / "parts").rglob("*") if p.is_file()]
     assert len(list((path / "blobs").glob("*/*"))) == 1
     assert fsck.check(path) == []
+
+
+def test_a_damaged_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    path.mkdir()
+    (path / "meta.sqlite").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(errors.InvalidArgument) as ei:
+        Store(path)
+    assert "meta.sqlite" in str(ei.value)
+    # The locks were released: a good store opens exclusively afterwards.
+    (path / "meta.sqlite").unlink()
+    Store(path, exclusive=True).close()
