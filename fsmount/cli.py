@@ -22,6 +22,7 @@ VERB_MODULES = (
     "fsmount.cli_mount",
     "fsmount.cli_files",
     "fsmount.server.cli",
+    "fsmount.cli_fsck",
 )
 
 
