@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from . import errors
 from .protocol import HASH_BLOCK
 from .remote import ROOT_ID
 from .store import upload_relpath
@@ -31,6 +32,7 @@ def check(store_path: str | os.PathLike[str], *, deep: bool = False) -> list[str
 
     Raises:
         FileNotFoundError: there is no store at ``store_path``.
+        InvalidArgument: its database cannot be read.
     """
     root = Path(store_path)
     dbfile = root / "meta.sqlite"
@@ -40,6 +42,8 @@ def check(store_path: str | os.PathLike[str], *, deep: bool = False) -> list[str
     try:
         db.execute("BEGIN")
         return _check(db, root, deep)
+    except sqlite3.Error as exc:
+        raise errors.InvalidArgument(f"{dbfile} is not a usable store database: {exc}") from None
     finally:
         db.close()
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -316,3 +318,27 @@ def test_a_damaged_database_is_a_clear_error(tmp_path: Path) -> None:
     # The locks were released: a good store opens exclusively afterwards.
     (path / "meta.sqlite").unlink()
     Store(path, exclusive=True).close()
+
+
+def fsck_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fsmount.cli", "fsck", *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_fsck_verb(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with Store(path) as store:
+        put(store, store.default_user_id, "f", b"x" * 3000, 1)
+    res = fsck_cli("--store", str(path), "--deep")
+    assert res.returncode == 0 and "clean" in res.stdout, res.stderr
+    (path / "blobs" / "ee").mkdir()
+    (path / "blobs" / "ee" / ("e" * 64 + ".zz")).mkdir()
+    res = fsck_cli("--store", str(path))
+    assert res.returncode == 1 and "orphan blob" in res.stdout
+    res = fsck_cli("--store", str(tmp_path / "nowhere"))
+    assert res.returncode == 1 and "no store" in res.stderr and "Traceback" not in res.stderr
+    (path / "meta.sqlite").write_bytes(b"garbage" * 1000)
+    for extra in ("meta.sqlite-wal", "meta.sqlite-shm"):
+        (path / extra).unlink(missing_ok=True)
+    res = fsck_cli("--store", str(path))
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
