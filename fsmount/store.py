@@ -84,6 +84,8 @@ PENDING_BYTES = 64 * 1024 * 1024
 INLINE_DELETE_FILES = 16
 #: Seconds of the store's clock between two opportunistic expiry sweeps.
 SWEEP_INTERVAL = 30.0
+#: Parts / documents expired per transaction (bounds the latency a sweep adds to a call).
+EXPIRE_BATCH = 500
 #: Environment variable naming a test hook: ``NAME[:N]=PATH`` makes the N-th (default first)
 #: pass through hook point NAME create PATH and then block until the process is killed.
 HOOK_ENV = "FSMOUNT_STORE_TEST_HOOK"
@@ -709,36 +711,47 @@ class Store:
     # --- expiry ---------------------------------------------------------------------------
 
     def expire(self, now: float | None = None) -> tuple[int, int]:
-        """Delete parts and unlinked fresh documents whose lifetime has passed.
+        """Delete parts and unlinked documents whose lifetime has passed.
 
-        Returns (parts removed, documents reclaimed).  Their files go after the commit.
+        Returns (parts removed, documents reclaimed).  Their files go after each commit;
+        the work is done in bounded batches, one transaction each.
         """
-        with self._tx() as tx:
-            if now is not None:
-                tx.now = now
-            result = self._expire_locked(tx)
-            self._last_sweep = tx.now
-        return result
+        parts = docs = 0
+        for _ in range(1_000_000):
+            with self._tx() as tx:
+                if now is not None:
+                    tx.now = now
+                p, d, more = self._expire_locked(tx)
+                self._last_sweep = tx.now
+            parts += p
+            docs += d
+            if not more:
+                break
+        return parts, docs
 
     def _maybe_sweep(self, tx: _Tx) -> None:
+        """An expiry batch inside another call's transaction, at most every SWEEP_INTERVAL
+        seconds of the store's clock (sooner while a backlog remains)."""
         if tx.now - self._last_sweep >= min(SWEEP_INTERVAL, self.limits.part_lifetime / 4):
-            self._expire_locked(tx)
-            self._last_sweep = tx.now
+            _, _, more = self._expire_locked(tx)
+            if not more:
+                self._last_sweep = tx.now
 
-    def _expire_locked(self, tx: _Tx) -> tuple[int, int]:
+    def _expire_locked(self, tx: _Tx) -> tuple[int, int, bool]:
+        """One bounded batch: (parts removed, documents reclaimed, more left)."""
         cutoff = tx.now - self.limits.part_lifetime
-        stale = tx.q("SELECT user_id, file_id, part FROM parts WHERE saved_at <= ?",
-                     cutoff).fetchall()
+        stale = tx.q("SELECT user_id, file_id, part FROM parts WHERE saved_at <= ? LIMIT ?",
+                     cutoff, EXPIRE_BATCH).fetchall()
         for uid, fid, part in stale:
             self._drop_part(tx, uid, fid, part)
         uploads = {(uid, fid) for uid, fid, _ in stale}
         for uid, fid in uploads:
             self._drop_upload_if_empty(tx, uid, fid)
-        docs = tx.q("SELECT id FROM documents WHERE expires_at IS NOT NULL AND expires_at <= ?",
-                    tx.now).fetchall()
+        docs = tx.q("SELECT id FROM documents WHERE expires_at IS NOT NULL AND expires_at <= ? "
+                    "LIMIT ?", tx.now, EXPIRE_BATCH).fetchall()
         for (doc_id,) in docs:
             self._reclaim_document(tx, doc_id)
-        return len(stale), len(docs)
+        return len(stale), len(docs), len(stale) == EXPIRE_BATCH or len(docs) == EXPIRE_BATCH
 
     def _drop_part(self, tx: _Tx, uid: int, fid: int, part: int) -> None:
         tx.q("DELETE FROM parts WHERE user_id = ? AND file_id = ? AND part = ?", uid, fid, part)

@@ -342,3 +342,18 @@ def test_fsck_verb(tmp_path: Path) -> None:
         (path / extra).unlink(missing_ok=True)
     res = fsck_cli("--store", str(path))
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+
+
+def test_expiry_works_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fsmount.store as store_module
+
+    monkeypatch.setattr(store_module, "EXPIRE_BATCH", 3)
+    now = [1000.0]
+    with Store(tmp_path / "s", clock=lambda: now[0], limits=Limits(part_lifetime=60)) as store:
+        uid = store.default_user_id
+        for i in range(10):
+            store.save_file_part(uid, 50 + i, 0, b"p")
+        now[0] += 61
+        assert store.expire() == (10, 0)
+        assert not [p for p in (tmp_path / "s" / "parts").rglob("*") if p.is_file()]
+    assert fsck.check(tmp_path / "s") == []
