@@ -877,7 +877,8 @@ class Store:
                 raise errors.FilePartInvalid(f"part {part} is not below file_total_parts {total}")
         # Hash the part's whole 128 KiB blocks here, in parallel with other parts' saves;
         # the in-order feeder then only runs the whole-file SHA-256 and MD5.
-        full_blocks = [hashlib.sha256(data[o : o + HASH_BLOCK]).digest()
+        view = memoryview(data)
+        full_blocks = [hashlib.sha256(view[o : o + HASH_BLOCK]).digest()
                        for o in range(0, len(data) - HASH_BLOCK + 1, HASH_BLOCK)]
         # Write outside the lock; rename into place inside it so that the file and its row
         # change together as far as this process can tell.
