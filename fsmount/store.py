@@ -80,6 +80,8 @@ MIN_CHUNK = 64 * 1024
 PENDING_PARTS = 32
 #: ... and at most this many bytes of them across all uploads (the rest is read back).
 PENDING_BYTES = 64 * 1024 * 1024
+#: Parts below this number are synced to disk by finalize, the others when saved.
+SYNC_AT_FINALIZE_PARTS = 8
 #: Directories with at most this many files are deleted in the calling thread.
 INLINE_DELETE_FILES = 16
 #: Seconds of the store's clock between two opportunistic expiry sweeps.
@@ -885,8 +887,14 @@ class Store:
         tmp = self.path / "parts" / "tmp" / f"p{secrets.token_hex(8)}"
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fdatasync(f.fileno())
+            if part >= SYNC_AT_FINALIZE_PARTS:
+                # Parts of a big upload are made durable as they arrive, in parallel, so
+                # that finalize never waits for a gigabyte of writeback.  The first few are
+                # synced by finalize instead: a small file then costs one data sync, not a
+                # sync per save call (parts are temporary; losing unsynced ones in a power
+                # cut only makes finalize report them missing).
+                f.flush()
+                os.fdatasync(f.fileno())
         try:
             with self._tx() as tx:
                 self._maybe_sweep(tx)
@@ -1156,14 +1164,20 @@ class Store:
             _fsync_dir(staged)
         return h.result(), staged
 
+    def _blob_exists(self, sha: str) -> bool:
+        with self._tx(write=False) as tx:
+            return tx.one("SELECT 1 FROM blobs WHERE sha256 = ?", sha) is not None
+
     def _commit_document(
         self, uid: int, fid: int, name: str, rows: list[tuple], stats: list[_Stat], size: int,
         chunk_size: int, sha: str, md5: str, blocks: bytes, head: bytes, staged: Path | None,
     ) -> Document | None:
         """Link the hashed upload into a document; None if the parts changed meanwhile."""
         updir = self.path / upload_relpath(uid, fid)
-        if staged is None:
-            _fsync_dir(updir)
+        synced = staged is not None  # a staged (concatenated) blob was synced when written
+        if not synced and not self._blob_exists(sha):
+            _sync_parts(updir, min(len(stats), SYNC_AT_FINALIZE_PARTS))
+            synced = True
         with self._tx() as tx:
             now_rows = tx.q("SELECT part, size, saved_at FROM parts WHERE user_id = ? "
                             "AND file_id = ? ORDER BY part", uid, fid).fetchall()
@@ -1183,6 +1197,8 @@ class Store:
             blob = tx.one("SELECT path FROM blobs WHERE sha256 = ?", sha)
             trash = self.path / "parts" / "tmp" / f"t{secrets.token_hex(8)}"
             if blob is None:
+                if not synced:  # the blob we meant to share went away meanwhile
+                    _sync_parts(updir, min(len(stats), SYNC_AT_FINALIZE_PARTS))
                 rel = blob_relpath(sha, secrets.token_hex(6))
                 dest = self.path / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -1190,6 +1206,7 @@ class Store:
                 os.rename(source, dest)
                 # Should the commit fail, put the files back where they were.
                 tx.on_rollback.append(lambda: os.rename(dest, source))
+                _fsync_dir(dest)
                 _fsync_dir(dest.parent)
                 tx.q("INSERT INTO blobs(sha256, size, chunk_size, path, block_hashes) "
                      "VALUES (?,?,?,?,?)", sha, size, chunk_size, rel, blocks)
@@ -1713,6 +1730,18 @@ def _read_file(path: Path) -> bytes | None:
             return f.read()
     except FileNotFoundError:
         return None
+
+
+def _sync_parts(updir: Path, count: int) -> None:
+    """fdatasync the first ``count`` part files of an upload (the later ones were synced
+    when they were saved)."""
+    prefix = f"{updir}/"
+    for i in range(count):
+        fd = os.open(prefix + str(i), os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
 
 def _read_into(path: Path, mv: memoryview) -> int | None:
