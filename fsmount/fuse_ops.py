@@ -213,8 +213,8 @@ class Operations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         handle = self.dirs.get(fh)
         index = start_id
-        while await handle.ensure(self.remote, index):
-            node = self.nodes.put(handle.entries[index])
+        while await handle.ensure(self.remote, index, self.nodes.now):
+            node = self.nodes.merge(handle.entries[index], handle.seen_at[index])
             if node.parent == ROOT_ID and node.name == UNLINKED_DIR:
                 index += 1
                 continue
@@ -324,6 +324,7 @@ class Operations(pyfuse3.Operations):
         self._check_writable()
         node = self.nodes.put(await self.remote.create_file(
             parent_inode, _decode(name), (), mode=stat.S_IMODE(mode) & ~ctx.umask))
+        self.nodes.invalidate(parent_inode)  # its mtime changed on the store
         writer = self._writer_for(node, truncate=True)
         fi = self._file_handle(node, flags, writer)
         self.nodes.remember(node.id)
@@ -334,11 +335,12 @@ class Operations(pyfuse3.Operations):
         handle = self.files.get(fh)
         state = self.writers.get(handle.node.id)
         if state is not None:
-            if not state.reads_from_base:
-                return await state.read(off, size)
-            if handle.node.segments != state.base:
+            data, base = await state.read(off, size)
+            if data is not None:
+                return data
+            if handle.reader.segments != base:
                 handle.reader.close()
-                handle.reader = FileReader(self.cache, state.base, handle.reader.name,
+                handle.reader = FileReader(self.cache, base, handle.reader.name,
                                            read_ahead=self.read_ahead)
         try:
             return await handle.reader.read(off, size)  # type: ignore[return-value]
@@ -463,6 +465,7 @@ class Operations(pyfuse3.Operations):
         self._check_writable()
         node = self.nodes.put(await self.remote.mkdir(
             parent_inode, _decode(name), stat.S_IMODE(mode) & ~ctx.umask))
+        self.nodes.invalidate(parent_inode)
         self.nodes.remember(node.id)
         return self._attrs(node)
 
@@ -473,6 +476,7 @@ class Operations(pyfuse3.Operations):
         if self._is_hidden(parent_inode, sname):
             raise pyfuse3.FUSEError(errno.ENOENT)
         await self.remote.rmdir(parent_inode, sname)
+        self.nodes.invalidate(parent_inode)
 
     @_op
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
@@ -482,6 +486,7 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT)
         if not await self._hide_if_open(parent_inode, sname):
             await self.remote.unlink(parent_inode, sname)
+        self.nodes.invalidate(parent_inode)
 
     @_op
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
@@ -498,6 +503,8 @@ class Operations(pyfuse3.Operations):
         node = await self.remote.rename(parent_inode_old, old, parent_inode_new, new,
                                         replace=replace)
         self.nodes.put(node)
+        self.nodes.invalidate(parent_inode_old)
+        self.nodes.invalidate(parent_inode_new)
 
     @_op
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
@@ -505,6 +512,7 @@ class Operations(pyfuse3.Operations):
         self._check_writable()
         node = self.nodes.put(await self.remote.symlink(parent_inode, _decode(name),
                                                         os.fsdecode(target)))
+        self.nodes.invalidate(parent_inode)
         self.nodes.remember(node.id)
         return self._attrs(node)
 

@@ -42,9 +42,21 @@ class NodeCache:
         self._nodes: dict[int, tuple[Node, float]] = {}
         self.lookups: dict[int, int] = {}
 
-    def put(self, node: Node) -> Node:
-        self._nodes[node.id] = (node, self._clock())
+    def put(self, node: Node, seen_at: float | None = None) -> Node:
+        self._nodes[node.id] = (node, self._clock() if seen_at is None else seen_at)
         return node
+
+    def merge(self, node: Node, seen_at: float) -> Node:
+        """Keep whichever of ``node`` (as seen at ``seen_at``, e.g. in a folder listing
+        fetched earlier) and the cached node is fresher, and return it: a listing page must
+        not undo a change made (and cached) after the page was fetched."""
+        got = self._nodes.get(node.id)
+        if got is not None and got[1] > seen_at:
+            return got[0]
+        return self.put(node, seen_at)
+
+    def now(self) -> float:
+        return self._clock()
 
     def peek(self, node_id: int) -> Node | None:
         """The last node seen with this id, however old."""
@@ -126,14 +138,19 @@ class DirHandle:
 
     node_id: int
     entries: list[Node] = field(default_factory=list)
+    #: When each entry was fetched (before the request went out).
+    seen_at: list[float] = field(default_factory=list)
     after: str | None = None
     complete: bool = False
 
-    async def ensure(self, remote: Remote, index: int) -> bool:
+    async def ensure(self, remote: Remote, index: int, clock: Callable[[], float] = time.monotonic
+                     ) -> bool:
         """Fetch pages until ``entries[index]`` exists; False when the folder has fewer."""
         while index >= len(self.entries) and not self.complete:
+            stamp = clock()
             page: Listing = await remote.list_folder(self.node_id, self.after, LIST_PAGE)
             self.entries.extend(page.entries)
+            self.seen_at.extend([stamp] * len(page.entries))
             if page.next_after is None or not page.entries:
                 self.complete = True
             else:
@@ -217,13 +234,19 @@ class WriteState:
             self.dirty = True
             return len(data)
 
-    async def read(self, offset: int, size: int) -> bytes:
-        """What a reader of the open file sees: the written content."""
-        if self.staging is not None:
-            return bytes(await self.staging.pread(offset, size))
-        if self.upload is not None:
-            return bytes(await self.upload.read(offset, size))
-        return b""
+    async def read(self, offset: int, size: int) -> tuple[bytes | None, tuple[Document, ...]]:
+        """What a reader of the open file sees: the written bytes, or ``(None, base)`` when
+        the content is exactly the documents ``base`` (read those through the chunk cache).
+        Waits for a write, truncate or commit in progress, so a read never sees a commit
+        half done."""
+        async with self.lock:
+            if self.staging is not None:
+                return bytes(await self.staging.pread(offset, size)), self.base
+            if self.upload is not None:
+                return bytes(await self.upload.read(offset, size)), self.base
+            if self.dirty:
+                return b"", self.base  # truncated to 0, nothing written yet
+            return None, self.base
 
     @property
     def reads_from_base(self) -> bool:

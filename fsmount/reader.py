@@ -325,6 +325,8 @@ class FileReader:
         self.name = name
         self.max_window = max(0, read_ahead // CHUNK)
         self.max_streams = max(1, max_streams)
+        #: The documents this reader reads (the file's content when it was opened).
+        self.segments = tuple(segments)
         self._segments: list[_Segment] = []
         pos = 0
         for doc in segments:
