@@ -80,6 +80,9 @@ MIN_CHUNK = 64 * 1024
 PENDING_PARTS = 32
 #: ... and at most this many bytes of them across all uploads (the rest is read back).
 PENDING_BYTES = 64 * 1024 * 1024
+#: getFileHashes answers for this many 1 MiB windows from the offset's window on (the HTTP
+#: API has its own ``windows=N`` extension for readers that want more per request).
+HASH_WINDOWS = 1
 #: Parts below this number are synced to disk by finalize, the others when saved.
 SYNC_AT_FINALIZE_PARTS = 8
 #: Directories with at most this many files are deleted in the calling thread.
@@ -1318,7 +1321,7 @@ class Store:
                 f"offset {offset} is not a non-negative multiple of {protocol.PRECISE_ALIGN}")
         size, _, _, _, _, blocks = self._resolve_read(user_id, location)
         first = offset // HASH_BLOCK
-        end = min(size, (offset // WINDOW + 1) * WINDOW)
+        end = min(size, (offset // WINDOW + HASH_WINDOWS) * WINDOW)
         out: list[FileHash] = []
         b = first
         while b * HASH_BLOCK < end:

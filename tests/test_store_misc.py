@@ -257,10 +257,10 @@ def test_digests_are_right_whatever_the_arrival_order(tmp_path: Path, part_size:
         doc = store.upload_media(uid, InputFileBig(1, len(chunks), "x"))
         sha, md5, blocks = expected_digests(data)
         assert (doc.sha256, doc.md5) == (sha, md5)
-        got: list[bytes] = []
+        got: dict[int, bytes] = {}
         for off in range(0, len(data), MIB):
-            got += [h.hash for h in store.get_file_hashes(uid, doc.location, off)]
-        assert got == blocks
+            got.update((h.offset, h.hash) for h in store.get_file_hashes(uid, doc.location, off))
+        assert [got[o] for o in sorted(got)] == blocks
         assert store._pending_bytes == 0
     assert fsck.check(tmp_path / "s", deep=True) == []
 
@@ -357,3 +357,17 @@ def test_expiry_works_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert store.expire() == (10, 0)
         assert not [p for p in (tmp_path / "s" / "parts").rglob("*") if p.is_file()]
     assert fsck.check(tmp_path / "s") == []
+
+
+
+def test_file_hashes_answer_exactly_the_offsets_window(tmp_path: Path) -> None:
+    data = os.urandom(3 * MIB + 5)
+    with Store(tmp_path / "s") as store:
+        uid = store.default_user_id
+        doc = put(store, uid, "f", data, 1).segments[0]
+        got = store.get_file_hashes(uid, doc.location, MIB + 300 * KIB)
+        assert got[0].offset == MIB + 256 * KIB
+        assert got[-1].offset + got[-1].limit == 2 * MIB
+        assert len(store.get_file_hashes(uid, doc.location, 0)) == 8
+        tail = store.get_file_hashes(uid, doc.location, 3 * MIB)
+        assert [(h.offset, h.limit) for h in tail] == [(3 * MIB, 5)]
