@@ -19,8 +19,9 @@ computed while contiguous parts arrive (block hashes per part in the saving thre
 finalize only checks and links; parts that arrived out of order or were re-sent are hashed
 in one pass at finalize instead.
 
-Crash safety: every state change is one SQLite transaction.  Part and blob files are
-fsynced before the transaction that references them commits; files are deleted only after
+Crash safety: every state change is one SQLite transaction.  Blob files are fsynced
+before the transaction that creates their document commits (parts from the 9th on as they
+are saved, the first ones by finalize); files are deleted only after
 the transaction that unreferences them has committed (blobs: and has been made durable by a
 WAL checkpoint, since commits run with ``synchronous=NORMAL``).  A crash can therefore
 leave files nobody references (never references to missing files); the next opener that
