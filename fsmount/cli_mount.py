@@ -67,9 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
+    # The daemon changes to / before it opens the store or reads the token.
     if args.store:
-        # The daemon changes to / before it opens the store.
         args.store = os.path.abspath(args.store)
+    if args.token_file:
+        args.token_file = os.path.abspath(args.token_file)
     config = MountConfig(
         mountpoint=args.mountpoint,
         options=parse_options(args.options),

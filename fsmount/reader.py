@@ -239,11 +239,15 @@ class ChunkCache:
             try:
                 self.stats.hash_fetches += 1
                 got = await self.remote.get_file_hashes(doc.location, index * CHUNK)
-                by_window: dict[int, list[FileHash]] = {}
+                # The answer may reach past this window ("at least through it"); keep
+                # the other windows it covers completely, each block once.
+                by_window: dict[int, dict[int, FileHash]] = {}
                 for h in got:
-                    by_window.setdefault(h.offset // CHUNK, []).append(h)
-                for w, hs in by_window.items():
-                    self._hashes[(doc.id, w)] = tuple(sorted(hs, key=lambda h: h.offset))
+                    by_window.setdefault(h.offset // CHUNK, {})[h.offset] = h
+                for w, blocks in by_window.items():
+                    hs = tuple(blocks[o] for o in sorted(blocks))
+                    if w == index or _covers(hs, w * CHUNK, min(CHUNK, doc.size - w * CHUNK)):
+                        self._hashes[(doc.id, w)] = hs
                 hashes = self._hashes.get(key)
                 if hashes is None:
                     hashes = ()
@@ -253,6 +257,16 @@ class ChunkCache:
                 del self._hash_inflight[key]
                 event.set()
         raise errors.TransportError(f"hashes of document {doc.id} could not be fetched")
+
+
+def _covers(hashes: tuple[FileHash, ...], start: int, length: int) -> bool:
+    """True if ``hashes`` are contiguous blocks covering exactly ``length`` bytes at ``start``."""
+    pos = start
+    for h in hashes:
+        if h.offset != pos or h.limit <= 0:
+            return False
+        pos += h.limit
+    return pos == start + length and length > 0
 
 
 def _verify(data: bytes, offset: int, hashes: tuple[FileHash, ...]) -> bool:

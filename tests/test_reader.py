@@ -266,3 +266,32 @@ def test_no_pyfuse3_outside_the_adapter() -> None:
                        if "import pyfuse3" in p.read_text() or "from pyfuse3" in p.read_text())
     assert importers == ["fuse_ops.py"]
     assert os.path.exists(root / "reader.py")
+
+
+class LongHashes(Counting):
+    """Answers get_file_hashes with more than asked: through the end of the document, with
+    the last window cut short (as a server may), like the contract's "at least"."""
+
+    async def get_file_hashes(self, location: FileLocation, offset: int) -> Any:
+        self.hash_calls += 1
+        out = []
+        pos = offset - offset % (128 * 1024)
+        while True:
+            got = await self.remote.get_file_hashes(location, pos)
+            if not got:
+                break
+            out.extend(got)
+            pos = got[-1].offset + got[-1].limit
+        return out[:-3]  # the last window incomplete
+
+
+async def test_hashes_beyond_the_window_are_kept_only_when_complete(
+        remote: EmbeddedRemote) -> None:
+    doc = await upload(remote, DATA[: 6 * MIB + 1000])
+    counting = LongHashes(remote)
+    async with open_chunk_cache(counting) as cache:  # type: ignore[arg-type]
+        r = FileReader(cache, (doc,), "f", read_ahead=0)
+        for off in range(0, 6 * MIB + 1000, MIB):
+            assert await r.read(off, MIB) == DATA[off : min(off + MIB, 6 * MIB + 1000)]
+        # One answer covered windows 0..5 completely; the cut last window was asked again.
+        assert counting.hash_calls == 2
