@@ -281,6 +281,8 @@ class LongHashes(Counting):
             if not got:
                 break
             out.extend(got)
+            if got[-1].limit < 128 * 1024:
+                break  # the last block of the document
             pos = got[-1].offset + got[-1].limit
         return out[:-3]  # the last window incomplete
 
