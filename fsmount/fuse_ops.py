@@ -425,6 +425,8 @@ class Operations(pyfuse3.Operations):
     async def _hide_if_open(self, parent: int, name: str) -> bool:
         """Move an open file out of sight instead of deleting it (so its handles keep
         reading and writing); it is deleted when its last handle closes."""
+        if not len(self.files):
+            return False  # nothing is open: no lookup needed
         try:
             node = await self.remote.lookup(parent, name)
         except errors.NotFound:
