@@ -165,6 +165,14 @@ class Operations(pyfuse3.Operations):
             parent = p.parent
         return "/" + "/".join(reversed(parts))
 
+    async def _invalidate_attrs(self, inode: int) -> None:
+        """Make the kernel drop its cached attributes (e.g. a size another client changed).
+        In a thread: the notification may wait for requests this loop has to answer."""
+        try:
+            await trio.to_thread.run_sync(pyfuse3.invalidate_inode, inode, True)
+        except OSError as exc:
+            log.debug("invalidate_inode(%d): %s", inode, exc)
+
     def _check_writable(self) -> None:
         if self.read_only:
             raise pyfuse3.FUSEError(errno.EROFS)
@@ -307,7 +315,15 @@ class Operations(pyfuse3.Operations):
 
     @_op
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        node = await self.nodes.get(inode)
+        # Close-to-open: every open asks the store for the current content (one getattr),
+        # so a file another client closed is seen whole, however recently.
+        if inode in self.writers:
+            node = await self.nodes.get(inode)
+        else:
+            before = self.nodes.peek(inode)
+            node = self.nodes.put(await self.remote.getattr(inode))
+            if before is not None and (before.version, before.size) != (node.version, node.size):
+                await self._invalidate_attrs(inode)
         if node.kind is not NodeKind.FILE:
             raise pyfuse3.FUSEError(errno.EISDIR if node.is_dir else errno.EINVAL)
         writer = None

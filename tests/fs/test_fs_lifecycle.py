@@ -129,6 +129,15 @@ def test_put_get_ls(tmp_path: Path) -> None:
         fsmount("put", "--store", store, tmp_path / "in.bin", "/late.bin", check=True)
         assert hashlib.sha256((mp.mnt / "late.bin").read_bytes()).digest() == \
             hashlib.sha256(data).digest()
+        # Replaced by another writer: the next open sees the whole new content at once
+        # (close-to-open), although the kernel cached the old size moments ago.
+        bigger = data + b"more" * 100_000
+        (tmp_path / "in.bin").write_bytes(bigger)
+        fsmount("put", "--store", store, tmp_path / "in.bin", "/late.bin", check=True)
+        assert (mp.mnt / "late.bin").read_bytes() == bigger
+        (tmp_path / "in.bin").write_bytes(b"short")
+        fsmount("put", "--store", store, tmp_path / "in.bin", "/late.bin", check=True)
+        assert (mp.mnt / "late.bin").read_bytes() == b"short"
 
 
 def test_corrupted_blob_fails_with_eio(tmp_path: Path) -> None:
