@@ -65,11 +65,15 @@ _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 HASH_PREFETCH = 8
 #: Windows of prefetched hashes kept (about 2 KiB each).
 HASH_CACHE_WINDOWS = 4096
+#: Whole 1 MiB windows fetched per getFile request once a reader is sequential.
+GETFILE_BATCH = 4
+#: Bytes of windows a batch brought ahead of their calls, kept at most.
+WINDOW_CACHE_BYTES = 32 << 20
 _RECV = 1 << 20
 _HEAD_RECV = 64 * 1024
 _MAX_HEAD = 64 * 1024
 #: Larger body buffers are dropped after use rather than kept per connection.
-_KEEP_BUF = 2 << 20
+_KEEP_BUF = 4 << 20
 
 _NET_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError,
                trio.TooSlowError, ssl.SSLError, ConnectionError)
@@ -127,10 +131,32 @@ class _Pool:
 
 
 class _Answer:
-    __slots__ = ("status", "headers", "body")
+    __slots__ = ("status", "headers", "body", "parts")
 
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes,
+                 parts: list[bytes] | None = None) -> None:
         self.status, self.headers, self.body = status, headers, body
+        #: A multi-window getFile answer, already cut by its X-Window-Sizes (body is empty).
+        self.parts = parts
+
+
+def _window_parts(status: int, headers: dict[str, str], view: memoryview) -> list[bytes] | None:
+    """Cut a multi-window getFile body straight from the receive buffer (one copy per
+    window instead of a copy of the whole body and another per window)."""
+    raw = headers.get("x-window-sizes")
+    if status != 200 or raw is None:
+        return None
+    try:
+        sizes = [int(x) for x in raw.split(",")]
+    except ValueError:
+        return None
+    if sum(sizes) != len(view) or any(n < 0 for n in sizes):
+        return None
+    parts, pos = [], 0
+    for n in sizes:
+        parts.append(bytes(view[pos:pos + n]))
+        pos += n
+    return parts
 
 
 class HttpRemote:
@@ -181,6 +207,10 @@ class HttpRemote:
         self.retried = 0
         self._hashes: OrderedDict[tuple[int, int, int], list[FileHash]] = OrderedDict()
         self._hash_pending: dict[tuple[int, int, int], trio.Event] = {}
+        self._windows: OrderedDict[tuple[int, int, int], UploadFile] = OrderedDict()
+        self._win_bytes = 0
+        self._win_pending: dict[tuple[int, int, int], trio.Event] = {}
+        self._seen: OrderedDict[tuple[int, int, int], None] = OrderedDict()
         self._closed = False
 
     # --- transport ---------------------------------------------------------------------------
@@ -270,13 +300,14 @@ class HttpRemote:
                 if n == 0:
                     raise trio.BrokenResourceError("server closed the connection inside a body")
                 got += n
-            answer = bytes(view)  # the one copy, into immutable bytes
+            parts = _window_parts(status, rh, view)
+            answer = b"" if parts is not None else bytes(view)  # the one copy, into bytes
         finally:
             view.release()
         if len(conn.buf) > _KEEP_BUF:
             conn.buf = bytearray()
         conn.reusable = "close" not in rh.get("connection", "").lower()
-        return _Answer(status, rh, answer)
+        return _Answer(status, rh, answer, parts)
 
     async def _h11_body(self, conn: _Conn, hc: h11.Connection, status: int,
                         rh: dict[str, str], rest: bytearray) -> _Answer:
@@ -398,25 +429,102 @@ class HttpRemote:
 
     async def get_file(self, location: FileLocation, offset: int, limit: int,
                        precise: bool = False) -> UploadFile:
+        # A sequential reader (whole 1 MiB windows, the one before this one asked already)
+        # gets GETFILE_BATCH windows per request: the server's getFile ``windows=N``
+        # extension.  The extra windows are kept (bounded) for the calls that follow, and a
+        # call for a window already on its way waits for it.  Anything else, and any window
+        # a batch did not bring, is one ordinary getFile.
+        whole = (not precise and limit == WINDOW and isinstance(offset, int) and offset >= 0
+                 and offset % WINDOW == 0 and GETFILE_BATCH > 1)
+        if not whole:
+            return await self._get_file_one(location, offset, limit, precise)
+        w = offset // WINDOW
+        key = (location.id, location.access_hash, w)
+        pending = self._win_pending.get(key)
+        if pending is not None:
+            await pending.wait()
+        hit = self._windows.pop(key, None)
+        if hit is not None:
+            self._win_bytes -= len(hit.bytes)
+            return hit
+        sequential = (location.id, location.access_hash, w - 1) in self._seen
+        self._see(key)
+        if not sequential:
+            return await self._get_file_one(location, offset, limit, precise)
+        events: dict[tuple[int, int, int], trio.Event] = {}
+        for k in range(w + 1, w + GETFILE_BATCH):
+            kk = (location.id, location.access_hash, k)
+            if kk in self._windows or kk in self._win_pending:
+                break
+            events[kk] = self._win_pending[kk] = trio.Event()
+            self._see(kk)
+        try:
+            if not events:
+                return await self._get_file_one(location, offset, limit, precise)
+            ans = await self._request("getFile", bulk=True, query={
+                "id": location.id, "access_hash": location.access_hash, "offset": offset,
+                "limit": limit, "windows": 1 + len(events)})
+            parts = ans.parts
+            types = ans.headers.get("x-window-types", "").split(",")
+            if not parts or len(types) != len(parts):
+                raise errors.TransportError("getFile: malformed multi-window answer")
+            mtime = self._mtime(ans)
+            out = None
+            for i, data in enumerate(parts):
+                size = len(data)
+                res = UploadFile(self._ftype(types[i]), mtime, data)
+                if i == 0:
+                    out = res
+                    continue
+                old = self._windows.pop((location.id, location.access_hash, w + i), None)
+                if old is not None:
+                    self._win_bytes -= len(old.bytes)
+                self._windows[(location.id, location.access_hash, w + i)] = res
+                self._win_bytes += size
+                while self._win_bytes > WINDOW_CACHE_BYTES:  # oldest first: never consumed
+                    _, dropped = self._windows.popitem(last=False)
+                    self._win_bytes -= len(dropped.bytes)
+            assert out is not None
+            return out
+        finally:
+            for kk, ev in events.items():
+                del self._win_pending[kk]
+                ev.set()
+
+    def _see(self, key: tuple[int, int, int]) -> None:
+        self._seen[key] = None
+        self._seen.move_to_end(key)
+        while len(self._seen) > 4096:
+            self._seen.popitem(last=False)
+
+    @staticmethod
+    def _ftype(raw: str) -> FileType:
+        try:
+            return FileType(raw)
+        except ValueError:
+            return FileType.UNKNOWN
+
+    @staticmethod
+    def _mtime(ans: _Answer) -> int:
+        try:
+            return int(ans.headers.get("x-file-mtime", "0"))
+        except ValueError:
+            return 0
+
+    async def _get_file_one(self, location: FileLocation, offset: int, limit: int,
+                            precise: bool) -> UploadFile:
         ans = await self._request("getFile", bulk=True, query={
             "id": location.id, "access_hash": location.access_hash, "offset": offset,
             "limit": limit, "precise": precise or None})
-        try:
-            ftype = FileType(ans.headers.get("x-file-type", FileType.UNKNOWN))
-        except ValueError:
-            ftype = FileType.UNKNOWN
-        try:
-            mtime = int(ans.headers.get("x-file-mtime", "0"))
-        except ValueError:
-            mtime = 0
-        return UploadFile(ftype, mtime, ans.body)
+        return UploadFile(self._ftype(ans.headers.get("x-file-type", FileType.UNKNOWN)),
+                          self._mtime(ans), ans.body)
 
     async def get_file_hashes(self, location: FileLocation, offset: int) -> list[FileHash]:
-        # The answer is exactly the store's (from the offset's block through its window), but
-        # the request asks for the next windows too and keeps them: a sequential reader then
+        # The request asks for at least HASH_PREFETCH windows (the server's ``windows=N``
+        # extension) and keeps the windows after the requested one: a sequential reader then
         # needs one hash request per HASH_PREFETCH chunks.  Documents never change, so kept
-        # hashes stay right; the requested window itself always goes to the server, so its
-        # errors (FILE_REFERENCE_EXPIRED, ...) are never hidden by a kept answer.
+        # hashes stay right; a window that was asked for itself always goes to the server,
+        # so its errors (FILE_REFERENCE_EXPIRED, ...) are never hidden by a kept answer.
         valid = isinstance(offset, int) and offset >= 0 and offset % PRECISE_ALIGN == 0
         want = offset // WINDOW if valid else 0
         key = (location.id, location.access_hash, want)
@@ -441,15 +549,18 @@ class HttpRemote:
             got = wire.hashes_from_json(await self._json("getFileHashes", query={
                 "id": location.id, "access_hash": location.access_hash, "offset": offset,
                 "windows": HASH_PREFETCH if valid and HASH_PREFETCH > 1 else None}))
-            by_window: dict[int, list[FileHash]] = {}
+            by_window: dict[int, dict[int, FileHash]] = {}
             for h in got:
-                by_window.setdefault(h.offset // WINDOW, []).append(h)
+                by_window.setdefault(h.offset // WINDOW, {})[h.offset] = h
             for w, hs in by_window.items():
                 if w != want:
-                    self._hashes[(location.id, location.access_hash, w)] = hs
+                    self._hashes[(location.id, location.access_hash, w)] = sorted(
+                        hs.values(), key=lambda h: h.offset)
             while len(self._hashes) > HASH_CACHE_WINDOWS:
                 self._hashes.popitem(last=False)
-            return by_window.get(want, [])
+            # The whole answer: it starts at the offset's block and reaches at least the end
+            # of its window, as the interface asks (more is allowed, and saves calls).
+            return got
         finally:
             for k, ev in events.items():
                 del self._hash_pending[k]

@@ -66,7 +66,7 @@ class _IdemEntry:
     done: trio.Event = field(default_factory=trio.Event)
     status: int = 0
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    body: bytes = b""
+    body: bytes | list[bytes] = b""
     at: float = 0.0
 
 
@@ -194,11 +194,18 @@ def error_answer(exc: errors.FsmountError) -> tuple[int, list[tuple[bytes, bytes
     return exc.http_status, headers, json_bytes(body)
 
 
-async def send_answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
-                      *, head_only: bool = False) -> None:
-    hdrs = list(headers) + [(b"content-length", str(len(body)).encode())]
+async def send_answer(send: Send, status: int, headers: list[tuple[bytes, bytes]],
+                      body: bytes | list[bytes], *, head_only: bool = False) -> None:
+    """Send a whole answer; a list body goes out piece by piece (no joined copy)."""
+    pieces = body if isinstance(body, list) else [body]
+    hdrs = list(headers) + [(b"content-length", str(sum(map(len, pieces))).encode())]
     await send({"type": "http.response.start", "status": status, "headers": hdrs})
-    await send({"type": "http.response.body", "body": b"" if head_only else body})
+    if head_only:
+        await send({"type": "http.response.body", "body": b""})
+        return
+    for i, piece in enumerate(pieces):
+        await send({"type": "http.response.body", "body": piece,
+                    "more_body": i < len(pieces) - 1})
 
 
 async def read_body(receive: Receive, cap: int) -> bytes:
@@ -265,7 +272,7 @@ def q_bool(params: dict[str, str], key: str) -> bool:
 
 
 async def proto_call(method: str, remote: Remote, scope: Scope, receive: Receive
-                     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+                     ) -> tuple[int, list[tuple[bytes, bytes]], bytes | list[bytes]]:
     """Run one protocol method and return the answer (status, headers, body).
 
     Raises FsmountError subclasses for every failure (the caller turns them into JSON).
@@ -282,7 +289,11 @@ async def proto_call(method: str, remote: Remote, scope: Scope, receive: Receive
         return 200, jh, json_bytes({"ok": bool(ok)})
     if method == "getFile":
         loc = FileLocation(q_int(p, "id"), q_int(p, "access_hash"))
-        res = await remote.get_file(loc, q_int(p, "offset"), q_int(p, "limit"), q_bool(p, "precise"))
+        offset, limit, precise = q_int(p, "offset"), q_int(p, "limit"), q_bool(p, "precise")
+        windows = q_int(p, "windows", 1)
+        if windows != 1:
+            return await _get_windows(remote, loc, offset, limit, precise, windows)
+        res = await remote.get_file(loc, offset, limit, precise)
         return 200, [(b"content-type", b"application/octet-stream"),
                      (b"x-file-type", str(res.type).encode()),
                      (b"x-file-mtime", str(int(res.mtime)).encode())], res.bytes
@@ -300,6 +311,40 @@ async def proto_call(method: str, remote: Remote, scope: Scope, receive: Receive
     return 200, jh, json_bytes(await _proto_post(method, remote, args))
 
 
+async def _get_windows(remote: Remote, loc: FileLocation, offset: int, limit: int, precise: bool,
+                       windows: int) -> tuple[int, list[tuple[bytes, bytes]], list[bytes]]:
+    """getFile extension ``windows=N``: N consecutive whole 1 MiB windows from ``offset``
+    in one answer (each one an ordinary getFile of the store), so that a sequential reader
+    pays the per-request cost once per N MiB.  ``X-Window-Sizes`` and ``X-Window-Types``
+    say how to cut the body; it stops after the first short window (the end).
+
+    Raises InvalidArgument unless offset is window-aligned, limit is 1 MiB, not precise,
+    and N is in 1..MAX_GETFILE_WINDOWS; otherwise what getFile raises for the first window.
+    """
+    if (not 1 <= windows <= wire.MAX_GETFILE_WINDOWS or precise or limit != WINDOW
+            or offset % WINDOW):
+        raise errors.InvalidArgument(
+            f"windows=N (1..{wire.MAX_GETFILE_WINDOWS}) needs whole 1 MiB windows, not precise")
+    parts = []
+    for k in range(windows):
+        try:
+            res = await remote.get_file(loc, offset + k * WINDOW, WINDOW)
+        except errors.FsmountError:
+            if k == 0:
+                raise
+            break  # the first window's answer stands; the caller asks again for the rest
+        parts.append(res)
+        if len(res.bytes) < WINDOW:
+            break
+    return 200, [
+        (b"content-type", b"application/octet-stream"),
+        (b"x-file-type", str(parts[0].type).encode()),
+        (b"x-file-mtime", str(int(parts[0].mtime)).encode()),
+        (b"x-window-sizes", ",".join(str(len(r.bytes)) for r in parts).encode()),
+        (b"x-window-types", ",".join(str(r.type) for r in parts).encode()),
+    ], [r.bytes for r in parts]
+
+
 async def _proto_get(method: str, remote: Remote, p: dict[str, str]) -> Any:
     if method == "getConfig":
         return wire.config_to_json(await remote.get_config())
@@ -309,14 +354,19 @@ async def _proto_get(method: str, remote: Remote, p: dict[str, str]) -> Any:
         windows = q_int(p, "windows", 1)
         if not 1 <= windows <= wire.MAX_HASH_WINDOWS:
             raise errors.InvalidArgument(f"windows must be in 1..{wire.MAX_HASH_WINDOWS}")
-        hashes = await remote.get_file_hashes(loc, offset)
-        # Extension: the hashes of the next windows too, in the same answer (one request
-        # instead of several for a sequential reader).
-        for k in range(1, windows):
-            more = await remote.get_file_hashes(loc, (offset // WINDOW + k) * WINDOW)
+        # A copy: the remote may hand out a list it keeps (never mutate its answers).
+        hashes = list(await remote.get_file_hashes(loc, offset))
+        # Extension: at least ``windows`` windows from the offset's window on, in one answer
+        # (one request instead of several for a sequential reader).
+        want_end = (offset // WINDOW + windows) * WINDOW
+        for _ in range(windows):  # each round adds at least one window
+            reach = hashes[-1].offset + hashes[-1].limit if hashes else 0
+            if not hashes or reach >= want_end or reach % WINDOW:
+                break  # enough, or the document ended (its last block is short)
+            more = await remote.get_file_hashes(loc, reach)
             if not more:
                 break
-            hashes.extend(more)
+            hashes.extend(h for h in more if h.offset >= reach)
         return wire.hashes_to_json(hashes)
     if method == "getDocumentByHash":
         sha = p.get("sha256")

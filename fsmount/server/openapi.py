@@ -134,7 +134,9 @@ def _proto_paths() -> dict[str, Any]:
                                    {"200": {"description": "the bytes", "content": {
                                        _BIN: {"schema": {"type": "string", "format": "binary"}}}}},
                                    params=loc + [_q("offset"), _q("limit"),
-                                                 _q("precise", "boolean", False)], tag=t)},
+                                                 _q("precise", "boolean", False),
+                                                 _q("windows", required=False, minimum=1,
+                                                    maximum=8)], tag=t)},
         p + "getFileHashes": {"get": _op("upload.getFileHashes (hex SHA-256 per 128 KiB)", {
             "200": _json({"type": "array", "items": _obj({"offset": _I, "limit": _I, "hash": _S},
                                                          ["offset", "limit", "hash"])})},

@@ -60,6 +60,10 @@ ALL_METHODS = GET_METHODS | PART_METHODS | JSON_METHODS
 #: per N chunks.
 MAX_HASH_WINDOWS = 16
 
+#: getFile takes ``windows=N`` (an extension) for N whole consecutive 1 MiB windows in one
+#: answer, cut by its ``X-Window-Sizes`` header.
+MAX_GETFILE_WINDOWS = 8
+
 
 def _bad(what: str) -> errors.InvalidArgument:
     return errors.InvalidArgument(f"malformed {what}")
