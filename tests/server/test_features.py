@@ -208,3 +208,52 @@ async def _check_hash_prefetch(remote: HttpRemote, embedded) -> None:  # type: i
             await remote.get_file_hashes(doc.location, MIB + 100)
     finally:
         await remote.aclose()
+
+
+async def test_sequential_reads_batch_windows_and_return_the_same_bytes(srv: Srv) -> None:
+    """A sequential reader (many windows in flight, as the mount's read-ahead does) gets
+    several windows per request; every window equals the store's, and random reads stay
+    one window per request."""
+    from fsmount.protocol import MIB
+    from fsmount.remote import InputFileBig
+
+    remote = HttpRemote(srv.url, srv.tok_a)
+    _, embedded = await srv.running.state.user_remote("alice")
+    try:
+        data = os.urandom(4 * MIB - 1000)  # 8 parts: one upload of the small test limits
+        parts = [data[i:i + 512 * 1024] for i in range(0, len(data), 512 * 1024)]
+        for i, part in enumerate(parts):
+            await remote.save_big_file_part(5, i, len(parts), part)
+        doc = await remote.upload_media(InputFileBig(5, len(parts), "s.bin"))
+        got: dict[int, bytes] = {}
+
+        async def one(w: int) -> None:
+            got[w] = (await remote.get_file(doc.location, w * MIB, MIB)).bytes
+
+        got[0] = (await remote.get_file(doc.location, 0, MIB)).bytes
+        async with trio.open_nursery() as nursery:
+            for w in range(1, 5):  # window 4 is past the end: empty
+                nursery.start_soon(one, w)
+                await trio.sleep(0)
+        for w in range(5):
+            assert got[w] == data[w * MIB:(w + 1) * MIB], w
+            assert got[w] == (await embedded.get_file(doc.location, w * MIB, MIB)).bytes
+        assert not remote._windows and not remote._win_pending  # all handed out
+        # Not sequential (window 2 after nothing near it in a fresh client): one window.
+        fresh = HttpRemote(srv.url, srv.tok_a)
+        assert (await fresh.get_file(doc.location, 2 * MIB, MIB)).bytes == data[2 * MIB:3 * MIB]
+        assert not fresh._windows
+        await fresh.aclose()
+        # The server refuses windows=N for anything but whole aligned windows.
+        async with srv.client() as c:
+            r = await c.get("/api/v1/proto/getFile", headers=srv.h(), params={
+                "id": doc.id, "access_hash": doc.access_hash, "offset": 4096, "limit": MIB,
+                "windows": 2})
+            assert r.status_code == 400 and r.json()["error"] == "INVALID_ARGUMENT"
+            r = await c.get("/api/v1/proto/getFile", headers=srv.h(), params={
+                "id": doc.id, "access_hash": doc.access_hash, "offset": MIB, "limit": MIB,
+                "windows": 8})
+            assert r.headers["x-window-sizes"] == f"{MIB},{MIB},{MIB - 1000}"
+            assert r.content == data[MIB:]
+    finally:
+        await remote.aclose()
