@@ -36,8 +36,6 @@ XATTR_PREFIX = "user.fsmount."
 BLKSIZE = 1024 * 1024
 #: statfs for a store without a quota: this much free space is reported.
 UNLIMITED_FREE = 1 << 50
-#: Files unlinked while open are kept here (out of sight) until their last handle closes.
-UNLINKED_DIR = ".fsmount-unlinked"
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 
@@ -112,8 +110,6 @@ class Operations(pyfuse3.Operations):
         self.writers: dict[int, WriteState] = {}
         self.cache_dir = cache_dir or default_cache_dir()
         self._nursery: trio.Nursery | None = None
-        self._hidden: set[int] = set()
-        self._unlinked_id: int | None = None
 
     def start(self, nursery: trio.Nursery) -> None:
         self.cache.start(nursery)
@@ -188,8 +184,6 @@ class Operations(pyfuse3.Operations):
             here = await self.nodes.get(parent_inode)
             node = await self.nodes.get(here.parent if here.id != ROOT_ID else ROOT_ID)
         else:
-            if parent_inode == ROOT_ID and sname == UNLINKED_DIR:
-                raise pyfuse3.FUSEError(errno.ENOENT)
             node = await self.nodes.lookup(parent_inode, sname)
             return self._attrs(node)
         self.nodes.remember(node.id)
@@ -223,9 +217,6 @@ class Operations(pyfuse3.Operations):
         index = start_id
         while await handle.ensure(self.remote, index, self.nodes.now):
             node = self.nodes.merge(handle.entries[index], handle.seen_at[index])
-            if node.parent == ROOT_ID and node.name == UNLINKED_DIR:
-                index += 1
-                continue
             if not pyfuse3.readdir_reply(token, os.fsencode(node.name), self._attrs(node),
                                          index + 1):
                 return
@@ -419,63 +410,8 @@ class Operations(pyfuse3.Operations):
                     await state.discard()
                     if self.writers.get(handle.node.id) is state:
                         del self.writers[handle.node.id]
-        await self._forget_unlinked(handle.node.id)
 
     # --- namespace changes -----------------------------------------------------------
-
-    def _is_hidden(self, parent: int, name: str) -> bool:
-        return parent == ROOT_ID and name == UNLINKED_DIR
-
-    def _open_count(self, node_id: int) -> int:
-        return sum(1 for h in self.files.values() if h.node.id == node_id)
-
-    async def _unlinked_dir(self) -> int:
-        if self._unlinked_id is None:
-            try:
-                node = await self.remote.lookup(ROOT_ID, UNLINKED_DIR)
-            except errors.NotFound:
-                node = await self.remote.mkdir(ROOT_ID, UNLINKED_DIR, 0o700)
-            self._unlinked_id = node.id
-        return self._unlinked_id
-
-    async def _hide_if_open(self, parent: int, name: str) -> bool:
-        """Move an open file out of sight instead of deleting it (so its handles keep
-        reading and writing); it is deleted when its last handle closes."""
-        if not len(self.files):
-            return False  # nothing is open: no lookup needed
-        try:
-            node = await self.remote.lookup(parent, name)
-        except errors.NotFound:
-            return False
-        if node.kind is not NodeKind.FILE or not self._open_count(node.id):
-            return False
-        hidden = await self._unlinked_dir()
-        await self.remote.rename(parent, name, hidden, str(node.id), replace=True)
-        self._hidden.add(node.id)
-        self.nodes.invalidate(node.id)
-        return True
-
-    async def _forget_unlinked(self, node_id: int) -> None:
-        if node_id in self._hidden and not self._open_count(node_id):
-            self._hidden.discard(node_id)
-            try:
-                await self.remote.unlink(await self._unlinked_dir(), str(node_id))
-            except errors.FsmountError as exc:
-                log.warning("could not delete unlinked file %d: %s", node_id, exc)
-
-    async def clean_unlinked(self) -> None:
-        """Delete files left hidden by an earlier mount that ended with them open."""
-        try:
-            hidden = await self.remote.lookup(ROOT_ID, UNLINKED_DIR)
-        except errors.NotFound:
-            return
-        self._unlinked_id = hidden.id
-        for _ in range(1 << 20):
-            page = await self.remote.list_folder(hidden.id, None, 1000)
-            for entry in page.entries:
-                await self.remote.unlink(hidden.id, entry.name)
-            if not page.entries or page.next_after is None:
-                break
 
     @_op
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
@@ -490,20 +426,15 @@ class Operations(pyfuse3.Operations):
     @_op
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         self._check_writable()
-        sname = _decode(name)
-        if self._is_hidden(parent_inode, sname):
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        await self.remote.rmdir(parent_inode, sname)
+        await self.remote.rmdir(parent_inode, _decode(name))
         self.nodes.invalidate(parent_inode)
 
     @_op
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         self._check_writable()
-        sname = _decode(name)
-        if self._is_hidden(parent_inode, sname):
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        if not await self._hide_if_open(parent_inode, sname):
-            await self.remote.unlink(parent_inode, sname)
+        # An open handle keeps reading the content it opened: the store keeps documents
+        # that lose their last file readable for a grace period (Limits.unlinked_grace).
+        await self.remote.unlink(parent_inode, _decode(name))
         self.nodes.invalidate(parent_inode)
 
     @_op
@@ -511,13 +442,9 @@ class Operations(pyfuse3.Operations):
                      name_new: bytes, flags: int, ctx: Any) -> None:
         self._check_writable()
         old, new = _decode(name_old), _decode(name_new)
-        if self._is_hidden(parent_inode_old, old) or self._is_hidden(parent_inode_new, new):
-            raise pyfuse3.FUSEError(errno.EPERM)
         if flags & pyfuse3.RENAME_EXCHANGE:
             raise pyfuse3.FUSEError(errno.EINVAL)
         replace = not flags & pyfuse3.RENAME_NOREPLACE
-        if replace:
-            await self._hide_if_open(parent_inode_new, new)
         node = await self.remote.rename(parent_inode_old, old, parent_inode_new, new,
                                         replace=replace)
         self.nodes.put(node)

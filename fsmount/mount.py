@@ -214,8 +214,6 @@ async def serve(config: MountConfig, factory: RemoteFactory,
             read_only=config.read_only,
             cache_dir=config.cache_dir,
         )
-        if not config.read_only:
-            await ops.clean_unlinked()
         fuse_ops.session_open(ops, config.mountpoint, fuse_options(config))
         # The receiver stays open through the cleanup, so that a second signal cannot
         # interrupt the unmount.
