@@ -371,3 +371,19 @@ def test_file_hashes_answer_exactly_the_offsets_window(tmp_path: Path) -> None:
         assert len(store.get_file_hashes(uid, doc.location, 0)) == 8
         tail = store.get_file_hashes(uid, doc.location, 3 * MIB)
         assert [(h.offset, h.limit) for h in tail] == [(3 * MIB, 5)]
+
+
+async def test_embedded_remote_is_a_remote(tmp_path: Path) -> None:
+    from fsmount.embedded import EmbeddedRemote
+    from fsmount.remote import Remote
+
+    remote = EmbeddedRemote.open(tmp_path / "s", user="erin")
+    try:
+        assert isinstance(remote, Remote)
+        assert remote.user_id == remote.store.user_id("erin")
+        assert (await remote.getattr(ROOT_ID)).is_dir
+    finally:
+        await remote.aclose()
+        await remote.aclose()  # idempotent
+    with pytest.raises(errors.FsmountError):
+        remote.store.getattr(remote.user_id, ROOT_ID)  # the store was closed with it
