@@ -9,9 +9,13 @@ of the same upload through ``save_big_file_part`` (``file_total_parts`` unknown 
 part).  A file longer than one upload may hold (``max_parts`` parts) becomes several uploads,
 its *segments*, finalized in order.
 
-The pipeline is ``write()`` → bounded channel → hasher task (MD5 and spill, in a thread) →
-bounded channel → ``parallel`` part workers.  The bounded channels give back-pressure, so a
-fast writer waits for the store instead of filling memory.  A segment's parts stay available
+The pipeline is ``write()`` → bounded channel → hasher task (MD5, in a thread) → bounded
+channel → ``parallel`` part workers, and beside the workers a spiller task that copies parts
+to the spill file (in a thread).  The bounded channels give back-pressure, so a fast writer
+waits for the store (or the spill disk) instead of filling memory.  The spill runs beside the
+sends, not before them: a spill write that stalls (an ext4 journal commit forced by the
+store's fsyncs can hold a file-extending write for tens of milliseconds) only fills the
+spill queue instead of starving the part workers.  A segment's parts stay available
 until its finalize succeeds so that a part the store reports missing (``FILE_PART_X_MISSING``,
 e.g. after the part lifetime ran out) can be sent again: the first :data:`RETAIN_IN_MEMORY`
 bytes of parts in memory, the rest in an unlinked spill file in the cache directory, or not
@@ -53,6 +57,8 @@ PART_SIZE = protocol.MAX_PART_SIZE
 DEFAULT_PARALLEL = 4
 #: Bytes of sent-but-unfinalized parts an upload keeps in memory before it spills to disk.
 RETAIN_IN_MEMORY = 4 * protocol.MIB
+#: Parts queued for the spill file (at most this many are held in memory for it).
+SPILL_QUEUE = 16
 #: Finalize calls per segment before a part the store keeps reporting missing is fatal.
 MAX_FINALIZE_ATTEMPTS = 5
 #: Content is fetched (staging) and read back in windows of this size.
@@ -174,6 +180,9 @@ class _Segment:
     #: Part numbers written to the spill file (at ``number * PART_SIZE``).
     spilled: set[int] = field(default_factory=set)
     spill: IO[bytes] | None = None
+    #: Spill writes running in a thread right now (the file is closed when they end).
+    spill_writing: int = 0
+    released: bool = False
     document: Document | None = None
 
     def part_size(self, number: int) -> int:
@@ -181,15 +190,21 @@ class _Segment:
             return PART_SIZE
         return self.size - number * PART_SIZE
 
-    def release(self) -> int:
-        """Drop retained data; return the bytes freed from memory."""
+    def release(self) -> tuple[int, IO[bytes] | None]:
+        """Drop retained data.
+
+        Returns the bytes freed from memory and the spill file for the caller to close (in a
+        thread: closing an unlinked file drops its pages, which can take a while), or None
+        if there is none or a spill write still uses it (the spiller closes it then).
+        """
         freed = sum(len(b) for b in self.retained.values())
         self.retained.clear()
         self.spilled.clear()
-        if self.spill is not None:
-            self.spill.close()
-            self.spill = None
-        return freed
+        self.released = True
+        spill = None
+        if self.spill is not None and self.spill_writing == 0:
+            spill, self.spill = self.spill, None
+        return freed, spill
 
 
 @dataclass(eq=False)
@@ -243,6 +258,8 @@ class StreamingUpload:
         self._finished = False
         self._hash_send, self._hash_recv = trio.open_memory_channel[_Part](1)
         self._part_send, self._part_recv = trio.open_memory_channel[_Part](parallel)
+        self._spill_send, self._spill_recv = trio.open_memory_channel[tuple[_Segment, int]](
+            SPILL_QUEUE)
         self._nursery: trio.Nursery | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -284,6 +301,7 @@ class StreamingUpload:
             async with trio.open_nursery() as inner:
                 self._nursery = inner
                 inner.start_soon(self._guard, self._hasher)
+                inner.start_soon(self._guard, self._spiller)
                 for _ in range(self.parallel):
                     inner.start_soon(self._guard, self._worker)
                 task_status.started()
@@ -292,9 +310,13 @@ class StreamingUpload:
             # raises the kept error.
             self._hash_recv.close()
             self._part_recv.close()
+            self._spill_recv.close()
             self._nursery = None
             for seg in self._segments:
-                self._mem -= seg.release()
+                freed, spill = seg.release()
+                self._mem -= freed
+                if spill is not None:
+                    spill.close()
             self._done.set()
 
     async def _guard(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
@@ -435,37 +457,54 @@ class StreamingUpload:
     # -- background tasks --------------------------------------------------------------
 
     async def _hasher(self) -> None:
-        async with self._part_send:
+        async with self._part_send, self._spill_send:
             async for part in self._hash_recv:
                 seg = part.segment
                 # _emit fetched the config before it sent the first part.
                 config = self._config
                 assert part.data is not None and config is not None
                 end = part.number * PART_SIZE + len(part.data)
-                md5 = seg.md5 if seg.md5 is not None and end <= config.big_file_threshold else None
-                if md5 is None:
+                if seg.md5 is not None and end <= config.big_file_threshold:
+                    await trio.to_thread.run_sync(seg.md5.update, part.data)
+                else:
                     # Past the threshold the upload is big: inputFileBig carries no MD5.
                     seg.md5 = None
-                spill = self._reread is None and self._mem > RETAIN_IN_MEMORY
-                if spill and seg.spill is None:
-                    seg.spill = tempfile.TemporaryFile(dir=self.spill_dir, prefix="fsmount-spill-")
-                if md5 is not None or spill:
-                    await trio.to_thread.run_sync(
-                        self._hash_and_spill, md5, seg.spill if spill else None, part
-                    )
-                if spill:
-                    seg.spilled.add(part.number)
-                    if seg.retained.pop(part.number, None) is not None:
-                        self._mem -= len(part.data)
+                if self._reread is None:
+                    await self._spill_send.send((seg, part.number))
                 await self._part_send.send(part)
 
-    @staticmethod
-    def _hash_and_spill(md5: Any, spill: IO[bytes] | None, part: _Part) -> None:
-        assert part.data is not None
-        if md5 is not None:
-            md5.update(part.data)
-        if spill is not None:
-            os.pwrite(spill.fileno(), part.data, part.number * PART_SIZE)
+    async def _spiller(self) -> None:
+        """Move retained parts beyond :data:`RETAIN_IN_MEMORY` to the segment's spill file."""
+        async for seg, number in self._spill_recv:
+            data = seg.retained.get(number)
+            if seg.released or data is None or self._mem <= RETAIN_IN_MEMORY:
+                continue
+            if seg.spill is None:
+                seg.spill = await trio.to_thread.run_sync(self._new_spill_file)
+            spill = seg.spill
+            seg.spill_writing += 1
+            try:
+                await trio.to_thread.run_sync(_pwrite_all, spill.fileno(), data,
+                                              number * PART_SIZE)
+            finally:
+                seg.spill_writing -= 1
+            if seg.released:
+                # Finalized (or failed) meanwhile: the file is ours to close.
+                if seg.spill is spill and seg.spill_writing == 0:
+                    seg.spill = None
+                    await trio.to_thread.run_sync(spill.close)
+                continue
+            seg.spilled.add(number)
+            if seg.retained.pop(number, None) is not None:
+                self._mem -= len(data)
+
+    def _new_spill_file(self) -> IO[bytes]:
+        f = tempfile.TemporaryFile(dir=self.spill_dir, prefix="fsmount-spill-")
+        if self._config is not None:
+            # Sized for the whole segment up front (sparse): writes inside the size do not
+            # have to extend it, which on ext4 would wait for the journal.
+            os.ftruncate(f.fileno(), self._config.max_parts * PART_SIZE)
+        return f
 
     async def _worker(self) -> None:
         async for part in self._part_recv:
@@ -553,7 +592,10 @@ class StreamingUpload:
                 numbers = [exc.part] if first else list(range(exc.part, seg.parts))
                 await self._resend(seg, numbers)
                 continue
-            self._mem -= seg.release()
+            freed, spill = seg.release()
+            self._mem -= freed
+            if spill is not None:
+                await trio.to_thread.run_sync(spill.close)
             return
 
     # -- reading back ------------------------------------------------------------------

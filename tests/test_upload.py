@@ -141,6 +141,20 @@ async def small_env(tmp_path: Path) -> AsyncIterator[Env]:
     assert fsck(e.path) == []
 
 
+def open_files_under(directory: Path) -> list[str]:
+    """Paths of this process's open files inside ``directory`` (spill files are unlinked,
+    so they never show in a listing, only here)."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(directory) + "/"):
+            out.append(target)
+    return out
+
+
 def payload(size: int, seed: int = 1) -> bytes:
     return random.Random(seed).randbytes(size)
 
@@ -304,15 +318,19 @@ async def test_finalize_error_surfaces(env: Env) -> None:
 async def test_memory_stays_bounded(env: Env, tmp_path: Path) -> None:
     size = 64 * MIB
     block = payload(256 * 1024)
+    spill_dir = tmp_path / "spill"
+    spill_dir.mkdir()
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
         async with trio.open_nursery() as nursery:
-            up = await StreamingUpload.open(nursery, env.remote, "big", spill_dir=tmp_path)
+            up = await StreamingUpload.open(nursery, env.remote, "big", spill_dir=spill_dir)
             for _ in range(size // len(block)):
                 await up.write(block)
             # Parts went out while the file was being written, not at finish.
             saved_while_writing = up.saved_bytes
+            # Sent parts beyond the first few MiB wait in a spill file, not in memory.
+            spilling = open_files_under(spill_dir)
             docs = await up.finish()
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -322,7 +340,8 @@ async def test_memory_stays_bounded(env: Env, tmp_path: Path) -> None:
     # for hashing.  Far below the 64 MiB streamed.
     assert peak < 24 * MIB, f"peak {peak / MIB:.1f} MiB"
     assert saved_while_writing >= size - 8 * MIB
-    assert not list(tmp_path.glob("fsmount-spill-*"))
+    assert spilling
+    assert open_files_under(spill_dir) == []
 
 
 async def test_several_segments(small_env: Env, tmp_path: Path) -> None:
@@ -392,13 +411,18 @@ async def test_into_staging_keeps_what_was_written(small_env: Env, tmp_path: Pat
 
 
 async def test_abort_releases_everything(env: Env, tmp_path: Path) -> None:
+    spill_dir = tmp_path / "spill"
+    spill_dir.mkdir()
     async with trio.open_nursery() as nursery:
-        up = await StreamingUpload.open(nursery, env.remote, "a", spill_dir=tmp_path)
-        await up.write(payload(6 * MIB))
+        up = await StreamingUpload.open(nursery, env.remote, "a", spill_dir=spill_dir)
+        await up.write(payload(12 * MIB))
+        with trio.fail_after(10):
+            while not open_files_under(spill_dir):
+                await trio.sleep(0.01)
         await up.abort()
         await up.abort()
     assert env.remote.finals == []
-    assert not list(tmp_path.glob("fsmount-spill-*"))
+    assert open_files_under(spill_dir) == []
     with pytest.raises(RuntimeError):
         await up.finish()
 
