@@ -161,6 +161,20 @@ class Operations(pyfuse3.Operations):
             parent = p.parent
         return "/" + "/".join(reversed(parts))
 
+    async def _node(self, inode: int, *, fresh: bool = False) -> Node:
+        """The node of an inode the kernel knows.  A node that is gone from the store (deleted,
+        or replaced by a new node under the same name by another client) is the open files'
+        snapshot if any, else ESTALE: the kernel then looks the name up again and retries."""
+        try:
+            if fresh:
+                return self.nodes.put(await self.remote.getattr(inode))
+            return await self.nodes.get(inode)
+        except errors.NotFound:
+            for handle in self.files.values():
+                if handle.node.id == inode:
+                    return handle.node
+            raise pyfuse3.FUSEError(errno.ESTALE) from None
+
     async def _invalidate_attrs(self, inode: int) -> None:
         """Make the kernel drop its cached attributes (e.g. a size another client changed).
         In a thread: the notification may wait for requests this loop has to answer."""
@@ -195,7 +209,7 @@ class Operations(pyfuse3.Operations):
 
     @_op
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        return self._attrs(await self.nodes.get(inode))
+        return self._attrs(await self._node(inode))
 
     @_op
     async def readlink(self, inode: int, ctx: Any) -> bytes:
@@ -312,7 +326,7 @@ class Operations(pyfuse3.Operations):
             node = await self.nodes.get(inode)
         else:
             before = self.nodes.peek(inode)
-            node = self.nodes.put(await self.remote.getattr(inode))
+            node = await self._node(inode, fresh=True)
             if before is not None and (before.version, before.size) != (node.version, node.size):
                 await self._invalidate_attrs(inode)
         if node.kind is not NodeKind.FILE:

@@ -17,6 +17,7 @@ import errno
 import hashlib
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: The kernel's read-ahead for the mount, in KiB (1 MiB is what FUSE accepts at most).
 READ_AHEAD_KB = 1024
+#: How long ``fsmount mount`` waits for the background filesystem to report ready.
+READY_TIMEOUT = 120.0
 #: How long ``fsmount unmount`` waits for the filesystem process to exit.
 UNMOUNT_WAIT = 30.0
 
@@ -286,8 +289,14 @@ def _daemonize(config: MountConfig, factory: RemoteFactory) -> int:
     if pid:
         os.close(wfd)
         chunks = []
-        with os.fdopen(rfd, "rb") as r:
+        deadline = time.monotonic() + READY_TIMEOUT
+        with os.fdopen(rfd, "rb", buffering=0) as r:
             while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([r], [], [], left)[0]:
+                    chunks = [b"the filesystem did not become ready in time "
+                              b"(see --log-file); it keeps trying in the background"]
+                    break
                 data = r.read(4096)
                 if not data:
                     break
@@ -295,9 +304,9 @@ def _daemonize(config: MountConfig, factory: RemoteFactory) -> int:
         msg = b"".join(chunks).decode("utf-8", "replace").strip()
         if msg == "ok":
             return 0
-        # The child failed before mounting; reap it.
+        # The child failed before mounting (reap it), or is still trying (leave it).
         try:
-            os.waitpid(pid, 0)
+            os.waitpid(pid, os.WNOHANG if "in time" in msg else 0)
         except ChildProcessError:
             pass
         print(f"fsmount: {msg or 'the filesystem process exited before the mount was ready'}",
