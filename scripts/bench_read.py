@@ -134,6 +134,40 @@ def random_reads(path: Path, offsets: list[int]) -> tuple[float, float]:
     return statistics.median(lat), lat[min(len(lat) - 1, int(len(lat) * 0.99))]
 
 
+def make_folder(store: Path, n: int) -> None:
+    """A folder ``/many`` of ``n`` one-byte files, written through the store API."""
+    import io
+
+    import trio
+
+    from fsmount.embedded import EmbeddedRemote
+    from fsmount.remote import ROOT_ID
+    from fsmount.upload import upload_file
+
+    async def run() -> None:
+        remote = EmbeddedRemote.open(store)
+        try:
+            docs = await upload_file(remote, io.BytesIO(b"x"), "x")
+            folder = await remote.mkdir(ROOT_ID, "many")
+            for i in range(n):
+                await remote.create_file(folder.id, f"f{i:05d}", tuple(d.location for d in docs))
+        finally:
+            await remote.aclose()
+
+    trio.run(run)
+
+
+def ls_l(path: Path, n: int) -> float:
+    """Seconds of ``ls -l`` of a folder (checks it lists ``n`` entries)."""
+    t = time.perf_counter()
+    out = subprocess.run(["ls", "-l", str(path)], capture_output=True, check=True).stdout
+    dt = time.perf_counter() - t
+    lines = out.count(b"\n")
+    if lines != n + 1:
+        raise SystemExit(f"ls -l {path} listed {lines - 1} entries, expected {n}")
+    return dt
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=parse_size, default=1 << 30)
@@ -141,6 +175,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--random-reads", type=int, default=1000)
     ap.add_argument("--read-ahead", default=None, help="--read-ahead for the mount")
+    ap.add_argument("--listing", type=int, default=10_000,
+                    help="files in the folder listed with ls -l (0: skip)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here too")
     args = ap.parse_args()
 
@@ -189,6 +225,16 @@ def main() -> int:
             drop_page_cache(target)
             results["random_warm_median_ms"], results["random_warm_p99_ms"] = \
                 random_reads(target, offsets)
+        if args.listing:
+            make_folder(store, args.listing)
+            local = work / "local-many"
+            local.mkdir()
+            for i in range(args.listing):
+                (local / f"f{i:05d}").write_bytes(b"x")
+            with Mount([*mount_argv, str(mnt)], mnt, work / "mount.log"):
+                results["ls_cold_s"] = ls_l(mnt / "many", args.listing)
+                results["ls_warm_s"] = ls_l(mnt / "many", args.listing)
+            results["ls_local_s"] = ls_l(local, args.listing)
         memmnt = work / "memmnt"
         with Mount([sys.executable, str(HERE / "memfs.py"), str(src), str(memmnt)], memmnt,
                    work / "memfs.log"):
@@ -215,6 +261,13 @@ def main() -> int:
 | in-memory pyfuse3 ceiling (scripts/memfs.py) | {r['memfs_mb_s']:.0f} MB/s |
 | random 4 KiB reads, cold: median / p99 | {r['random_cold_median_ms']:.2f} / {r['random_cold_p99_ms']:.2f} ms |
 | random 4 KiB reads, warm: median / p99 | {r['random_warm_median_ms']:.3f} / {r['random_warm_p99_ms']:.3f} ms |
+""")
+    if "ls_cold_s" in r:
+        print(f"""| `ls -l` of {args.listing} files | result |
+| --- | --- |
+| through a fresh mount | {r['ls_cold_s'] * 1000:.0f} ms |
+| again (kernel and node caches warm) | {r['ls_warm_s'] * 1000:.0f} ms |
+| local directory (same files) | {r['ls_local_s'] * 1000:.0f} ms |
 """)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
