@@ -16,6 +16,8 @@ reads of that file:
   * the mount: ``dd bs=1M`` from a fresh ``fsmount mount --server`` (cold chunk cache);
   * rclone mount: Debian's rclone, its ``http`` remote reading the server's own HTML
     listing (``/browse/``, with the bearer token as an extra header), ``dd bs=1M``.
+  The reads run ``--rounds`` times, interleaved in a rotating order, and the best figure of
+  each is kept (the machine's load changes within a run).
 
 Optional: ``--httpx`` adds the client comparison that chose the transport: 1 MiB getFile
 windows fetched one at a time with HttpRemote (h11 on trio) and with httpx on trio.
@@ -164,6 +166,8 @@ def main() -> int:
     ap.add_argument("--no-rclone", action="store_true")
     ap.add_argument("--no-mount", action="store_true")
     ap.add_argument("--httpx", action="store_true", help="also compare HttpRemote with httpx")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="interleaved rounds of the reads, best figure kept (default 2)")
     args = ap.parse_args()
     size = args.size
     work = Path(args.dir or tempfile.mkdtemp(prefix="bench_http."))
@@ -234,29 +238,46 @@ def main() -> int:
             if e["name"] == "put.bin":
                 rest_id = e["id"]
         assert rest_id and meta["size"] == size
-        results["read: curl GET content"] = size / timed(
-            lambda: sh(["curl", "-sSf", "-H", auth, "-o", "/dev/null", f"{url}/api/v1/files/{rest_id}/content"]))
+        def curl_get() -> None:
+            sh(["curl", "-sSf", "-H", auth, "-o", "/dev/null", f"{url}/api/v1/files/{rest_id}/content"])
+
         def fsmount_get() -> None:
             subprocess.run([*FSMOUNT, "get", "--server", url, "/put.bin", "-"], env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True, timeout=3600)
 
-        results["read: fsmount get --server"] = size / timed(fsmount_get)
-        if not args.no_mount:
+        def mount_read() -> None:
+            # A fresh mount each time: its chunk cache and the kernel's pages start empty.
             mnt = work / "mnt"
             cmd = [*FSMOUNT, "mount", "-f", "--server", url, "--token-file", str(tokfile), str(mnt)]
             with mounted(cmd, mnt, work / "mount.log"):
-                results["read: dd from the mount"] = size / timed(lambda: dd_read(mnt / "put.bin"))
-        if not args.no_rclone and shutil.which("rclone"):
+                record("read: dd from the mount", timed(lambda: dd_read(mnt / "put.bin")))
+
+        def rclone_read() -> None:
             rmnt = work / "rclone"
             rcmd = ["rclone", "mount", ":http:", str(rmnt), "--http-url", f"{url}/browse/",
                     "--http-headers", f"Authorization,Bearer {token}", "--read-only",
                     "--vfs-cache-mode", "off", "--config", "/dev/null"]
-            try:
-                with mounted(rcmd, rmnt, work / "rclone.log"):
-                    results["read: dd from rclone mount (http remote)"] = size / timed(
-                        lambda: dd_read(rmnt / "put.bin"))
-            except RuntimeError as exc:
-                notes.append(f"rclone failed: {exc}")
+            with mounted(rcmd, rmnt, work / "rclone.log"):
+                record("read: dd from rclone mount (http remote)", timed(lambda: dd_read(rmnt / "put.bin")))
+
+        def record(name: str, seconds: float) -> None:
+            results[name] = max(results.get(name, 0.0), size / seconds)  # best of the rounds
+
+        readers: list[Callable[[], None]] = [
+            lambda: record("read: curl GET content", timed(curl_get)),
+            lambda: record("read: fsmount get --server", timed(fsmount_get)),
+        ]
+        if not args.no_mount:
+            readers.append(mount_read)
+        if not args.no_rclone and shutil.which("rclone"):
+            readers.append(rclone_read)
+        for r in range(args.rounds):  # interleaved, the order rotated every round
+            k = r % len(readers)
+            for fn in readers[k:] + readers[:k]:
+                try:
+                    fn()
+                except RuntimeError as exc:
+                    notes.append(str(exc)[:300])
         if args.httpx:
             clients = bench_clients(url, token, min(size, 512 * MIB))
     finally:
