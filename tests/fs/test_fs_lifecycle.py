@@ -172,3 +172,32 @@ def test_corrupted_blob_fails_with_eio(tmp_path: Path) -> None:
             (mp.mnt / "victim.bin").read_bytes()
         assert exc.value.errno == errno.EIO
         wait_until(lambda: "victim.bin" in mp.log_text(), "the log line naming the file")
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    import pty
+
+    store = tmp_path / "store"
+    (tmp_path / "in.bin").write_bytes(random.Random(9).randbytes(2 * 1024 * 1024))
+    master, slave = pty.openpty()
+    try:
+        res = subprocess.run([sys.executable, "-m", "fsmount", "put", "--store", str(store),
+                              str(tmp_path / "in.bin"), "/in.bin"], stderr=slave,
+                             stdout=subprocess.DEVNULL, timeout=120, check=False)
+        assert res.returncode == 0
+        os.close(slave)
+        slave = -1
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO once the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert b"100.0%" in out and b"in.bin" in out
