@@ -73,6 +73,9 @@ class MountProc:
         if mount_mod.is_mounted(str(self.mnt)):
             subprocess.run(["fusermount3", "-uz", str(self.mnt)], capture_output=True,
                            check=False, timeout=DEADLINE)
+        server = self.extra.get("server")
+        if isinstance(server, contextlib.ExitStack):
+            server.close()  # the server (FSMOUNT_TEST_VIA_SERVER) stops after the mount
 
 
 def wait_until(cond: object, what: str, timeout: float = DEADLINE) -> None:
@@ -86,17 +89,31 @@ def wait_until(cond: object, what: str, timeout: float = DEADLINE) -> None:
         delay = min(delay * 2, 0.1)
 
 
+#: Set to 1 to run every mount of these tests through ``fsmount serve`` on 127.0.0.1 and
+#: ``fsmount mount --server`` instead of the embedded store (same store directory).
+VIA_SERVER = os.environ.get("FSMOUNT_TEST_VIA_SERVER", "") not in ("", "0")
+
+
 def start_mount(store: Path, mnt: Path, *options: str) -> MountProc:
     """Start a foreground mount and wait until it answers.  Caller must ``unmount()``."""
     mnt.mkdir(parents=True, exist_ok=True)
     log = mnt.parent / f"{mnt.name}.log"
+    server = contextlib.ExitStack()
+    if VIA_SERVER:
+        from server.harness import serve_subprocess
+
+        store.mkdir(parents=True, exist_ok=True)
+        url, token_file = server.enter_context(serve_subprocess(store))
+        remote_args = ["--server", url, "--token-file", str(token_file)]
+    else:
+        remote_args = ["--store", str(store)]
     with open(log, "ab") as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "fsmount", "--log-level", "INFO", "mount", "-f",
-             "--store", str(store), *options, str(mnt)],
+             *remote_args, *options, str(mnt)],
             stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
         )
-    mp = MountProc(mnt, store, proc, log)
+    mp = MountProc(mnt, store, proc, log, {"server": server})
     try:
         wait_until(lambda: mount_mod.is_mounted(str(mnt)) or proc.poll() is not None,
                    f"mount at {mnt}")
