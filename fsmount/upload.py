@@ -13,9 +13,9 @@ The pipeline is ``write()`` → bounded channel → hasher task (MD5, in a threa
 channel → ``parallel`` part workers, and beside the workers a spiller task that copies parts
 to the spill file (in a thread).  The bounded channels give back-pressure, so a fast writer
 waits for the store (or the spill disk) instead of filling memory.  The spill runs beside the
-sends, not before them: a spill write that stalls (an ext4 journal commit forced by the
-store's fsyncs can hold a file-extending write for tens of milliseconds) only fills the
-spill queue instead of starving the part workers.  A segment's parts stay available
+sends, not before them: a spill write that is slow (on a busy machine, a thread's write
+waits for the CPU and the GIL behind the store's hashing threads) only fills the spill
+queue instead of starving the part workers (see docs/performance.md).  A segment's parts stay available
 until its finalize succeeds so that a part the store reports missing (``FILE_PART_X_MISSING``,
 e.g. after the part lifetime ran out) can be sent again: the first :data:`RETAIN_IN_MEMORY`
 bytes of parts in memory, the rest in an unlinked spill file in the cache directory, or not
@@ -480,7 +480,11 @@ class StreamingUpload:
             if seg.released or data is None or self._mem <= RETAIN_IN_MEMORY:
                 continue
             if seg.spill is None:
-                seg.spill = await trio.to_thread.run_sync(self._new_spill_file)
+                new = await trio.to_thread.run_sync(self._new_spill_file)
+                if seg.released:
+                    await trio.to_thread.run_sync(new.close)
+                    continue
+                seg.spill = new
             spill = seg.spill
             seg.spill_writing += 1
             try:

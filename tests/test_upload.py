@@ -476,3 +476,19 @@ async def test_upload_file_errors(env: Env, tmp_path: Path) -> None:
 async def test_upload_file_from_a_device_streams_to_eof(env: Env) -> None:
     # Not a regular file: no size up front, read until EOF, nothing to re-read from.
     assert await upload_file(env.remote, os.devnull, "null") == ()
+
+
+async def test_spill_failure_fails_the_upload_clearly(env: Env, tmp_path: Path) -> None:
+    # The cache directory is gone: the first spill fails, and so does the upload (no hang).
+    failure: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        up = await StreamingUpload.open(nursery, env.remote, "s", spill_dir=tmp_path / "gone")
+        try:
+            with trio.fail_after(30):
+                for _ in range(40):
+                    await up.write(payload(MIB))
+                await up.finish()
+        except OSError as exc:
+            failure = exc
+    assert isinstance(failure, FileNotFoundError)
+    assert env.remote.finals == []
