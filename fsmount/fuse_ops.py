@@ -392,8 +392,9 @@ class Operations(pyfuse3.Operations):
             await state.discard()
             return
         except Exception as exc:
+            # Logged here, once, with the file name; close/fsync get the errno.
             log.error("%s: could not store the file: %s", handle.reader.name, exc)
-            raise
+            raise pyfuse3.FUSEError(errors.errno_for(exc)) from None
         if node is not None:
             self.nodes.put(node)
             handle.node = node
