@@ -245,6 +245,13 @@ def test_eight_parallel_writers_and_readers(rw: MountProc) -> None:
         while rounds < 200 and (rounds < 2 or not done.is_set()):
             got = hashlib.sha256((d / f"stable{i}").read_bytes()).hexdigest()
             assert got == stable[i]
+            # A file still being written by another thread: what a reader sees is always
+            # a prefix of what the writer writes (never garbage, never a hole).
+            try:
+                growing = (d / f"w{(i + 1) % 8}").read_bytes()
+            except FileNotFoundError:
+                growing = b""
+            assert growing == written[(i + 1) % 8][: len(growing)]
             rounds += 1
         return rounds
 
