@@ -393,7 +393,10 @@ def unmount(mountpoint: str, *, lazy: bool = False, wait: float = UNMOUNT_WAIT) 
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         msg = (res.stderr.strip().splitlines() or ["fusermount3 failed"])[-1]
-        raise MountError(msg.removeprefix("fusermount3: "))
+        msg = msg.removeprefix("fusermount3: ")
+        if "busy" in msg and not lazy:
+            msg += " (files are open there; fsmount unmount -z detaches it now)"
+        raise MountError(msg)
     if pid is not None:
         _wait_exit(pid, wait)
 
