@@ -63,6 +63,9 @@ from .app import ServerState, UserCtx, error_answer
 PIECE = MAX_PART_SIZE
 MAX_CHUNK_SIZE = 32 << 20
 DEFAULT_CHUNK_SIZE = 4 << 20
+#: Largest multipart upload (the ScaiDrive seed's hard limit of 5 GB per request); the body
+#: is spooled to a temporary file before it goes into the store.
+MAX_SIMPLE_UPLOAD = 5 * 10**9
 #: Largest file a resumable session accepts (a sanity bound; quota applies as well).
 MAX_UPLOAD_SIZE = 1 << 40
 #: Parts saved at once while a REST upload is fed into the store.
@@ -127,6 +130,9 @@ def state_of(request: Request) -> ServerState:
 async def drain(request: Request, cap: int = 64 << 20) -> None:
     """Read and drop what is left of the request body (bounded), so that the client gets
     the error answer instead of a connection reset while it is still sending."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        return  # too much to read for nothing: the connection closes after the answer
     got = 0
     try:
         async for data in request.stream():
@@ -495,6 +501,10 @@ def build_rest_app(st: ServerState) -> Starlette:
 
     async def upload_file(request: Request) -> Response:
         user = ctx(request)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_SIMPLE_UPLOAD:
+            raise errors.FileTooBig(
+                f"a simple upload is at most {MAX_SIMPLE_UPLOAD} bytes; use /api/v1/uploads")
         try:
             form = await request.form(max_files=1, max_fields=20)
         except Exception as exc:  # python-multipart's errors differ between versions

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 
 from fsmount.protocol import MIB
 
@@ -127,6 +128,23 @@ async def test_bad_chunks_and_bad_sessions(srv: Srv, c: Any) -> None:
     check_error(await c.post("/api/v1/folders", headers=srv.h(), content=b"{oops"), 400, "INVALID_ARGUMENT")
     check_error(await c.post("/api/v1/files", headers=srv.h(), content=b"garbage",
                              ), 400, "INVALID_ARGUMENT")
+    # Above the seed's 5 GB per request: refused from the headers, before any byte of body.
+    host, port = srv.url.removeprefix("http://").split(":")
+    with trio.fail_after(10):
+        sock = await trio.open_tcp_stream(host, int(port))
+        async with sock:
+            await sock.send_all(
+                f"POST /api/v1/files HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {srv.tok_a}\r\n"
+                f"content-type: multipart/form-data; boundary=x\r\ncontent-length: {6 * 10**9}"
+                "\r\n\r\n".encode())
+            answer = b""
+            while b"FILE_TOO_BIG" not in answer:  # bounded by fail_after
+                data = await sock.receive_some(65536)
+                if not data:
+                    break
+                answer += data
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b'"error":"FILE_TOO_BIG"' in answer
     assert await snapshot(srv) == before
 
 
