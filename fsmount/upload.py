@@ -40,6 +40,8 @@ import secrets
 import stat
 import tempfile
 import threading
+import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -72,6 +74,29 @@ ProgressFn = Callable[[int], None]
 ReadAt = Callable[[int, int], bytes]
 #: ``await fetch(offset, size) -> bytes`` of a file's old content (staging).
 FetchFn = Callable[[int, int], Awaitable[bytes]]
+
+
+#: How long :func:`cached_config` trusts a remote's answer (limits change rarely, if ever).
+CONFIG_TTL = 60.0
+_configs: weakref.WeakKeyDictionary[Any, tuple[float, UserConfig]] = weakref.WeakKeyDictionary()
+
+
+async def cached_config(remote: Remote) -> UserConfig:
+    """``remote.get_config()``, remembered per remote for :data:`CONFIG_TTL` seconds.
+
+    Every upload needs the limits; over HTTP, asking once per file would add a round trip
+    to each small file (rsync, tar x).
+    """
+    now = time.monotonic()
+    try:
+        hit = _configs.get(remote)
+    except TypeError:  # not weak-referenceable: no cache
+        return await remote.get_config()
+    if hit is not None and now - hit[0] < CONFIG_TTL:
+        return hit[1]
+    config = await remote.get_config()
+    _configs[remote] = (now, config)
+    return config
 
 
 def new_file_id() -> int:
@@ -340,7 +365,7 @@ class StreamingUpload:
 
     async def _get_config(self) -> UserConfig:
         if self._config is None:
-            self._config = await self.remote.get_config()
+            self._config = await cached_config(self.remote)
         return self._config
 
     # -- writer side -------------------------------------------------------------------

@@ -50,6 +50,7 @@ class Probe:
     #: Called before each finalize call with its 0-based index.
     before_final: Callable[[int], None] | None = None
     get_file_calls: int = 0
+    get_config_calls: int = 0
     _enough: trio.Event = field(default_factory=trio.Event)
 
     def __getattr__(self, name: str) -> Any:
@@ -91,6 +92,10 @@ class Probe:
             self.before_final(len(self.finals))
         self.finals.append(file)
         return await self.inner.upload_media(file)
+
+    async def get_config(self) -> Any:
+        self.get_config_calls += 1
+        return await self.inner.get_config()
 
     async def get_file(self, *args: Any, **kwargs: Any) -> Any:
         self.get_file_calls += 1
@@ -492,3 +497,10 @@ async def test_spill_failure_fails_the_upload_clearly(env: Env, tmp_path: Path) 
             failure = exc
     assert isinstance(failure, FileNotFoundError)
     assert env.remote.finals == []
+
+
+async def test_limits_are_asked_once_for_many_files(env: Env) -> None:
+    for i in range(20):
+        docs = await stream(env.remote, payload(1000 + i, seed=i), name=f"f{i}")
+        assert docs[0].size == 1000 + i
+    assert env.remote.get_config_calls == 1
