@@ -58,7 +58,8 @@ def register(sub: Any) -> None:
                        description="Create, revoke and list bearer tokens (stored hashed).")
     tsub = t.add_subparsers(dest="token_cmd", metavar="CMD")
     a = tsub.add_parser("add", help="print a new token for user NAME (creating the user)")
-    a.add_argument("--store", metavar="DIR", default=None)
+    a.add_argument("--store", metavar="DIR", default=None,
+                   help="store directory (default $XDG_DATA_HOME/fsmount)")
     a.add_argument("--quota", type=_size, default=None, metavar="SIZE",
                    help="the user's quota, e.g. 10G (0: unlimited)")
     a.add_argument("--premium", action="store_true", default=None,
@@ -66,11 +67,13 @@ def register(sub: Any) -> None:
     a.add_argument("name", metavar="NAME")
     a.set_defaults(func=cmd_token_add)
     r = tsub.add_parser("revoke", help="revoke one token, or every token of a user")
-    r.add_argument("--store", metavar="DIR", default=None)
+    r.add_argument("--store", metavar="DIR", default=None,
+                   help="store directory (default $XDG_DATA_HOME/fsmount)")
     r.add_argument("what", metavar="NAME|TOKEN")
     r.set_defaults(func=cmd_token_revoke)
     ls = tsub.add_parser("list", help="list tokens (ids and users, never the secrets)")
-    ls.add_argument("--store", metavar="DIR", default=None)
+    ls.add_argument("--store", metavar="DIR", default=None,
+                    help="store directory (default $XDG_DATA_HOME/fsmount)")
     ls.set_defaults(func=cmd_token_list)
     t.set_defaults(func=lambda args: (t.print_help(sys.stderr), 2)[1])
 
