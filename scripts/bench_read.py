@@ -134,6 +134,15 @@ def random_reads(path: Path, offsets: list[int]) -> tuple[float, float]:
     return statistics.median(lat), lat[min(len(lat) - 1, int(len(lat) * 0.99))]
 
 
+def peak_rss(pid: int) -> int:
+    """Peak resident set size (VmHWM) of a process, in bytes."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def make_folder(store: Path, n: int) -> None:
     """A folder ``/many`` of ``n`` one-byte files, written through the store API."""
     import io
@@ -225,6 +234,11 @@ def main() -> int:
             drop_page_cache(target)
             results["random_warm_median_ms"], results["random_warm_p99_ms"] = \
                 random_reads(target, offsets)
+        # Memory: default cache size, one cold pass over the whole file.
+        with Mount([*fs, "mount", "-f", "--store", str(store), str(mnt)], mnt,
+                   work / "mount.log") as m:
+            seq_read(target, args.size)
+            results["peak_rss_mib_default_cache"] = peak_rss(m.proc.pid) / MIB
         if args.listing:
             make_folder(store, args.listing)
             local = work / "local-many"
@@ -261,6 +275,7 @@ def main() -> int:
 | in-memory pyfuse3 ceiling (scripts/memfs.py) | {r['memfs_mb_s']:.0f} MB/s |
 | random 4 KiB reads, cold: median / p99 | {r['random_cold_median_ms']:.2f} / {r['random_cold_p99_ms']:.2f} ms |
 | random 4 KiB reads, warm: median / p99 | {r['random_warm_median_ms']:.3f} / {r['random_warm_p99_ms']:.3f} ms |
+| peak RSS of the mount, default 256 MiB cache, one pass | {r['peak_rss_mib_default_cache']:.0f} MiB |
 """)
     if "ls_cold_s" in r:
         print(f"""| `ls -l` of {args.listing} files | result |
