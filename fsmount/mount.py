@@ -265,6 +265,25 @@ async def _watch_signals(signals: AsyncIterator[int], scope: trio.CancelScope) -
         return
 
 
+def bound_malloc() -> bool:
+    """Keep 1 MiB chunk buffers out of the malloc heap.
+
+    glibc raises its mmap threshold after large blocks are freed, after which 1 MiB chunks
+    come from the heap and freed ones stay resident (fragmentation): measured, a pass over a
+    1 GiB file with a 256 MiB cache peaked at 421 MiB resident.  A fixed threshold (which
+    also turns the dynamic one off) keeps every chunk its own mapping, returned to the
+    kernel when freed: 322 MiB for the same pass.  False if this is not glibc.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_mmap_threshold = -3
+        return bool(libc.mallopt(m_mmap_threshold, 128 * 1024))
+    except (OSError, AttributeError):
+        return False
+
+
 def run(config: MountConfig, factory: RemoteFactory) -> int:
     """Mount per ``config``; returns the exit status.  In the background, returns once the
     mount is ready (or failed) with the daemon left running.
@@ -272,6 +291,7 @@ def run(config: MountConfig, factory: RemoteFactory) -> int:
     Raises MountError for a bad mountpoint; later failures are reported as one line.
     """
     config.mountpoint = check_mountpoint(config.mountpoint)
+    bound_malloc()
     if config.foreground:
         try:
             trio.run(serve, config, factory)
