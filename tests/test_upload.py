@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fsmount import errors, protocol
 from fsmount.embedded import EmbeddedRemote
@@ -504,3 +506,61 @@ async def test_limits_are_asked_once_for_many_files(env: Env) -> None:
         docs = await stream(env.remote, payload(1000 + i, seed=i), name=f"f{i}")
         assert docs[0].size == 1000 + i
     assert env.remote.get_config_calls == 1
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    chunks=st.lists(st.integers(min_value=1, max_value=700_000), min_size=0, max_size=14),
+    fail_at=st.one_of(st.none(), st.integers(min_value=0, max_value=12)),
+    parallel=st.integers(min_value=1, max_value=5),
+)
+async def test_any_write_pattern_gives_the_bytes_or_a_clean_error(
+    tmp_path_factory: pytest.TempPathFactory, chunks: list[int], fail_at: int | None,
+    parallel: int,
+) -> None:
+    """Random write sizes, several segments (4 parts each), a save that may fail: either the
+    segments hold exactly the bytes written, or finish/write raise the injected error; no
+    hang, no spill file left open."""
+    base = tmp_path_factory.mktemp("prop")
+    e = open_env(base, upload_max_fileparts_default=4)
+    e.remote.fail_save = fail_at
+    spill_dir = base / "spill"
+    spill_dir.mkdir()
+    rng = random.Random(len(chunks))
+    data = rng.randbytes(sum(chunks))
+    try:
+        with trio.fail_after(60):
+            try:
+                docs = await stream_chunks(e.remote, data, chunks, parallel, spill_dir)
+            except errors.TransportError as exc:
+                assert fail_at is not None and fail_at < len(e.remote.saves)
+                assert "injected" in str(exc)
+            else:
+                assert fail_at is None or fail_at >= len(e.remote.saves)
+                assert await read_back(e.remote, docs) == data
+                assert [d.size for d in docs[:-1]] == [4 * PART_SIZE] * (len(docs) - 1)
+        assert open_files_under(spill_dir) == []
+    finally:
+        await e.remote.inner.aclose()
+
+
+async def stream_chunks(remote: Any, data: bytes, chunks: list[int], parallel: int,
+                        spill_dir: Path) -> tuple[Document, ...]:
+    failure: Exception | None = None
+    docs: tuple[Document, ...] = ()
+    async with trio.open_nursery() as nursery:
+        up = await StreamingUpload.open(nursery, remote, "p", parallel=parallel,
+                                        spill_dir=spill_dir)
+        try:
+            pos = 0
+            for n in chunks:
+                await up.write(data[pos : pos + n])
+                pos += n
+            docs = await up.finish()
+        except Exception as exc:
+            await up.abort()
+            failure = exc
+    if failure is not None:
+        raise failure
+    return docs
