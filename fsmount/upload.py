@@ -61,6 +61,8 @@ DEFAULT_PARALLEL = 4
 RETAIN_IN_MEMORY = 4 * protocol.MIB
 #: Parts queued for the spill file (at most this many are held in memory for it).
 SPILL_QUEUE = 16
+#: Queued parts the spiller writes in one thread call at most.
+SPILL_BATCH = 8
 #: Finalize calls per segment before a part the store keeps reporting missing is fatal.
 MAX_FINALIZE_ATTEMPTS = 5
 #: Content is fetched (staging) and read back in windows of this size.
@@ -499,33 +501,51 @@ class StreamingUpload:
                 await self._part_send.send(part)
 
     async def _spiller(self) -> None:
-        """Move retained parts beyond :data:`RETAIN_IN_MEMORY` to the segment's spill file."""
-        async for seg, number in self._spill_recv:
-            data = seg.retained.get(number)
-            if seg.released or data is None or self._mem <= RETAIN_IN_MEMORY:
-                continue
-            if seg.spill is None:
-                new = await trio.to_thread.run_sync(self._new_spill_file)
-                if seg.released:
-                    await trio.to_thread.run_sync(new.close)
+        """Move retained parts beyond :data:`RETAIN_IN_MEMORY` to their segment's spill file.
+
+        Parts queued together are written in one thread call: one hand-off per batch
+        instead of one per part.
+        """
+        async for first in self._spill_recv:
+            batch = [first]
+            while len(batch) < SPILL_BATCH:
+                try:
+                    batch.append(self._spill_recv.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            jobs: list[tuple[_Segment, IO[bytes], int, bytes]] = []
+            for seg, number in batch:
+                data = seg.retained.get(number)
+                if seg.released or data is None or self._mem <= RETAIN_IN_MEMORY:
                     continue
-                seg.spill = new
-            spill = seg.spill
-            seg.spill_writing += 1
-            try:
-                await trio.to_thread.run_sync(_pwrite_all, spill.fileno(), data,
-                                              number * PART_SIZE)
-            finally:
-                seg.spill_writing -= 1
-            if seg.released:
-                # Finalized (or failed) meanwhile: the file is ours to close.
-                if seg.spill is spill and seg.spill_writing == 0:
-                    seg.spill = None
-                    await trio.to_thread.run_sync(spill.close)
+                if seg.spill is None:
+                    new = await trio.to_thread.run_sync(self._new_spill_file)
+                    if seg.released:
+                        await trio.to_thread.run_sync(new.close)
+                        continue
+                    seg.spill = new
+                jobs.append((seg, seg.spill, number, data))
+            if not jobs:
                 continue
-            seg.spilled.add(number)
-            if seg.retained.pop(number, None) is not None:
-                self._mem -= len(data)
+            for seg, *_ in jobs:
+                seg.spill_writing += 1
+            try:
+                await trio.to_thread.run_sync(
+                    _spill_writes, [(f.fileno(), data, n * PART_SIZE) for _, f, n, data in jobs]
+                )
+            finally:
+                for seg, *_ in jobs:
+                    seg.spill_writing -= 1
+            for seg, spill, number, data in jobs:
+                if seg.released:
+                    # Finalized (or failed) meanwhile: the file is ours to close.
+                    if seg.spill is spill and seg.spill_writing == 0:
+                        seg.spill = None
+                        await trio.to_thread.run_sync(spill.close)
+                    continue
+                seg.spilled.add(number)
+                if seg.retained.pop(number, None) is not None:
+                    self._mem -= len(data)
 
     def _new_spill_file(self) -> IO[bytes]:
         f = tempfile.TemporaryFile(dir=self.spill_dir, prefix="fsmount-spill-")
@@ -913,6 +933,11 @@ class StagingFile:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+def _spill_writes(writes: list[tuple[int, bytes, int]]) -> None:
+    for fd, data, offset in writes:
+        _pwrite_all(fd, data, offset)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> int:
