@@ -75,7 +75,7 @@ class MountProc:
                            check=False, timeout=DEADLINE)
         server = self.extra.get("server")
         if isinstance(server, contextlib.ExitStack):
-            server.close()  # the server (FSMOUNT_TEST_VIA_SERVER) stops after the mount
+            server.close()  # the server (backend "server") stops after the mount
 
 
 def wait_until(cond: object, what: str, timeout: float = DEADLINE) -> None:
@@ -89,9 +89,15 @@ def wait_until(cond: object, what: str, timeout: float = DEADLINE) -> None:
         delay = min(delay * 2, 0.1)
 
 
-#: Set to 1 to run every mount of these tests through ``fsmount serve`` on 127.0.0.1 and
-#: ``fsmount mount --server`` instead of the embedded store (same store directory).
-VIA_SERVER = os.environ.get("FSMOUNT_TEST_VIA_SERVER", "") not in ("", "0")
+#: The backends every mount test runs against (tests/fs/conftest.py parametrizes over them):
+#: ``embedded`` mounts ``--store DIR``; ``server`` starts ``fsmount serve`` on 127.0.0.1 over the
+#: same store directory and mounts ``--server URL --token-file F``.  FSMOUNT_TEST_BACKENDS
+#: (comma-separated) narrows the list, e.g. for a quick local run.
+BACKENDS = [
+    b for b in os.environ.get("FSMOUNT_TEST_BACKENDS", "embedded,server").split(",") if b
+]
+#: The backend of the test now running; set by the ``fs_backend`` fixture.
+BACKEND = BACKENDS[0] if BACKENDS else "embedded"
 
 
 def start_mount(store: Path, mnt: Path, *options: str) -> MountProc:
@@ -99,7 +105,7 @@ def start_mount(store: Path, mnt: Path, *options: str) -> MountProc:
     mnt.mkdir(parents=True, exist_ok=True)
     log = mnt.parent / f"{mnt.name}.log"
     server = contextlib.ExitStack()
-    if VIA_SERVER:
+    if BACKEND == "server":
         from server.harness import serve_subprocess
 
         store.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ MANY = 10_000
 
 
 @pytest.fixture(scope="module")
-def ro(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MountProc]:
+def ro(tmp_path_factory: pytest.TempPathFactory, fs_backend: str) -> Iterator[MountProc]:
     base = tmp_path_factory.mktemp("read")
     files: dict[str, bytes | list[bytes] | Symlink] = {
         "big.bin": BIG,

@@ -35,7 +35,7 @@ def sh(*args: str | os.PathLike[str], cwd: Path | None = None, input: bytes | No
 
 
 @pytest.fixture(scope="module")
-def rw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MountProc]:
+def rw(tmp_path_factory: pytest.TempPathFactory, fs_backend: str) -> Iterator[MountProc]:
     base = tmp_path_factory.mktemp("write")
     with mount_store(base / "store", base / "mnt") as mp:
         yield mp
