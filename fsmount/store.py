@@ -931,13 +931,7 @@ class Store:
         self, tx: _Tx, uid: int, fid: int, part: int, total: int | None, size: int, big: bool
     ) -> None:
         """Check a part against the live parts of its upload (expired ones dropped first)."""
-        cutoff = tx.now - self.limits.part_lifetime
-        stale = tx.q("SELECT part FROM parts WHERE user_id = ? AND file_id = ? AND saved_at <= ?",
-                     uid, fid, cutoff).fetchall()
-        for (p,) in stale:
-            self._drop_part(tx, uid, fid, p)
-        if stale:
-            self._drop_upload_if_empty(tx, uid, fid)
+        self._check_new_part_expiry(tx, uid, fid)
         up = tx.one("SELECT total_parts FROM uploads WHERE user_id = ? AND file_id = ?", uid, fid)
         known = up[0] if up else None
         if big and total != protocol.TOTAL_PARTS_UNKNOWN and known is not None and known != total:
@@ -1105,6 +1099,7 @@ class Store:
                 _remove_tree(staged)
 
     def _check_new_part_expiry(self, tx: _Tx, uid: int, fid: int) -> None:
+        """Drop the upload's parts whose lifetime ran out (and the upload, if none is left)."""
         cutoff = tx.now - self.limits.part_lifetime
         stale = tx.q("SELECT part FROM parts WHERE user_id = ? AND file_id = ? AND saved_at <= ?",
                      uid, fid, cutoff).fetchall()

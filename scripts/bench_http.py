@@ -45,17 +45,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from fsmount.cli_common import parse_size
+
 FSMOUNT = [sys.executable, "-m", "fsmount"]
 MIB = 1 << 20
 CHUNK = 4 * MIB
-
-
-def parse_size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    text = text.strip().upper().removesuffix("B").removesuffix("I")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
 
 
 def free_port() -> int:

@@ -34,19 +34,12 @@ from pathlib import Path
 
 import trio
 
+from fsmount.cli_common import parse_size
 from fsmount.embedded import EmbeddedRemote
 from fsmount.protocol import MIB, Limits
 from fsmount.remote import ROOT_ID, InputFileBig
 
 PART = 512 * 1024
-
-
-def parse_size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    text = text.strip().upper().removesuffix("B").removesuffix("I")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
 
 
 def make_parts(size: int, salt: int = 0) -> list[bytes]:
