@@ -57,6 +57,22 @@ class Harness:
     #: Change user A's quota (0 = unlimited).
     set_quota: Callable[[int], None] | None = None
 
+    @classmethod
+    def over_store(cls, store: Store, path: Path, clock: Any, limits: Limits, user_a: int,
+                   remote: Remote, remote_b: Remote) -> Harness:
+        """A harness whose remotes reach the in-process ``store`` (directly or over HTTP)."""
+        return cls(
+            remote=remote,
+            remote_b=remote_b,
+            clock=clock,
+            limits=limits,
+            fsck=lambda: fsck.check(path),
+            set_premium=lambda on: store.set_user(user_a, premium=on),
+            store_path=path,
+            store=store,
+            set_quota=lambda q: store.set_user(user_a, quota_bytes=q),
+        )
+
 
 @contextlib.asynccontextmanager
 async def make_embedded(tmp_path: Path, clock: Any, limits: Limits) -> AsyncIterator[Harness]:
@@ -67,17 +83,7 @@ async def make_embedded(tmp_path: Path, clock: Any, limits: Limits) -> AsyncIter
     remote = EmbeddedRemote(store, a)
     remote_b = EmbeddedRemote(store, b)
     try:
-        yield Harness(
-            remote=remote,
-            remote_b=remote_b,
-            clock=clock,
-            limits=limits,
-            fsck=lambda: fsck.check(path),
-            set_premium=lambda on: store.set_user(a, premium=on),
-            store_path=path,
-            store=store,
-            set_quota=lambda q: store.set_user(a, quota_bytes=q),
-        )
+        yield Harness.over_store(store, path, clock, limits, a, remote, remote_b)
     finally:
         await remote.aclose()
         await remote_b.aclose()

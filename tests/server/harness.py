@@ -15,7 +15,6 @@ from typing import Any
 import trio
 from hypercorn.trio import serve
 
-from fsmount import fsck
 from fsmount.httpremote import HttpRemote
 from fsmount.protocol import Limits
 from fsmount.server.app import FsmountApp, ServerState
@@ -67,17 +66,7 @@ async def make_http(tmp_path: Path, clock: Any, limits: Limits) -> AsyncIterator
             remote = HttpRemote(srv.url, tok_a)
             remote_b = HttpRemote(srv.url, tok_b)
             try:
-                yield Harness(
-                    remote=remote,
-                    remote_b=remote_b,
-                    clock=clock,
-                    limits=limits,
-                    fsck=lambda: fsck.check(path),
-                    set_premium=lambda on: store.set_user(a, premium=on),
-                    store_path=path,
-                    store=store,
-                    set_quota=lambda q: store.set_user(a, quota_bytes=q),
-                )
+                yield Harness.over_store(store, path, clock, limits, a, remote, remote_b)
             finally:
                 await remote.aclose()
                 await remote_b.aclose()
