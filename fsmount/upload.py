@@ -276,7 +276,9 @@ class StreamingUpload:
         #: Bytes the store has confirmed (parts saved).
         self.saved_bytes = 0
         self.closed = False
-        self._buf = bytearray()
+        #: Written bytes not cut into a part yet (views of the caller's immutable bytes).
+        self._pending: list[memoryview] = []
+        self._pending_len = 0
         self._segments: list[_Segment] = []
         self._current: _Segment | None = None
         self._mem = 0
@@ -387,28 +389,48 @@ class StreamingUpload:
         self._raise_if_failed()
         if not data:
             return
-        mv = memoryview(data)
-        self.size += len(mv)
-        pos = 0
-        # A full part is only sent once at least one byte follows it, so the last part of
-        # the file always goes out from finish() with the total part count known.
-        if self._buf:
-            take = min(len(mv), PART_SIZE - len(self._buf))
-            self._buf += mv[:take]
-            pos = take
-            if len(self._buf) == PART_SIZE and pos < len(mv):
-                chunk = bytes(self._buf)
-                self._buf.clear()
-                await self._emit(chunk, last=False)
-        while len(mv) - pos > PART_SIZE:
-            await self._emit(bytes(mv[pos : pos + PART_SIZE]), last=False)
-            pos += PART_SIZE
-        if pos < len(mv):
-            # Here the buffer is empty: it was either filled and sent above, or it took all.
-            self._buf += mv[pos:]
-
-    async def _emit(self, chunk: bytes, *, last: bool) -> None:
+        if not isinstance(data, bytes):
+            # Keep no reference to a buffer the caller may change after we return.
+            data = bytes(data)
         config = await self._get_config()
+        self.size += len(data)
+        self._pending.append(memoryview(data))
+        self._pending_len += len(data)
+        # A full part is only sent once at least one byte follows it, so the last part of
+        # the file always goes out from finish() with the total part count known.  Each
+        # byte is copied once, into its part.
+        while self._pending_len > PART_SIZE:
+            await self._emit(self._take(PART_SIZE), config, last=False)
+
+    def _take(self, n: int) -> bytes:
+        """Cut the first ``n`` pending bytes into one bytes object."""
+        first = self._pending[0]
+        if len(first) >= n:
+            chunk = bytes(first[:n])
+            if len(first) > n:
+                self._pending[0] = first[n:]
+            else:
+                self._pending.pop(0)
+        else:
+            pieces = []
+            need = n
+            while need:
+                head = self._pending[0]
+                if len(head) <= need:
+                    pieces.append(head)
+                    self._pending.pop(0)
+                    need -= len(head)
+                else:
+                    pieces.append(head[:need])
+                    self._pending[0] = head[need:]
+                    need = 0
+            chunk = b"".join(pieces)
+        self._pending_len -= n
+        return chunk
+
+    async def _emit(self, chunk: bytes, config: UserConfig, *, last: bool) -> None:
+        # No await before the part is registered in its segment: a concurrent read() must
+        # find these bytes either pending or in a segment.
         seg = self._current
         if seg is None:
             start = self._segments[-1].start + self._segments[-1].size if self._segments else 0
@@ -450,10 +472,9 @@ class StreamingUpload:
         self.closed = True
         try:
             self._raise_if_failed()
-            if self._buf:
-                chunk = bytes(self._buf)
-                self._buf.clear()
-                await self._emit(chunk, last=True)
+            if self._pending_len:
+                config = await self._get_config()
+                await self._emit(self._take(self._pending_len), config, last=True)
             await self._hash_send.aclose()
             await self._done.wait()
             if self._error is not None:
@@ -475,7 +496,8 @@ class StreamingUpload:
             await self._cancel()
 
     async def _cancel(self) -> None:
-        self._buf.clear()
+        self._pending.clear()
+        self._pending_len = 0
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
         await self._hash_send.aclose()
@@ -670,8 +692,9 @@ class StreamingUpload:
             pos = hi
         if pos < end:
             # The tail that is not cut into a part yet.
-            buffered_start = self.size - len(self._buf)
-            out += self._buf[pos - buffered_start : end - buffered_start]
+            pending_start = self.size - self._pending_len
+            tail = b"".join(self._pending)
+            out += tail[pos - pending_start : end - pending_start]
         return bytes(out)
 
     async def _read_segment(self, seg: _Segment, offset: int, size: int) -> bytes:

@@ -564,3 +564,32 @@ async def stream_chunks(remote: Any, data: bytes, chunks: list[int], parallel: i
     if failure is not None:
         raise failure
     return docs
+
+
+async def test_reads_concurrent_with_writes_never_see_a_gap(small_env: Env, tmp_path: Path) -> None:
+    data = payload(7 * MIB + 5, seed=9)
+    checked = 0
+    async with trio.open_nursery() as nursery:
+        up = await StreamingUpload.open(nursery, small_env.remote, "c", spill_dir=tmp_path)
+        writing = trio.Event()
+
+        async def reader() -> None:
+            nonlocal checked
+            rng = random.Random(4)
+            while not writing.is_set() and checked < 2000:
+                size = up.size
+                if size:
+                    off = rng.randrange(0, size)
+                    got = await up.read(off, 700_000)
+                    assert got == data[off : off + len(got)]
+                    assert len(got) >= min(700_000, size - off)
+                    checked += 1
+                await trio.lowlevel.checkpoint()
+
+        nursery.start_soon(reader)
+        for pos in range(0, len(data), 333_333):
+            await up.write(data[pos : pos + 333_333])
+        writing.set()
+        docs = await up.finish()
+    assert checked > 0
+    assert await read_back(small_env.remote, docs) == data
