@@ -76,6 +76,27 @@ def _decode(name: bytes) -> str:
     return os.fsdecode(name)
 
 
+class _LoggedRemote:
+    """A Remote that logs the name of every call at DEBUG (``remote call: NAME``), so that
+    the remote calls a workload costs can be counted from a mount's log.  Used only when
+    the mount logs at DEBUG; the normal path talks to the remote directly."""
+
+    def __init__(self, remote: Remote) -> None:
+        self._remote = remote
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._remote, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            log.debug("remote call: %s", name)
+            return await attr(*args, **kwargs)
+
+        return call
+
+
 class Operations(pyfuse3.Operations):
     """The filesystem.  Call :meth:`start` with a long-lived nursery before mounting."""
 
@@ -93,6 +114,8 @@ class Operations(pyfuse3.Operations):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
+        if log.isEnabledFor(logging.DEBUG):
+            remote = _LoggedRemote(remote)  # type: ignore[assignment]
         self.remote = remote
         self.read_ahead = read_ahead
         self.read_only = read_only
@@ -120,6 +143,8 @@ class Operations(pyfuse3.Operations):
     def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = node.id
+        a.st_atime_ns = node.mtime_ns
+        a.st_mtime_ns = node.mtime_ns
         a.generation = 0
         a.entry_timeout = self.attr_timeout
         a.attr_timeout = self.attr_timeout
@@ -136,13 +161,13 @@ class Operations(pyfuse3.Operations):
             a.st_nlink = 1
             state = self.writers.get(node.id)
             a.st_size = state.size if state is not None else node.size
+            if state is not None and state.mtime_ns is not None:
+                a.st_atime_ns = a.st_mtime_ns = state.mtime_ns  # linked with the content
         a.st_uid = self.uid
         a.st_gid = self.gid
         a.st_rdev = 0
         a.st_blksize = BLKSIZE
         a.st_blocks = -(-a.st_size // 512)
-        a.st_atime_ns = node.mtime_ns
-        a.st_mtime_ns = node.mtime_ns
         a.st_ctime_ns = node.ctime_ns
         return a
 
@@ -345,7 +370,8 @@ class Operations(pyfuse3.Operations):
         self._check_writable()
         node = self.nodes.put(await self.remote.create_file(
             parent_inode, _decode(name), (), mode=stat.S_IMODE(mode) & ~ctx.umask))
-        self.nodes.invalidate(parent_inode)  # its mtime changed on the store
+        # The kernel re-reads the folder's attributes after a create; answer from the cache.
+        self.nodes.dir_changed(parent_inode, node.ctime_ns)
         writer = self._writer_for(node, truncate=True)
         fi = self._file_handle(node, flags, writer)
         self.nodes.remember(node.id)
@@ -434,7 +460,7 @@ class Operations(pyfuse3.Operations):
         self._check_writable()
         node = self.nodes.put(await self.remote.mkdir(
             parent_inode, _decode(name), stat.S_IMODE(mode) & ~ctx.umask))
-        self.nodes.invalidate(parent_inode)
+        self.nodes.dir_changed(parent_inode, node.ctime_ns)
         self.nodes.remember(node.id)
         return self._attrs(node)
 
@@ -463,8 +489,9 @@ class Operations(pyfuse3.Operations):
         node = await self.remote.rename(parent_inode_old, old, parent_inode_new, new,
                                         replace=replace)
         self.nodes.put(node)
-        self.nodes.invalidate(parent_inode_old)
-        self.nodes.invalidate(parent_inode_new)
+        self.nodes.dir_changed(parent_inode_old, node.ctime_ns)
+        if parent_inode_new != parent_inode_old:
+            self.nodes.dir_changed(parent_inode_new, node.ctime_ns)
 
     @_op
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
@@ -472,7 +499,7 @@ class Operations(pyfuse3.Operations):
         self._check_writable()
         node = self.nodes.put(await self.remote.symlink(parent_inode, _decode(name),
                                                         os.fsdecode(target)))
-        self.nodes.invalidate(parent_inode)
+        self.nodes.dir_changed(parent_inode, node.ctime_ns)
         self.nodes.remember(node.id)
         return self._attrs(node)
 
@@ -497,19 +524,23 @@ class Operations(pyfuse3.Operations):
                 state = WriteState(self.remote, self._nursery, node, cache_dir=self.cache_dir)
                 try:
                     await state.truncate(attr.st_size)
-                    node = await state.commit() or node
+                    committed = await state.commit()
+                    if committed is not None:
+                        node = self.nodes.put(committed)
                 finally:
                     await state.discard()
+        state = self.writers.get(inode)
         mode = stat.S_IMODE(attr.st_mode) if fields.update_mode else None
-        mtime = None
-        if fields.update_mtime:
-            mtime = attr.st_mtime_ns
-            state = self.writers.get(inode)
-            if state is not None and state.dirty:
-                state.mtime_ns = mtime  # applied when the pending content is linked
+        if mode is not None and state is not None and mode == node.mode:
+            # A file this mount is writing, whose mode (as created or last set here, and
+            # trusted for the attribute timeout) is already that: rsync's fchmod of its
+            # temporary file.  Nothing to store.
+            mode = None
+        mtime = attr.st_mtime_ns if fields.update_mtime else None
+        if mtime is not None and state is not None and await state.defer_mtime(mtime):
+            mtime = None  # stored with the pending content when it is linked (close, fsync)
         if mode is not None or mtime is not None:
-            node = await self.remote.setattr(inode, mode=mode, mtime_ns=mtime)
-        self.nodes.put(node)
+            node = self.nodes.put(await self.remote.setattr(inode, mode=mode, mtime_ns=mtime))
         return self._attrs(node)
 
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Any:

@@ -14,6 +14,7 @@ Node ids are the inode numbers, so there is no id translation: this module keeps
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,25 @@ class NodeCache:
 
     def invalidate(self, node_id: int) -> None:
         self._nodes.pop(node_id, None)
+
+    def dir_changed(self, dir_id: int, at_ns: int) -> None:
+        """Record a change this mount just made in folder ``dir_id`` (an entry created,
+        renamed in or out), which the store stamped ``at_ns``: the store sets the folder's
+        mtime and ctime to the changed entry's ctime in the same transaction.  The cached
+        folder keeps the time it was seen at, so this never extends how long it is trusted;
+        an uncached folder stays uncached (the next getattr asks the store).  A stamp older
+        than the cached mtime (a rename onto itself, which changes nothing and returns the
+        node's old ctime; a folder mtime set into the future) drops the cached folder
+        instead."""
+        got = self._nodes.get(dir_id)
+        if got is None:
+            return
+        node, seen_at = got
+        if node.is_dir and at_ns >= node.mtime_ns:
+            self._nodes[dir_id] = (dataclasses.replace(node, mtime_ns=at_ns, ctime_ns=at_ns),
+                                   seen_at)
+        else:
+            self.invalidate(dir_id)
 
     async def get(self, node_id: int) -> Node:
         """The node, from the cache while fresh.  Raises NotFound and the remote's errors."""
@@ -233,6 +253,17 @@ class WriteState:
             self.size = max(self.size, offset + len(data))
             self.dirty = True
             return len(data)
+
+    async def defer_mtime(self, mtime_ns: int) -> bool:
+        """Keep ``mtime_ns`` for the commit if content is pending (the commit links the
+        content with that mtime, so the store needs no separate setattr); False when nothing
+        is pending, and the caller must set it on the store.  Under the lock, so that a
+        commit in progress either takes this mtime or has finished before it is checked."""
+        async with self.lock:
+            if not self.dirty:
+                return False
+            self.mtime_ns = mtime_ns
+            return True
 
     async def read(self, offset: int, size: int) -> tuple[bytes | None, tuple[Document, ...]]:
         """What a reader of the open file sees: the written bytes, or ``(None, base)`` when
