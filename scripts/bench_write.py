@@ -8,7 +8,7 @@ Measures, on this machine and in this order:
 * the same file written through a mount of another fresh store with
   ``dd bs=1M`` (wall time until dd exits, i.e. until close returned and the store
   holds the whole file);
-* both ``--rounds`` times (default 2), alternating which goes first; the median of the
+* both ``--rounds`` times (default 3), alternating which goes first; the median of the
   per-round ratios is the figure;
 * the peak resident memory (``VmHWM`` from ``/proc/PID/status``) of the filesystem
   process, which was started just for this write;
@@ -148,8 +148,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=parse_size, default=1 << 30, help="file size (default 1G)")
     ap.add_argument("--files", type=int, default=2000, help="small files to untar (default 2000)")
-    ap.add_argument("--rounds", type=int, default=2,
-                    help="put/mount pairs, alternating which goes first (default 2)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="put/mount pairs, alternating which goes first (default 3)")
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir)")
     args = ap.parse_args()
 
