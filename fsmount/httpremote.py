@@ -140,6 +140,40 @@ class _Answer:
         self.parts = parts
 
 
+def _query_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    return urllib.parse.quote_plus(str(v))
+
+
+def _parse_head(raw: bytes) -> tuple[int, bytes, dict[str, str]]:
+    """Status, HTTP minor version string and headers (names lower-cased; repeated headers
+    joined with ", ") of a response head ending in CRLF CRLF.  Raises
+    h11.RemoteProtocolError on anything malformed (a network error: retried)."""
+    lines = raw[:-4].split(b"\r\n")
+    first = lines[0].split(b" ", 2)
+    if (len(first) < 2 or not first[0].startswith(b"HTTP/1.") or len(first[1]) != 3
+            or not first[1].isdigit()):
+        raise h11.RemoteProtocolError(f"malformed status line {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip() or b" " in name or b"\t" in name:
+            raise h11.RemoteProtocolError(f"malformed header line {line[:80]!r}")
+        key = name.decode("latin-1").lower()
+        val = value.strip(b" \t").decode("latin-1")
+        if key in headers:
+            if key == "content-length" and headers[key] != val:
+                raise h11.RemoteProtocolError("conflicting Content-Length headers")
+            if key != "content-length":
+                headers[key] = f"{headers[key]}, {val}"
+        else:
+            headers[key] = val
+    return int(first[1]), first[0][5:], headers
+
+
 def _window_parts(status: int, headers: dict[str, str], view: memoryview) -> list[bytes] | None:
     """Cut a multi-window getFile body straight from the receive buffer (one copy per
     window instead of a copy of the whole body and another per window)."""
@@ -179,8 +213,10 @@ class HttpRemote:
         self.base_url = base_url
         self._host = url.hostname
         self._port = url.port or (443 if url.scheme == "https" else 80)
-        self._prefix = url.path.rstrip("/")
+        self._prefix = urllib.parse.quote(url.path.rstrip("/"), safe="/%")
         self._authority = url.netloc.rpartition("@")[2]
+        if not self._authority.isascii():
+            raise errors.InvalidArgument(f"server URL must be ASCII (IDNA-encoded), not {base_url!r}")
         self._auth = f"Bearer {token}"
         self.timeout = float(opts.pop("timeout", 60.0))
         connect_timeout = float(opts.pop("connect_timeout", 10.0))
@@ -233,26 +269,31 @@ class HttpRemote:
 
     async def _exchange(self, conn: _Conn, method: str, target: str,
                         headers: list[tuple[str, str]], body: bytes | None) -> _Answer:
-        """One request and its answer.  h11 writes the request and parses the answer's
-        head (status, headers, framing rules); a body whose Content-Length h11 accepted is
-        then read straight into its final buffer with ``recv_into`` (h11's own body path
-        copies every byte three times: measured, that was most of the client's CPU per
-        GiB).  Any other framing (chunked, close-delimited) goes through h11 entirely."""
-        hc = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
+        """One request and its answer.  The request head is formatted here and the answer's
+        head parsed by :func:`_parse_head`; a body with a Content-Length is then read
+        straight into its final buffer with ``recv_into`` (h11's own body path copies
+        every byte three times: measured, that was most of the client's CPU per GiB).  Any
+        other framing (chunked, close-delimited) goes through h11 (:meth:`_h11_body`)."""
         conn.reusable = False
-        hdrs = [("host", self._authority), ("authorization", self._auth),
-                ("user-agent", "fsmount"), *headers]
+        # The request head is written by hand, not by h11: every name and value here is
+        # ours (the token was checked for CR/LF, the target is percent-encoded), and h11's
+        # event validation and state machine cost about a third of the client's CPU per
+        # 512 KiB part (measured with cProfile; see docs/performance.md).
+        head = [f"{method} {target} HTTP/1.1\r\nhost: {self._authority}\r\n"
+                f"authorization: {self._auth}\r\nuser-agent: fsmount\r\n"]
+        for k, v in headers:
+            head.append(f"{k}: {v}\r\n")
         if body is not None:
-            hdrs.append(("content-length", str(len(body))))
-        out = hc.send(h11.Request(method=method, target=target, headers=hdrs))
+            head.append(f"content-length: {len(body)}\r\n")
+        head.append("\r\n")
+        out = "".join(head).encode("latin-1")
         if body:
-            # Header and body in separate writes: no copy of a 512 KiB body.
+            # Head and body in separate writes: no copy of a 512 KiB body (TCP_NODELAY is
+            # on, trio's default, so the small head does not wait for an ACK).
             await conn.stream.send_all(out)
-            for piece in hc.send_with_data_passthrough(h11.Data(data=body)):
-                await conn.stream.send_all(piece)
-            await conn.stream.send_all(hc.send(h11.EndOfMessage()))
+            await conn.stream.send_all(body)
         else:
-            await conn.stream.send_all(out + hc.send(h11.EndOfMessage()))
+            await conn.stream.send_all(out)
 
         buf = conn.leftover
         conn.leftover = bytearray()
@@ -264,22 +305,20 @@ class HttpRemote:
                 if not data:
                     raise trio.BrokenResourceError("server closed the connection")
                 buf += data
-            hc.receive_data(bytes(buf[: end + 4]))
+            raw_head = bytes(buf[: end + 4])
             del buf[: end + 4]
-            ev = hc.next_event()
-            if isinstance(ev, h11.Response):
+            status, version, rh = _parse_head(raw_head)
+            if status >= 200:
                 break
-            if not isinstance(ev, h11.InformationalResponse):
-                raise h11.RemoteProtocolError(f"unexpected {type(ev).__name__}")
-        status = ev.status_code
-        rh = {k.decode("latin-1"): v.decode("latin-1") for k, v in ev.headers}
+            if status == 101:
+                raise h11.RemoteProtocolError("unexpected protocol switch")
         length = None
         if status in (204, 304) or method == "HEAD":
             length = 0
         elif "transfer-encoding" not in rh and rh.get("content-length", "").isdigit():
             length = int(rh["content-length"])
         if length is None:
-            return await self._h11_body(conn, hc, status, rh, buf)
+            return await self._h11_body(conn, method, target, raw_head, status, rh, buf)
         # The connection's own buffer, reused: a fresh 1 MiB buffer per answer costs a page
         # fault per 4 KiB (measured: more system time than the copy itself).
         if len(conn.buf) < length:
@@ -306,12 +345,22 @@ class HttpRemote:
             view.release()
         if len(conn.buf) > _KEEP_BUF:
             conn.buf = bytearray()
-        conn.reusable = "close" not in rh.get("connection", "").lower()
+        conn.reusable = version == b"1.1" and "close" not in rh.get("connection", "").lower()
         return _Answer(status, rh, answer, parts)
 
-    async def _h11_body(self, conn: _Conn, hc: h11.Connection, status: int,
-                        rh: dict[str, str], rest: bytearray) -> _Answer:
-        """A body without a usable Content-Length, read by h11; the connection is not reused."""
+    async def _h11_body(self, conn: _Conn, method: str, target: str, raw_head: bytes,
+                        status: int, rh: dict[str, str], rest: bytearray) -> _Answer:
+        """A body without a usable Content-Length (chunked, close-delimited), read by h11;
+        the connection is not reused.  h11 is brought to the state of a client whose
+        request is complete (the bytes it would send are dropped: the request went out
+        already), then given the answer's head and what followed it."""
+        hc = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
+        hc.send(h11.Request(method=method, target=target, headers=[("host", self._authority)]))
+        hc.send(h11.EndOfMessage())
+        hc.receive_data(raw_head)
+        ev = hc.next_event()
+        if not isinstance(ev, h11.Response) or ev.status_code != status:
+            raise h11.RemoteProtocolError("unexpected response head")
         hc.receive_data(bytes(rest))
         chunks: list[bytes] = []
         while True:
@@ -336,9 +385,9 @@ class HttpRemote:
             raise errors.TransportError("the remote is closed")
         target = f"{self._prefix}{wire.PROTO_PREFIX}{method_name}"
         if query:
-            target += "?" + urllib.parse.urlencode(
-                {k: (("true" if v else "false") if isinstance(v, bool) else v)
-                 for k, v in query.items() if v is not None})
+            # By hand rather than urlencode: most values are ints (cheaper per part).
+            target += "?" + "&".join(
+                f"{k}={_query_value(v)}" for k, v in query.items() if v is not None)
         headers: list[tuple[str, str]] = []
         if json_body is not None:
             body = json.dumps(json_body, separators=(",", ":")).encode()
