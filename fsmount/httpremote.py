@@ -3,8 +3,10 @@ protocol API, on trio.  The only place in fsmount that retries.
 
 Transport
 ---------
-A small pooled keep-alive HTTP/1.1 client: h11 for the framing over trio sockets (TLS via
-``trio.SSLStream`` for ``https://`` URLs).  It was chosen on measurement (see
+A small pooled keep-alive HTTP/1.1 client over trio sockets (TLS via ``trio.SSLStream``
+for ``https://`` URLs): request and answer heads are written and parsed here, bodies with a
+Content-Length read straight into a buffer, and h11 frames only chunked or close-delimited
+bodies.  It was chosen on measurement (see
 ``docs/performance.md``): fetching 1 MiB bodies over loopback from the same hypercorn
 server, httpx on trio reached about 0.4-0.5 GB/s while h11 over a trio socket reached
 0.7-0.8 GB/s, close to a raw socket loop.
