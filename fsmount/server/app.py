@@ -45,7 +45,6 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 #: Largest JSON request body accepted by the protocol API.
-MAX_JSON_BODY = 1 << 20
 #: How long and how many idempotency keys are remembered.
 IDEMPOTENCY_TTL = 600.0
 IDEMPOTENCY_MAX = 10_000
@@ -299,15 +298,7 @@ async def proto_call(method: str, remote: Remote, scope: Scope, receive: Receive
                      (b"x-file-mtime", str(int(res.mtime)).encode())], res.bytes
     if method in wire.GET_METHODS:
         return 200, jh, json_bytes(await _proto_get(method, remote, p))
-    body = await read_body(receive, MAX_JSON_BODY)
-    if len(body) > MAX_JSON_BODY:
-        raise errors.InvalidArgument("request body too large")
-    try:
-        args = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise errors.InvalidArgument("malformed JSON body") from exc
-    if not isinstance(args, dict):
-        raise errors.InvalidArgument("the JSON body must be an object")
+    args = wire.json_object(await read_body(receive, wire.MAX_JSON_BODY))
     return 200, jh, json_bytes(await _proto_post(method, remote, args))
 
 

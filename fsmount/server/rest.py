@@ -57,7 +57,7 @@ from starlette.routing import Route
 from .. import errors
 from ..protocol import MAX_PART_SIZE, WINDOW
 from ..remote import ROOT_ID, Document, InputFile, InputFileBig, Node, NodeKind, Remote, UserConfig
-from . import thumbnails
+from . import thumbnails, wire
 from .app import ServerState, UserCtx, error_answer
 
 PIECE = MAX_PART_SIZE
@@ -172,16 +172,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 async def read_json(request: Request) -> dict[str, Any]:
     """The request's JSON object body.  Raises InvalidArgument if it is not one."""
-    body = await request.body()
-    if len(body) > 1 << 20:
-        raise errors.InvalidArgument("request body too large")
-    try:
-        obj = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise errors.InvalidArgument("malformed JSON body") from exc
-    if not isinstance(obj, dict):
-        raise errors.InvalidArgument("the JSON body must be an object")
-    return obj
+    return wire.json_object(await request.body())
 
 
 def truthy(value: str | None) -> bool:

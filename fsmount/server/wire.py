@@ -11,6 +11,7 @@ does not have the expected shape, so malformed input from either side is a named
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .. import errors
@@ -67,6 +68,27 @@ MAX_GETFILE_WINDOWS = 8
 
 def _bad(what: str) -> errors.InvalidArgument:
     return errors.InvalidArgument(f"malformed {what}")
+
+
+#: Largest JSON request body either API accepts.
+MAX_JSON_BODY = 1 << 20
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """Decode a request body that must be a JSON object (empty means ``{}``).
+
+    Raises:
+        InvalidArgument: the body is too large, not JSON, or not an object.
+    """
+    if len(body) > MAX_JSON_BODY:
+        raise errors.InvalidArgument("request body too large")
+    try:
+        obj = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.InvalidArgument("malformed JSON body") from exc
+    if not isinstance(obj, dict):
+        raise errors.InvalidArgument("the JSON body must be an object")
+    return obj
 
 
 def req_int(obj: dict[str, Any], key: str, *, default: Any = ..., signed64: bool = True) -> int:
