@@ -9,7 +9,6 @@ import io
 import os
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +58,8 @@ class Counting:
 
 
 @pytest.fixture
-async def remote(tmp_path: Path) -> AsyncIterator[EmbeddedRemote]:
-    r = EmbeddedRemote.open(tmp_path / "store")
-    try:
-        yield r
-    finally:
-        await r.aclose()
+def remote(embedded_remote: EmbeddedRemote) -> EmbeddedRemote:
+    return embedded_remote
 
 
 async def upload(remote: EmbeddedRemote, data: bytes) -> Document:

@@ -79,22 +79,26 @@ def read_file(store: Store, name: str) -> bytes | None:
 
 
 def run_until_hook(path: Path, op: str, hook: str) -> None:
-    """Start the child, wait (bounded) until it reaches ``hook``, then SIGKILL it."""
+    """Start the child doing ``op``, wait until it reaches ``hook``, then SIGKILL it."""
+    kill_at_hook([sys.executable, "-c", CHILD, str(path), op], hook)
+
+
+def kill_at_hook(argv: list[str], hook: str, timeout: float = 60.0) -> None:
+    """Start ``argv``, wait (bounded) until it reaches store hook ``hook``, then SIGKILL it."""
     rfd, wfd = os.pipe()
     env = dict(os.environ, **{HOOK_ENV: f"{hook}=/dev/fd/{wfd}"})
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), op],
-        env=env, pass_fds=(wfd,), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        argv, env=env, pass_fds=(wfd,), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     os.close(wfd)
     try:
-        ready, _, _ = select.select([rfd], [], [], 60.0)
+        ready, _, _ = select.select([rfd], [], [], timeout)
         assert ready, "the child never reached the hook"
         msg = os.read(rfd, 200)
         if not msg:  # EOF: the child exited without reaching the hook
             out, err = proc.communicate(timeout=30)
             pytest.fail(f"child ended early: {out!r} {err.decode()[-2000:]}")
-        assert hook.encode() in msg
+        assert hook.split(":")[0].encode() in msg  # "NAME:N" hooks report NAME
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
     finally:
@@ -212,21 +216,7 @@ def test_sigkill_at_any_commit_of_a_busy_writer(tmp_path: Path, hook: str) -> No
     path = tmp_path / "store"
     with Store(path) as store:
         store.create_file(store.default_user_id, ROOT_ID, "f")
-    rfd, wfd = os.pipe()
-    env = dict(os.environ, **{HOOK_ENV: f"{hook}=/dev/fd/{wfd}"})
-    proc = subprocess.Popen([sys.executable, "-c", BUSY_CHILD, str(path)], env=env,
-                            pass_fds=(wfd,), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    os.close(wfd)
-    try:
-        ready, _, _ = select.select([rfd], [], [], 120.0)
-        assert ready and os.read(rfd, 200), proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        os.close(rfd)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+    kill_at_hook([sys.executable, "-c", BUSY_CHILD, str(path)], hook, timeout=120.0)
     versions = {version(i) for i in range(1, 40)} | {b""}
     with Store(path) as store:
         for name in ("f", "g"):
