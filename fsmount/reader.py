@@ -288,14 +288,23 @@ def _verify(data: bytes, offset: int, hashes: tuple[FileHash, ...]) -> bool:
 async def open_chunk_cache(
     remote: Remote, cache_bytes: int = DEFAULT_CACHE_BYTES
 ) -> AsyncIterator[ChunkCache]:
-    """A started :class:`ChunkCache` whose fetches are cancelled when the block exits."""
-    async with trio.open_nursery() as nursery:
-        cache = ChunkCache(remote, cache_bytes)
-        cache.start(nursery)
-        try:
-            yield cache
-        finally:
-            nursery.cancel_scope.cancel()
+    """A started :class:`ChunkCache` whose fetches are cancelled when the block exits.
+
+    An error raised inside the block leaves as itself (e.g. ChecksumMismatch), not wrapped
+    in the fetch nursery's exception group, so callers can catch the domain error.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            cache = ChunkCache(remote, cache_bytes)
+            cache.start(nursery)
+            try:
+                yield cache
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 # --- per open file -------------------------------------------------------------------

@@ -45,3 +45,29 @@ def test_no_verb_is_usage_error() -> None:
     res = run()
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
+
+
+def test_get_of_a_corrupted_file_is_one_line_and_leaves_nothing(tmp_path) -> None:
+    """A chunk that fails its SHA-256 check ends `fsmount get` with one error line and
+    status 1: no traceback, and no partial file where the download was going."""
+    from fsmount.remote import ROOT_ID
+    from fsmount.store import Store
+
+    src = tmp_path / "src"
+    src.write_bytes(bytes(range(256)) * 12_000)  # 3 MB: three windows
+    store_dir = tmp_path / "store"
+    assert run("put", "--store", str(store_dir), str(src), "/f").returncode == 0
+    with Store(store_dir) as store:
+        uid = store.default_user_id
+        node = store.lookup(uid, ROOT_ID, "f")
+        blob = store.blob_files(uid, node.segments[0].location)[0]
+    data = bytearray(blob.read_bytes())
+    data[100] ^= 0xFF
+    blob.write_bytes(bytes(data))
+
+    out = tmp_path / "out"
+    res = run("get", "--store", str(store_dir), "/f", str(out))
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    assert "CHECKSUM_MISMATCH" in res.stderr.splitlines()[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "store"]
