@@ -49,6 +49,7 @@ from typing import IO, Any
 import trio
 
 from . import errors, protocol
+from .reader import CHUNK, open_chunk_cache
 from .remote import Document, InputFile, InputFileBig, Remote, UserConfig
 
 log = logging.getLogger(__name__)
@@ -112,59 +113,27 @@ def new_file_id() -> int:
 async def read_document(remote: Remote, doc: Document, offset: int, size: int) -> bytes:
     """Read ``size`` bytes at ``offset`` of one document, checking SHA-256 block hashes.
 
-    Reads 1 MiB windows (the protocol's unit); a window whose hashes do not match is fetched
-    once more.  Returns fewer bytes only past the end of the document.
+    Goes through the read path's :class:`~fsmount.reader.ChunkCache` (1 MiB windows, each
+    verified and fetched once more on a mismatch), with room for one window: these reads
+    fill staging files and read back finished segments, nothing worth caching.  Returns
+    fewer bytes only past the end of the document.
 
     Raises:
         ChecksumMismatch: a window still mismatches its hashes after a second fetch, or the
             store returned fewer bytes than the document's size.
         FsmountError: whatever ``get_file`` / ``get_file_hashes`` raise.
     """
+    start = max(offset, 0)
     end = min(offset + size, doc.size)
+    if start >= end:
+        return b""
     out = bytearray()
-    pos = max(offset, 0)
-    while pos < end:
-        wstart = pos - pos % WINDOW
-        data = await _fetch_window(remote, doc, wstart)
-        have = wstart + len(data)
-        if have <= pos:
-            raise errors.ChecksumMismatch(
-                f"document {doc.id} returned {len(data)} bytes at {wstart}, expected {doc.size}"
-            )
-        stop = min(end, have)
-        out += data[pos - wstart : stop - wstart]
-        pos = stop
+    async with open_chunk_cache(remote, cache_bytes=CHUNK) as cache:
+        for index in range(start // CHUNK, (end - 1) // CHUNK + 1):
+            base = index * CHUNK
+            chunk = await cache.get(doc, index)
+            out += chunk[max(start - base, 0) : end - base]
     return bytes(out)
-
-
-async def _fetch_window(remote: Remote, doc: Document, wstart: int) -> bytes:
-    expected = min(WINDOW, doc.size - wstart)
-    for attempt in (1, 2):
-        reply = await remote.get_file(doc.location, wstart, WINDOW)
-        data = reply.bytes
-        hashes = await remote.get_file_hashes(doc.location, wstart)
-        ok = len(data) == expected and await trio.to_thread.run_sync(
-            _verify_window, data, wstart, hashes
-        )
-        if ok:
-            return data
-        log.warning(
-            "document %d: window at %d failed its SHA-256 check (attempt %d)", doc.id, wstart, attempt
-        )
-    raise errors.ChecksumMismatch(f"document {doc.id}: window at {wstart} does not match its hashes")
-
-
-def _verify_window(data: bytes, wstart: int, hashes: list[Any]) -> bool:
-    by_offset = {h.offset: h for h in hashes}
-    pos = 0
-    while pos < len(data):
-        h = by_offset.get(wstart + pos)
-        if h is None or h.limit <= 0:
-            return False
-        if hashlib.sha256(data[pos : pos + h.limit]).digest() != h.hash:
-            return False
-        pos += h.limit
-    return True
 
 
 async def read_segments(
