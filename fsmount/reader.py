@@ -36,6 +36,7 @@ import trio
 from cachetools import LRUCache
 
 from . import errors
+from .nursery import open_nursery
 from .protocol import HASH_BLOCK, WINDOW
 from .remote import Document, FileHash, Remote
 
@@ -205,7 +206,8 @@ class ChunkCache:
                 n.start_soon(get_hashes)
                 res = await self.remote.get_file(doc.location, offset, CHUNK)
         except BaseExceptionGroup as group:
-            # Report the remote's error itself (e.g. FileReferenceExpired), not a group.
+            # Report the remote's error itself (e.g. FileReferenceExpired), not a group:
+            # both requests can fail with it at once.
             raise group.exceptions[0] from None
         hashes = got[0]
         for attempt in range(2):
@@ -293,18 +295,13 @@ async def open_chunk_cache(
     An error raised inside the block leaves as itself (e.g. ChecksumMismatch), not wrapped
     in the fetch nursery's exception group, so callers can catch the domain error.
     """
-    try:
-        async with trio.open_nursery() as nursery:
-            cache = ChunkCache(remote, cache_bytes)
-            cache.start(nursery)
-            try:
-                yield cache
-            finally:
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+    async with open_nursery() as nursery:
+        cache = ChunkCache(remote, cache_bytes)
+        cache.start(nursery)
+        try:
+            yield cache
+        finally:
+            nursery.cancel_scope.cancel()
 
 
 # --- per open file -------------------------------------------------------------------

@@ -49,6 +49,7 @@ from typing import IO, Any
 import trio
 
 from . import errors, protocol
+from .nursery import open_nursery
 from .reader import CHUNK, open_chunk_cache
 from .remote import Document, InputFile, InputFileBig, Remote, UserConfig
 
@@ -605,7 +606,7 @@ class StreamingUpload:
                 data = await self._part_data(seg, number)
                 await self._save(seg, number, data, seg.parts)
 
-        async with trio.open_nursery() as n:
+        async with open_nursery() as n:
             for number in numbers:
                 n.start_soon(one, number)
 
@@ -915,7 +916,7 @@ class StagingFile:
             async with limiter:
                 await self._ensure(w * WINDOW, (w + 1) * WINDOW)
 
-        async with trio.open_nursery() as n:
+        async with open_nursery() as n:
             for w in missing:
                 n.start_soon(one, w)
 

@@ -55,6 +55,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from .. import errors
+from ..nursery import open_nursery
 from ..protocol import MAX_PART_SIZE, WINDOW
 from ..remote import ROOT_ID, Document, InputFile, InputFileBig, Node, NodeKind, Remote, UserConfig
 from . import thumbnails, wire
@@ -409,7 +410,7 @@ async def upload_stream(remote: Remote, size: int, name: str,
                 for piece in todo:
                     await save_big_piece(remote, seg, piece, await get_piece(piece))
 
-            async with trio.open_nursery() as nursery:
+            async with open_nursery() as nursery:
                 for _ in range(PARALLEL_PARTS):
                     nursery.start_soon(worker)
         docs.append(await finalize_segment(remote, seg, name, get_piece))
@@ -698,7 +699,7 @@ def build_rest_app(st: ServerState) -> Starlette:
             else:
                 await trio.to_thread.run_sync(_write_piece, sdir, piece, data)
 
-        async with trio.open_nursery() as nursery:
+        async with open_nursery() as nursery:
             limiter = trio.Semaphore(PARALLEL_PARTS)
 
             async def limited(i: int) -> None:
