@@ -32,9 +32,12 @@ re-upload use it.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import logging
 import math
+import mmap
 import os
 import secrets
 import stat
@@ -176,7 +179,7 @@ class _Segment:
     retained: dict[int, bytes] = field(default_factory=dict)
     #: Part numbers written to the spill file (at ``number * PART_SIZE``).
     spilled: set[int] = field(default_factory=set)
-    spill: IO[bytes] | None = None
+    spill: SpillFile | None = None
     #: Spill writes running in a thread right now (the file is closed when they end).
     spill_writing: int = 0
     released: bool = False
@@ -187,7 +190,7 @@ class _Segment:
             return PART_SIZE
         return self.size - number * PART_SIZE
 
-    def release(self) -> tuple[int, IO[bytes] | None]:
+    def release(self) -> tuple[int, SpillFile | None]:
         """Drop retained data.
 
         Returns the bytes freed from memory and the spill file for the caller to close (in a
@@ -505,7 +508,7 @@ class StreamingUpload:
                     batch.append(self._spill_recv.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            jobs: list[tuple[_Segment, IO[bytes], int, bytes]] = []
+            jobs: list[tuple[_Segment, SpillFile, int, bytes]] = []
             for seg, number in batch:
                 data = seg.retained.get(number)
                 if seg.released or data is None or self._mem <= RETAIN_IN_MEMORY:
@@ -523,7 +526,7 @@ class StreamingUpload:
                 seg.spill_writing += 1
             try:
                 await trio.to_thread.run_sync(
-                    _spill_writes, [(f.fileno(), data, n * PART_SIZE) for _, f, n, data in jobs]
+                    _spill_writes, [(f, data, n * PART_SIZE) for _, f, n, data in jobs]
                 )
             finally:
                 for seg, *_ in jobs:
@@ -539,13 +542,9 @@ class StreamingUpload:
                 if seg.retained.pop(number, None) is not None:
                     self._mem -= len(data)
 
-    def _new_spill_file(self) -> IO[bytes]:
-        f = tempfile.TemporaryFile(dir=self.spill_dir, prefix="fsmount-spill-")
-        if self._config is not None:
-            # Sized for the whole segment up front (sparse): writes inside the size do not
-            # have to extend it, which on ext4 would wait for the journal.
-            os.ftruncate(f.fileno(), self._config.max_parts * PART_SIZE)
-        return f
+    def _new_spill_file(self) -> SpillFile:
+        parts = self._config.max_parts if self._config is not None else 0
+        return SpillFile(self.spill_dir, parts * PART_SIZE)
 
     async def _worker(self) -> None:
         async for part in self._part_recv:
@@ -580,7 +579,7 @@ class StreamingUpload:
         if number in seg.retained:
             return seg.retained[number]
         if number in seg.spilled and seg.spill is not None:
-            return os.pread(seg.spill.fileno(), seg.part_size(number), number * PART_SIZE)
+            return seg.spill.read(seg.part_size(number), number * PART_SIZE)
         return None
 
     async def _part_data(self, seg: _Segment, number: int) -> bytes:
@@ -928,12 +927,101 @@ class StagingFile:
                 self._fd = -1
 
 
-def _spill_writes(writes: list[tuple[int, bytes, int]]) -> None:
-    for fd, data, offset in writes:
-        _pwrite_all(fd, data, offset)
+def _spill_writes(writes: list[tuple[SpillFile, bytes, int]]) -> None:
+    for spill, data, offset in writes:
+        spill.write(data, offset)
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> int:
+#: Offsets, lengths and buffer addresses of direct I/O are multiples of this (the largest
+#: logical block size of common devices; a page, so a fresh mmap is aligned).
+DIRECT_ALIGN = 4096
+_aligned = threading.local()
+
+
+def _aligned_buffer(size: int) -> mmap.mmap:
+    """A page-aligned buffer of at least ``size`` bytes, one reused per thread."""
+    buf: mmap.mmap | None = getattr(_aligned, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _aligned.buf = mmap.mmap(-1, max(size, PART_SIZE))
+    return buf
+
+
+class SpillFile:
+    """An unlinked file in the cache directory that holds one segment's retained parts.
+
+    Part N lives at ``N * PART_SIZE``.  The file is sized for the whole segment up front
+    (sparse), so writes inside it never extend it, which on ext4 would wait for the journal.
+
+    Opened for direct I/O (``O_DIRECT``) where the filesystem allows it: a spilled part is
+    read again only if the store loses it, so it has no business in the page cache, where a
+    second copy of everything written through the mount pushed out other data and, on this
+    project's VM, cost more CPU than the write itself (docs/performance.md).  Direct I/O
+    goes through a page-aligned per-thread buffer with lengths padded to
+    :data:`DIRECT_ALIGN`; if the filesystem refuses it (tmpfs before Linux 6.6, some FUSE
+    and network filesystems), the file stays buffered.
+    """
+
+    def __init__(self, directory: str | None, size: int) -> None:
+        self._file = tempfile.TemporaryFile(dir=directory, prefix="fsmount-spill-")
+        self.fd = self._file.fileno()
+        if size:
+            os.ftruncate(self.fd, size)
+        self.direct = False
+        try:
+            flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+            fcntl.fcntl(self.fd, fcntl.F_SETFL, flags | os.O_DIRECT)
+            self.direct = True
+        except OSError:
+            pass
+
+    def _buffered(self) -> None:
+        flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+        self.direct = False
+
+    def write(self, data: bytes, offset: int) -> None:
+        """Write ``data`` at ``offset`` (blocking; called in a worker thread).
+
+        Raises:
+            OSError: the write failed (``ENOSPC`` on a full cache directory, …).
+        """
+        if self.direct:
+            size = len(data)
+            padded = -(-size // DIRECT_ALIGN) * DIRECT_ALIGN
+            buf = _aligned_buffer(padded)
+            buf[:size] = data
+            if padded > size:
+                buf[size:padded] = bytes(padded - size)
+            try:
+                _pwrite_all(self.fd, memoryview(buf)[:padded], offset)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                # Alignment the device does not accept: keep going without direct I/O.
+                self._buffered()
+        _pwrite_all(self.fd, data, offset)
+
+    def read(self, size: int, offset: int) -> bytes:
+        """Read back ``size`` bytes written at ``offset``.
+
+        Raises:
+            OSError: the read failed.
+        """
+        if not self.direct:
+            return os.pread(self.fd, size, offset)
+        padded = -(-size // DIRECT_ALIGN) * DIRECT_ALIGN
+        # A fresh buffer: this runs on the trio thread (see _retained_part) while spill
+        # threads may be using theirs; resends are rare.
+        with mmap.mmap(-1, padded) as buf:
+            got = os.preadv(self.fd, [buf], offset)
+            return bytes(buf[: min(got, size)])
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> int:
     mv = memoryview(data)
     done = 0
     while done < len(mv):

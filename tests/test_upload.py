@@ -8,10 +8,13 @@ parts really expire and the store reports ``FILE_PART_X_MISSING``).
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import io
 import os
 import random
+import subprocess
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -27,7 +30,7 @@ from fsmount import errors, protocol
 from fsmount.embedded import EmbeddedRemote
 from fsmount.fsck import check as fsck
 from fsmount.remote import ROOT_ID, Document, InputFile, InputFileBig
-from fsmount.upload import PART_SIZE, StreamingUpload, read_segments, upload_file
+from fsmount.upload import PART_SIZE, SpillFile, StreamingUpload, read_segments, upload_file
 
 MIB = protocol.MIB
 THRESHOLD = protocol.Limits().big_file_threshold
@@ -499,6 +502,68 @@ async def test_spill_failure_fails_the_upload_clearly(env: Env, tmp_path: Path) 
             failure = exc
     assert isinstance(failure, FileNotFoundError)
     assert env.remote.finals == []
+
+
+def resident_bytes(fd: int) -> int:
+    """Bytes of the file open as ``fd`` in the kernel's page cache (util-linux fincore)."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES",
+                          f"/proc/{os.getpid()}/fd/{fd}"],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
+
+
+def supports_direct_io(directory: Path) -> bool:
+    try:
+        fd = os.open(directory / "probe", os.O_RDWR | os.O_CREAT | os.O_DIRECT, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(directory / "probe")
+    return True
+
+
+def test_spill_file_keeps_parts_out_of_the_page_cache(tmp_path: Path) -> None:
+    parts = [payload(PART_SIZE, seed=1), payload(PART_SIZE, seed=2), payload(1000, seed=3)]
+    spill = SpillFile(str(tmp_path), 8 * PART_SIZE)
+    try:
+        for n, data in enumerate(parts):
+            spill.write(data, n * PART_SIZE)
+        for n, data in enumerate(parts):
+            assert spill.read(len(data), n * PART_SIZE) == data
+        # Direct I/O wherever the filesystem of the cache directory offers it, and then
+        # the spilled bytes take no page cache.
+        assert spill.direct == supports_direct_io(tmp_path)
+        if spill.direct:
+            assert resident_bytes(spill.fd) == 0
+    finally:
+        spill.close()
+
+
+def test_spill_file_falls_back_to_buffered_writes(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # A device whose alignment rules refuse a direct write (EINVAL): the part is written
+    # buffered instead, and the file stays buffered.
+    real = os.pwrite
+    refused: list[int] = []
+
+    def picky(fd: int, data: Any, offset: int) -> int:
+        if not refused:
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", picky)
+    spill = SpillFile(str(tmp_path), 4 * PART_SIZE)
+    try:
+        spill.direct = True  # as if the filesystem had accepted O_DIRECT
+        data = payload(PART_SIZE + 7)[:PART_SIZE]
+        spill.write(data, PART_SIZE)
+        assert refused == [PART_SIZE]
+        assert not spill.direct
+        assert not fcntl.fcntl(spill.fd, fcntl.F_GETFL) & os.O_DIRECT
+        assert spill.read(PART_SIZE, PART_SIZE) == data
+    finally:
+        spill.close()
 
 
 async def test_limits_are_asked_once_for_many_files(env: Env) -> None:
