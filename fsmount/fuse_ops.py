@@ -328,11 +328,22 @@ class Operations(pyfuse3.Operations):
                      ) -> pyfuse3.FileInfo:
         reader = FileReader(self.cache, node.segments, self.path_of(node),
                             read_ahead=self.read_ahead)
-        fh = self.files.add(FileHandle(node, reader, flags, writer))
+        # A write-only handle bypasses the kernel's page cache (direct_io): the written
+        # bytes would otherwise stay cached as one more copy of everything cp/dd/rsync
+        # write, besides the upload's own (docs/performance.md).  Nothing reads through
+        # such a handle, and it cannot be mmapped.  While one is open, every other handle
+        # of the file bypasses the page cache too, so that reads see the writes.
+        state = self.writers.get(node.id)
+        direct = (writer is not None and flags & os.O_ACCMODE == os.O_WRONLY) or (
+            state is not None and state.direct_handles > 0)
+        handle = FileHandle(node, reader, flags, writer, direct=direct)
+        fh = self.files.add(handle)
+        if direct and writer is not None:
+            writer.direct_handles += 1
         version = (node.version, tuple(d.id for d in node.segments))
-        keep = writer is None and self._opened_version.get(node.id) == version
+        keep = writer is None and not direct and self._opened_version.get(node.id) == version
         self._opened_version[node.id] = version
-        return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=direct)
 
     def _writer_for(self, node: Node, *, truncate: bool) -> WriteState:
         state = self.writers.get(node.id)
@@ -442,6 +453,8 @@ class Operations(pyfuse3.Operations):
         state = handle.writer
         if state is not None:
             state.handles -= 1
+            if handle.direct:
+                state.direct_handles -= 1
             if state.handles <= 0:
                 try:
                     await self._commit(handle)

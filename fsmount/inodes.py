@@ -189,6 +189,8 @@ class FileHandle:
     #: The writer of a file open for writing (see fsmount.upload); None while read-only.
     writer: Any = None
     path_hint: str = "?"
+    #: Opened with direct_io (the kernel's page cache bypassed).
+    direct: bool = False
 
 
 class WriteState:
@@ -221,6 +223,8 @@ class WriteState:
         self.dirty = base is not None and base != node.segments
         self.mtime_ns: int | None = None  #: set by utimes while open; used at commit
         self.handles = 0
+        #: Handles of this writer opened with direct_io (see fsmount.fuse_ops.Operations._file_handle).
+        self.direct_handles = 0
         self.lock = trio.Lock()
 
     async def _to_staging(self) -> Any:

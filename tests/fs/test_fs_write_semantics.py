@@ -6,7 +6,9 @@ quota errors reach close as ENOSPC, and the store's fsck finds nothing wrong aft
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import mmap
 import os
 import random
 import subprocess
@@ -59,6 +61,73 @@ def test_close_returns_once_the_store_holds_the_file(mounted: MountProc) -> None
     # After close, a second process (the store API, without the mount) sees all of it.
     assert store_view(mounted.store, "f.bin") == data
     assert (mounted.mnt / "f.bin").read_bytes() == data
+
+
+def cached_bytes(fd: int, size: int) -> int:
+    """Bytes of the file open as ``fd`` that are in the kernel's page cache (``mincore``).
+
+    Asked through a mapping of an fd that is already open: opening the file again (as
+    ``fincore`` would) makes fsmount drop the file's cached pages when its content changed.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    page = mmap.PAGESIZE
+    pages = -(-size // page)
+    vec = (ctypes.c_ubyte * pages)()
+    with mmap.mmap(fd, size, access=mmap.ACCESS_COPY) as mm:
+        view = ctypes.c_char.from_buffer(mm)
+        try:
+            if libc.mincore(ctypes.c_void_p(ctypes.addressof(view)), ctypes.c_size_t(size),
+                            vec) != 0:
+                raise OSError(ctypes.get_errno(), "mincore")
+        finally:
+            del view
+    return sum(v & 1 for v in vec) * page
+
+
+def test_write_only_handles_bypass_the_page_cache(mounted: MountProc) -> None:
+    # cp, dd and tar open their target write-only: the written bytes go to the upload, not
+    # into a page-cache copy of the file as well.  A read-write handle writes through the
+    # page cache, so that it can read back and mmap.
+    data = random.Random(4).randbytes(4 * MIB)
+    for name, mode, expect_cached in (("wo", os.O_WRONLY, 0), ("rw", os.O_RDWR, len(data))):
+        path = mounted.mnt / name
+        path.write_bytes(b"")
+        # Opened before the writer, so that it does not make the kernel drop the pages.
+        probe = os.open(path, os.O_RDONLY)
+        try:
+            w = os.open(path, mode | os.O_TRUNC)
+            try:
+                for pos in range(0, len(data), MIB):
+                    os.write(w, data[pos : pos + MIB])
+                assert cached_bytes(probe, len(data)) == expect_cached, name
+            finally:
+                os.close(w)
+        finally:
+            os.close(probe)
+        assert path.read_bytes() == data
+        assert store_view(mounted.store, name) == data
+
+
+def test_another_handle_sees_every_write_of_a_write_only_handle(mounted: MountProc) -> None:
+    # The reader's first read ends inside a page; the writer then fills that page through
+    # a handle that bypasses the page cache.  The reader must not be served the page it
+    # read before (it bypasses the cache too while the write-only handle is open).
+    path = mounted.mnt / "grow.bin"
+    data = random.Random(3).randbytes(3 * 4096 + 17)
+    w = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(w, data[:1000])
+        r = os.open(path, os.O_RDONLY)
+        try:
+            assert os.pread(r, len(data), 0) == data[:1000]
+            os.write(w, data[1000:])
+            assert os.pread(r, len(data), 0) == data
+            assert os.pread(r, 100, 4000) == data[4000:4100]
+        finally:
+            os.close(r)
+    finally:
+        os.close(w)
+    assert path.read_bytes() == data
 
 
 def test_read_back_through_a_read_write_handle(mounted: MountProc) -> None:
