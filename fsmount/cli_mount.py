@@ -52,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="logging verbosity (default WARNING)")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
-                   help="staging files of random writes (default $XDG_CACHE_HOME/fsmount)")
+                   help="staging files of random writes and spilled parts of uploads in "
+                   "progress; created if missing (default $XDG_CACHE_HOME/fsmount)")
     p.add_argument("--log-file", default=None, metavar="PATH",
                    help="where the background filesystem logs (default: nowhere)")
     p.set_defaults(func=cmd_mount)

@@ -24,6 +24,7 @@ import trio
 
 from . import errors
 from .inodes import ATTR_TIMEOUT, DirHandle, FileHandle, HandleTable, NodeCache, WriteState
+from .mount import default_cache_dir
 from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD, ChunkCache, FileReader
 from .remote import ROOT_ID, Node, NodeKind, Remote
 
@@ -64,12 +65,6 @@ def _op(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper
-
-
-def default_cache_dir() -> str:
-    """Where staging files go: ``$XDG_CACHE_HOME/fsmount``, else ``~/.cache/fsmount``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "fsmount")
 
 
 def _decode(name: bytes) -> str:

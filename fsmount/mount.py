@@ -65,7 +65,7 @@ class MountConfig:
     log_file: str | None = None
     read_ahead_kb: int = READ_AHEAD_KB
     fsname: str = "fsmount"
-    #: Staging files of random writes (default: fuse_ops.default_cache_dir()).
+    #: Staging and spill files (default: default_cache_dir(); created by run()).
     cache_dir: str | None = None
 
     @property
@@ -194,6 +194,32 @@ def tune_read_ahead(mountpoint: str, kb: int) -> bool:
 # --- running ---------------------------------------------------------------------------
 
 
+def default_cache_dir() -> str:
+    """Where staging and spill files go: ``$XDG_CACHE_HOME/fsmount``, else
+    ``~/.cache/fsmount``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "fsmount")
+
+
+def prepare_cache_dir(cache_dir: str | None) -> str:
+    """Create the cache directory (private to the user) if needed; returns its path.
+
+    Done before mounting so that a cache directory that cannot be used fails the mount
+    with one line, not the first write big enough to spill.
+
+    Raises:
+        MountError: the directory cannot be created or is not a writable directory.
+    """
+    path = os.path.abspath(cache_dir or default_cache_dir())
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise MountError(f"cache directory {path}: {exc.strerror}") from None
+    if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
+        raise MountError(f"cache directory {path} is not a writable directory")
+    return path
+
+
 def fuse_options(config: MountConfig) -> set[str]:
     opts = {f"fsname={config.fsname}", "subtype=fsmount", "default_permissions", "noatime"}
     return opts | set(config.options)
@@ -292,6 +318,7 @@ def run(config: MountConfig, factory: RemoteFactory) -> int:
     Raises MountError for a bad mountpoint; later failures are reported as one line.
     """
     config.mountpoint = check_mountpoint(config.mountpoint)
+    config.cache_dir = prepare_cache_dir(config.cache_dir)
     bound_malloc()
     if config.foreground:
         try:

@@ -79,6 +79,33 @@ def test_mountpoint_errors(tmp_path: Path) -> None:
     assert "not mounted" in one_line_error(fsmount("unmount", tmp_path))
 
 
+def test_cache_directory_is_created_at_mount(tmp_path: Path) -> None:
+    # A fresh user has no cache directory yet: the mount makes it (private), so that the
+    # first file big enough to spill parts to it streams like any other.
+    cache = tmp_path / "home" / ".cache" / "fsmount"
+    data = random.Random(5).randbytes(12 * 1024 * 1024)
+    with mount_store(tmp_path / "store", tmp_path / "mnt", "--cache-dir", str(cache)) as mp:
+        assert cache.is_dir()
+        assert cache.stat().st_mode & 0o777 == 0o700
+        (mp.mnt / "big").write_bytes(data)
+        assert (mp.mnt / "big").read_bytes() == data
+    # Without --cache-dir: $XDG_CACHE_HOME/fsmount.
+    xdg = tmp_path / "xdg"
+    res = fsmount("mount", "--store", tmp_path / "store", tmp_path / "mnt",
+                  env={**os.environ, "XDG_CACHE_HOME": str(xdg)})
+    try:
+        assert res.returncode == 0, res.stderr
+        assert (xdg / "fsmount").is_dir()
+    finally:
+        fsmount("unmount", tmp_path / "mnt")
+    # A cache directory that cannot be made fails the mount with one line.
+    (tmp_path / "plain").write_text("x")
+    msg = one_line_error(fsmount("mount", "--store", tmp_path / "store", "--cache-dir",
+                                 tmp_path / "plain" / "cache", tmp_path / "mnt"))
+    assert "cache directory" in msg
+    assert not is_mounted(str(tmp_path / "mnt"))
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "fusermount3"])
 def test_foreground_stops_cleanly(tmp_path: Path, how: str) -> None:
     mp = start_mount(tmp_path / "store", tmp_path / "mnt")
