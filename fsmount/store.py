@@ -1243,17 +1243,27 @@ class Store:
 
     # --- download -------------------------------------------------------------------------
 
-    def _resolve(self, tx: _Tx, uid: int, loc: FileLocation) -> tuple:
-        """(size, file_type, date, chunk_size, blob path, block_hashes) of a readable document.
+    def _resolve(self, tx: _Tx, uid: int, loc: FileLocation,
+                 blocks: tuple[int, int] | None = None) -> tuple:
+        """(size, file_type, date, chunk_size, blob path, block hashes) of a readable document.
+
+        The block hashes are ``blocks`` = (first, count) of them, 32 bytes each (fewer at the
+        end), or ``b""`` without it: a document's hashes are 256 KiB per GiB, too much to
+        copy out of SQLite for every 1 MiB read.
 
         Raises FileIdInvalid, FileReferenceExpired.
         """
         if not isinstance(loc, FileLocation):
             raise errors.FileIdInvalid("not a FileLocation")
+        if blocks is None:
+            hashes_sql, hashes_args = "x''", ()
+        else:
+            hashes_sql = "substr(b.block_hashes, ?, ?)"
+            hashes_args = (blocks[0] * 32 + 1, blocks[1] * 32)
         row = tx.one(
             "SELECT d.user_id, d.access_hash, d.size, d.file_type, d.date, d.expires_at, "
-            "b.chunk_size, b.path, b.block_hashes FROM documents d JOIN blobs b "
-            "ON b.sha256 = d.sha256 WHERE d.id = ?", loc.id)
+            f"b.chunk_size, b.path, {hashes_sql} FROM documents d JOIN blobs b "
+            "ON b.sha256 = d.sha256 WHERE d.id = ?", *hashes_args, loc.id)
         if row is None:
             tomb = tx.one("SELECT user_id, access_hash FROM doc_tombstones WHERE id = ?", loc.id)
             if tomb and tomb[0] == uid and tomb[1] == loc.access_hash:
@@ -1265,10 +1275,11 @@ class Store:
             raise errors.FileReferenceExpired(f"document {loc.id} expired unused")
         return row[2], row[3], row[4], row[6], row[7], row[8]
 
-    def _resolve_read(self, uid: int, loc: FileLocation) -> tuple:
+    def _resolve_read(self, uid: int, loc: FileLocation,
+                      blocks: tuple[int, int] | None = None) -> tuple:
         try:
             with self._tx(write=False) as tx:
-                return self._resolve(tx, uid, loc)
+                return self._resolve(tx, uid, loc, blocks)
         except errors.FileReferenceExpired:
             # Reclaim lazily an expired fresh document.
             with self._tx() as tx:
@@ -1315,15 +1326,18 @@ class Store:
         if not isinstance(offset, int) or offset < 0 or offset % protocol.PRECISE_ALIGN:
             raise errors.OffsetInvalid(
                 f"offset {offset} is not a non-negative multiple of {protocol.PRECISE_ALIGN}")
-        size, _, _, _, _, blocks = self._resolve_read(user_id, location)
         first = offset // HASH_BLOCK
-        end = min(size, (offset // WINDOW + HASH_WINDOWS) * WINDOW)
+        last_end = (offset // WINDOW + HASH_WINDOWS) * WINDOW
+        count = -(-last_end // HASH_BLOCK) - first
+        size, _, _, _, _, blocks = self._resolve_read(user_id, location, (first, count))
+        end = min(size, last_end)
         out: list[FileHash] = []
         b = first
         while b * HASH_BLOCK < end:
             start = b * HASH_BLOCK
+            i = (b - first) * 32
             out.append(FileHash(offset=start, limit=min(HASH_BLOCK, size - start),
-                                hash=bytes(blocks[b * 32 : b * 32 + 32])))
+                                hash=bytes(blocks[i : i + 32])))
             b += 1
         return out
 
