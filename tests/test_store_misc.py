@@ -371,6 +371,34 @@ def test_file_hashes_answer_exactly_the_offsets_window(tmp_path: Path) -> None:
         assert len(store.get_file_hashes(uid, doc.location, 0)) == 8
         tail = store.get_file_hashes(uid, doc.location, 3 * MIB)
         assert [(h.offset, h.limit) for h in tail] == [(3 * MIB, 5)]
+        # Each answer carries the SHA-256 of its own block (the store reads only the slice
+        # of the document's block hashes that it answers).
+        for off in (0, MIB + 300 * KIB, 2 * MIB, 3 * MIB):
+            for h in store.get_file_hashes(uid, doc.location, off):
+                assert h.hash == hashlib.sha256(data[h.offset : h.offset + h.limit]).digest()
+
+
+async def test_embedded_remote_reads_several_windows_in_one_call(tmp_path: Path) -> None:
+    from fsmount.embedded import EmbeddedRemote
+    from fsmount.remote import FileLocation
+
+    remote = EmbeddedRemote.open(tmp_path / "s")
+    try:
+        data = os.urandom(3 * MIB + 5)
+        doc = put(remote.store, remote.user_id, "f", data, 1).segments[0]
+        got = await remote.get_file_windows(doc.location, MIB, 8)
+        # Stops after the short last window.
+        assert [len(r.bytes) for r in got] == [MIB, MIB, 5]
+        assert b"".join(r.bytes for r in got) == data[MIB:]
+        # Past the end: one empty window, as getFile answers there.
+        assert [r.bytes for r in await remote.get_file_windows(doc.location, 4 * MIB, 2)] == [b""]
+        # The first window's error is the answer.
+        with pytest.raises(errors.FileIdInvalid):
+            await remote.get_file_windows(FileLocation(doc.id, doc.access_hash + 1), 0, 2)
+        with pytest.raises(errors.OffsetInvalid):
+            await remote.get_file_windows(doc.location, -MIB, 2)
+    finally:
+        await remote.aclose()
 
 
 async def test_embedded_remote_is_a_remote(tmp_path: Path) -> None:

@@ -316,17 +316,21 @@ async def _get_windows(remote: Remote, loc: FileLocation, offset: int, limit: in
             or offset % WINDOW):
         raise errors.InvalidArgument(
             f"windows=N (1..{wire.MAX_GETFILE_WINDOWS}) needs whole 1 MiB windows, not precise")
-    parts = []
-    for k in range(windows):
-        try:
-            res = await remote.get_file(loc, offset + k * WINDOW, WINDOW)
-        except errors.FsmountError:
-            if k == 0:
-                raise
-            break  # the first window's answer stands; the caller asks again for the rest
-        parts.append(res)
-        if len(res.bytes) < WINDOW:
-            break
+    batch = getattr(remote, "get_file_windows", None)
+    if batch is not None:
+        parts = await batch(loc, offset, windows)
+    else:
+        parts = []
+        for k in range(windows):
+            try:
+                res = await remote.get_file(loc, offset + k * WINDOW, WINDOW)
+            except errors.FsmountError:
+                if k == 0:
+                    raise
+                break  # the first window's answer stands; the caller asks again for the rest
+            parts.append(res)
+            if len(res.bytes) < WINDOW:
+                break
     return 200, [
         (b"content-type", b"application/octet-stream"),
         (b"x-file-type", str(parts[0].type).encode()),
