@@ -147,6 +147,15 @@ class EmbeddedRemote:
     async def get_file_hashes(self, location: FileLocation, offset: int) -> list[FileHash]:
         return await self._run(self.store.get_file_hashes, location, offset)
 
+    async def get_file_hashes_windows(self, location: FileLocation, offset: int,
+                                      windows: int) -> list[FileHash]:
+        """What ``windows`` consecutive getFileHashes calls from ``offset``'s window on would
+        answer, in one store call (the server's ``windows=N`` extension).
+
+        Raises what ``get_file_hashes`` raises, and InvalidArgument for ``windows`` < 1.
+        """
+        return await self._run(self.store.get_file_hashes, location, offset, windows)
+
     async def get_document_by_hash(self, sha256: str, size: int, mime_type: str) -> Document | None:
         return await self._run(self.store.get_document_by_hash, sha256, size, mime_type)
 

@@ -1316,18 +1316,23 @@ class Store:
                     f"document {location.id} was deleted while reading") from None
         return UploadFile(type=FileType(ftype), mtime=int(date), bytes=data)
 
-    def get_file_hashes(self, user_id: int, location: FileLocation, offset: int) -> list[FileHash]:
+    def get_file_hashes(self, user_id: int, location: FileLocation, offset: int,
+                        windows: int = HASH_WINDOWS) -> list[FileHash]:
         """``upload.getFileHashes``: block hashes from the block holding ``offset`` through
-        the end of that offset's 1 MiB window (fewer at the end; none past it).
+        the end of that offset's 1 MiB window (fewer at the end; none past it).  With
+        ``windows`` = N, through the end of the N-th window from there (one transaction for
+        what N calls would answer; the server's ``windows=N`` extension).
 
         Raises OffsetInvalid (negative or not a multiple of 1 KiB), FileIdInvalid,
-        FileReferenceExpired.
+        FileReferenceExpired, InvalidArgument (``windows`` below 1).
         """
         if not isinstance(offset, int) or offset < 0 or offset % protocol.PRECISE_ALIGN:
             raise errors.OffsetInvalid(
                 f"offset {offset} is not a non-negative multiple of {protocol.PRECISE_ALIGN}")
+        if not isinstance(windows, int) or windows < 1:
+            raise errors.InvalidArgument(f"windows must be a positive integer, not {windows!r}")
         first = offset // HASH_BLOCK
-        last_end = (offset // WINDOW + HASH_WINDOWS) * WINDOW
+        last_end = (offset // WINDOW + windows) * WINDOW
         count = -(-last_end // HASH_BLOCK) - first
         size, _, _, _, _, blocks = self._resolve_read(user_id, location, (first, count))
         end = min(size, last_end)

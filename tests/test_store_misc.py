@@ -376,6 +376,13 @@ def test_file_hashes_answer_exactly_the_offsets_window(tmp_path: Path) -> None:
         for off in (0, MIB + 300 * KIB, 2 * MIB, 3 * MIB):
             for h in store.get_file_hashes(uid, doc.location, off):
                 assert h.hash == hashlib.sha256(data[h.offset : h.offset + h.limit]).digest()
+        # windows=N answers what N calls from the offset's window on would, in one call.
+        two = store.get_file_hashes(uid, doc.location, MIB + 300 * KIB, windows=2)
+        assert two == (store.get_file_hashes(uid, doc.location, MIB + 300 * KIB)
+                       + store.get_file_hashes(uid, doc.location, 2 * MIB))
+        assert store.get_file_hashes(uid, doc.location, 0, windows=9)[-1] == tail[-1]
+        with pytest.raises(errors.InvalidArgument):
+            store.get_file_hashes(uid, doc.location, 0, windows=0)
 
 
 async def test_embedded_remote_reads_several_windows_in_one_call(tmp_path: Path) -> None:

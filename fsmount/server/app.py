@@ -349,6 +349,9 @@ async def _proto_get(method: str, remote: Remote, p: dict[str, str]) -> Any:
         windows = q_int(p, "windows", 1)
         if not 1 <= windows <= wire.MAX_HASH_WINDOWS:
             raise errors.InvalidArgument(f"windows must be in 1..{wire.MAX_HASH_WINDOWS}")
+        batch = getattr(remote, "get_file_hashes_windows", None)
+        if batch is not None:
+            return wire.hashes_to_json(await batch(loc, offset, windows))
         # A copy: the remote may hand out a list it keeps (never mutate its answers).
         hashes = list(await remote.get_file_hashes(loc, offset))
         # Extension: at least ``windows`` windows from the offset's window on, in one answer
