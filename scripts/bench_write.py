@@ -5,10 +5,11 @@ Measures, on this machine and in this order:
 
 * ``fsmount put`` of a ``--size`` file (default 1 GiB) into a fresh embedded store
   (wall time of the command, Python start-up included);
+* (each written file is read back and checked, untimed, after either writer);
 * the same file written through a mount of another fresh store with
   ``dd bs=1M`` (wall time until dd exits, i.e. until close returned and the store
   holds the whole file);
-* both ``--rounds`` times (default 3), alternating which goes first; the median of the
+* both ``--rounds`` times (default 4), alternating which goes first; the median of the
   per-round ratios is the figure;
 * the peak resident memory (``VmHWM`` from ``/proc/PID/status``) of the filesystem
   process, which was started just for this write;
@@ -148,8 +149,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=parse_size, default=1 << 30, help="file size (default 1G)")
     ap.add_argument("--files", type=int, default=2000, help="small files to untar (default 2000)")
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="put/mount pairs, alternating which goes first (default 3)")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="put/mount pairs, alternating which goes first (default 4: each "
+                         "writer goes first equally often)")
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir)")
     args = ap.parse_args()
 
@@ -174,6 +176,14 @@ def main() -> int:
                 if kind == "put":
                     puts.append(timed(fsmount_cmd("put", "--store", str(store), str(src),
                                                   "/big.bin")))
+                    # Read back like the mount's file below (not timed): both writers'
+                    # results are checked, and both leave the machine in the same state
+                    # for the next measurement (reading 1 GiB back churns memory).
+                    got = subprocess.run(fsmount_cmd("get", "--store", str(store),
+                                                     "/big.bin", "-"),
+                                         stdout=subprocess.PIPE, check=True).stdout
+                    ok = ok and hashlib.sha256(got).hexdigest() == digest
+                    del got
                 else:
                     # A fresh mount process: its VmHWM is the peak of this write (+ start-up).
                     m = Mount(store, base / "mnt")
