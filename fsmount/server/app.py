@@ -37,6 +37,7 @@ from ..protocol import MAX_PART_SIZE, WINDOW
 from ..remote import FileLocation, Remote
 from . import wire
 from .auth import AuthDB, RateLimiter
+from .thumbnails import DEFAULT_CACHE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class ServerState:
         clock: Callable[[], float] = time.time,
         remote_factory: RemoteFactory | None = None,
         upload_idle: float = 24 * 3600.0,
+        thumb_cache_bytes: int | None = None,
     ) -> None:
         self.store = store
         self.store_dir = os.fspath(store_dir)
@@ -107,6 +109,8 @@ class ServerState:
         self.remote_factory = remote_factory or _embedded_factory()
         self.upload_idle = upload_idle
         self.thumb_dir = os.path.join(self.store_dir, "thumbnails")
+        self.thumb_cache_bytes = (DEFAULT_CACHE_BYTES if thumb_cache_bytes is None
+                                  else thumb_cache_bytes)
         self.upload_dir = os.path.join(self.store_dir, "uploads")
         self._users: dict[str, tuple[int, Remote]] = {}
         self._by_id: dict[int, Remote] = {}

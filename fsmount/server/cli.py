@@ -52,6 +52,9 @@ def register(sub: Any) -> None:
                    help="bucket size of the rate limit (default: max(1, rate))")
     p.add_argument("--graceful-timeout", type=float, default=30.0, metavar="S",
                    help="seconds in-flight requests get to finish on SIGTERM (default 30)")
+    p.add_argument("--thumbnail-cache", type=_size, default=None, metavar="SIZE",
+                   help="disk kept for thumbnails, least recently used dropped first "
+                        "(default 256M)")
     p.set_defaults(func=cmd_serve)
 
     t = sub.add_parser("token", help="manage bearer tokens of `fsmount serve`",
@@ -180,7 +183,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     bound_malloc()
 
     async def main() -> None:
-        app = create_app(store, store_dir, rate_limit=args.rate_limit, burst=args.burst)
+        app = create_app(store, store_dir, rate_limit=args.rate_limit, burst=args.burst,
+                         thumb_cache_bytes=args.thumbnail_cache)
 
         async def shutdown_trigger() -> None:
             # hypercorn stops accepting, lets requests in flight finish (graceful_timeout),

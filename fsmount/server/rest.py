@@ -488,7 +488,7 @@ async def link_file(st: ServerState, request: Request, folder: int, name: str,
 
 def build_rest_app(st: ServerState) -> Starlette:
     resolver = Resolver(st)
-    thumbs = thumbnails.ThumbnailCache(st.thumb_dir)
+    thumbs = thumbnails.ThumbnailCache(st.thumb_dir, st.thumb_cache_bytes)
     session_locks: dict[str, trio.Lock] = {}
 
     async def upload_file(request: Request) -> Response:

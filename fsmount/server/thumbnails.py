@@ -4,7 +4,8 @@ Sizes follow the Telegram seed's box filters: ``s`` 100, ``m`` 320, ``x`` 800 pi
 longer side fits the box, the aspect ratio is kept, images are never enlarged).  A
 thumbnail is cached under ``DIR/thumbnails`` keyed by the SHA-256 of the file's content and
 the size type, so a changed file gets a new thumbnail and an old one can never be served
-for it.  Work runs in a thread, off the trio loop.
+for it; the cache is bounded in bytes, least recently used first out.  Work runs in a
+thread, off the trio loop.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections import OrderedDict
 
 import trio
 
@@ -25,6 +27,8 @@ DEFAULT_TYPE = "m"
 MAX_SOURCE_BYTES = 64 << 20
 #: Pillow refuses to decode images with more pixels than this (decompression bombs).
 MAX_PIXELS = 100_000_000
+#: Bytes of thumbnails kept on disk by default (``fsmount serve --thumbnail-cache``).
+DEFAULT_CACHE_BYTES = 256 << 20
 
 
 class NotAnImage(errors.FsmountError):
@@ -70,12 +74,41 @@ def render(data: bytes, box: int) -> tuple[bytes, str]:
 
 
 class ThumbnailCache:
-    """Thumbnails on disk, keyed by content SHA-256 and size type."""
+    """Thumbnails on disk, keyed by content SHA-256 and size type, at most ``max_bytes``
+    of them: the least recently used go first (what was on disk when the server started
+    counts as used in the order of its mtimes)."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.directory = directory
+        self.max_bytes = max_bytes
         #: How many thumbnails were rendered (not served from the cache); tests read it.
         self.rendered = 0
+        #: Path -> size of every cached thumbnail, least recently used first (loaded from
+        #: the directory on first use).  Touched only on the trio thread.
+        self._lru: OrderedDict[str, int] | None = None
+        self._bytes = 0
+        self._load_lock = trio.Lock()
+
+    async def _index(self) -> OrderedDict[str, int]:
+        async with self._load_lock:
+            if self._lru is None:
+                entries = await trio.to_thread.run_sync(_scan, self.directory)
+                self._lru = OrderedDict((path, size) for _, path, size in sorted(entries))
+                self._bytes = sum(self._lru.values())
+        return self._lru
+
+    async def _used(self, path: str, size: int) -> None:
+        """Note a hit or a new thumbnail; delete the least recently used beyond the bound."""
+        lru = await self._index()
+        self._bytes += size - lru.pop(path, 0)
+        lru[path] = size
+        victims = []
+        while self._bytes > self.max_bytes and len(lru) > 1:
+            old, old_size = lru.popitem(last=False)
+            self._bytes -= old_size
+            victims.append(old)
+        if victims:
+            await trio.to_thread.run_sync(_unlink_all, victims)
 
     def _path(self, sha256: str, size_type: str, ext: str) -> str:
         return os.path.join(self.directory, f"{sha256}-{size_type}.{ext}")
@@ -98,12 +131,20 @@ class ThumbnailCache:
         hit = self.cached(sha256, size_type)
         if hit is not None:
             path, mime = hit
-            return await trio.to_thread.run_sync(_read, path), mime
+            try:
+                data = await trio.to_thread.run_sync(_read, path)
+            except FileNotFoundError:
+                pass  # evicted meanwhile: render it again
+            else:
+                await self._used(path, len(data))
+                return data, mime
         data = await load()  # type: ignore[operator]
         thumb, mime = await trio.to_thread.run_sync(render, data, box)
         self.rendered += 1
         ext = "png" if mime == "image/png" else "jpg"
-        await trio.to_thread.run_sync(self._store, self._path(sha256, size_type, ext), thumb)
+        path = self._path(sha256, size_type, ext)
+        await trio.to_thread.run_sync(self._store, path, thumb)
+        await self._used(path, len(thumb))
         return thumb, mime
 
     def _store(self, path: str, data: bytes) -> None:
@@ -123,3 +164,29 @@ class ThumbnailCache:
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
+
+
+def _scan(directory: str) -> list[tuple[int, str, int]]:
+    """(mtime, path, size) of the cached thumbnails in ``directory``."""
+    out = []
+    try:
+        with os.scandir(directory) as it:
+            for entry in it:
+                if entry.name.startswith(".tmp-") or not entry.is_file():
+                    continue
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    continue
+                out.append((st.st_mtime_ns, entry.path, st.st_size))
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def _unlink_all(paths: list[str]) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import random
 
 import pytest
 import trio
@@ -48,6 +49,50 @@ async def test_thumbnails_by_type_and_header_are_cached(srv: Srv) -> None:
         r = await c.post("/api/v1/files", headers=srv.h(), files={"file": ("t.txt", b"not an image")})
         r = await c.get(f"/api/v1/files/{r.json()['id']}/thumbnail", headers=srv.h())
         assert r.status_code == 415 and r.json()["error"] == "NOT_AN_IMAGE"
+
+
+def noise_png(seed: int, side: int = 120) -> bytes:
+    """A PNG whose thumbnail does not compress to nothing (sizes differ by seed)."""
+    img = Image.frombytes("RGB", (side, side), random.Random(seed).randbytes(side * side * 3))
+    out = io.BytesIO()
+    img.save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_thumbnail_cache_is_bounded_least_recently_used_first(tmp_path) -> None:
+    from fsmount.server.thumbnails import ThumbnailCache
+
+    images = {f"{i:064x}": noise_png(i) for i in range(6)}
+
+    def loader(key: str):
+        async def load() -> bytes:
+            return images[key]
+        return load
+
+    probe = ThumbnailCache(str(tmp_path / "probe"))
+    one = len((await probe.get("0" * 64, "s", loader(f"{0:064x}")))[0])
+    cache = ThumbnailCache(str(tmp_path / "t"), max_bytes=3 * one + one // 2)
+    keys = list(images)
+
+    def on_disk() -> list[str]:
+        return sorted(n.split("-")[0] for n in os.listdir(tmp_path / "t"))
+
+    for key in keys[:3]:
+        await cache.get(key, "s", loader(key))
+    assert on_disk() == sorted(keys[:3])
+    await cache.get(keys[0], "s", loader(keys[0]))  # a hit: now the most recently used
+    assert cache.rendered == 3
+    await cache.get(keys[3], "s", loader(keys[3]))  # over the bound: keys[1] goes
+    assert on_disk() == sorted([keys[0], keys[2], keys[3]])
+    total = sum(os.path.getsize(tmp_path / "t" / n) for n in os.listdir(tmp_path / "t"))
+    assert total <= cache.max_bytes
+    # An evicted thumbnail is rendered again when asked for.
+    await cache.get(keys[1], "s", loader(keys[1]))
+    assert cache.rendered == 5 and keys[1] in on_disk()
+    # A restarted server (a new cache on the same directory) knows what is there.
+    again = ThumbnailCache(str(tmp_path / "t"), max_bytes=2 * one + one // 2)
+    await again.get(keys[4], "s", loader(keys[4]))
+    assert len(on_disk()) == 2 and keys[4] in on_disk()
 
 
 async def test_rate_limit_429_with_retry_after_and_the_client_waits(tmp_path, manual_clock) -> None:
