@@ -28,16 +28,19 @@ import urllib.parse
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .. import errors
 from ..protocol import MAX_PART_SIZE, WINDOW
-from ..remote import FileLocation, Remote
+from ..remote import FileLocation
 from . import wire
 from .auth import AuthDB, RateLimiter
 from .thumbnails import DEFAULT_CACHE_BYTES
+
+if TYPE_CHECKING:
+    from ..embedded import EmbeddedRemote
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ class UserCtx:
     name: str
     user_id: int
     token_id: str
-    remote: Remote
+    remote: EmbeddedRemote
 
 
 @dataclass
@@ -70,7 +73,7 @@ class _IdemEntry:
     at: float = 0.0
 
 
-RemoteFactory = Callable[[Any, int], Remote]
+RemoteFactory = Callable[[Any, int], "EmbeddedRemote"]
 
 
 def _embedded_factory() -> RemoteFactory:
@@ -79,7 +82,7 @@ def _embedded_factory() -> RemoteFactory:
     # One thread limiter for all users: the store's threads are bounded together.
     limiter = trio.CapacityLimiter(DEFAULT_THREADS * 2)
 
-    def make(store: Any, user_id: int) -> Remote:
+    def make(store: Any, user_id: int) -> EmbeddedRemote:
         return EmbeddedRemote(store, user_id, limiter=limiter)
 
     return make
@@ -112,14 +115,14 @@ class ServerState:
         self.thumb_cache_bytes = (DEFAULT_CACHE_BYTES if thumb_cache_bytes is None
                                   else thumb_cache_bytes)
         self.upload_dir = os.path.join(self.store_dir, "uploads")
-        self._users: dict[str, tuple[int, Remote]] = {}
-        self._by_id: dict[int, Remote] = {}
+        self._users: dict[str, tuple[int, EmbeddedRemote]] = {}
+        self._by_id: dict[int, EmbeddedRemote] = {}
         self._user_lock = trio.Lock()
         self._idem: OrderedDict[tuple[int, str], _IdemEntry] = OrderedDict()
 
     # --- users ---------------------------------------------------------------------------
 
-    async def user_remote(self, name: str) -> tuple[int, Remote]:
+    async def user_remote(self, name: str) -> tuple[int, EmbeddedRemote]:
         """The user's id and remote, creating the user in the store on first use."""
         hit = self._users.get(name)
         if hit is not None:
@@ -142,7 +145,7 @@ class ServerState:
             self._users[name] = (uid, remote)
             return uid, remote
 
-    def remote_for_id(self, user_id: int) -> Remote:
+    def remote_for_id(self, user_id: int) -> EmbeddedRemote:
         """The remote of an existing user id (for reading another user's shared file)."""
         remote = self._by_id.get(user_id)
         if remote is None:
@@ -274,7 +277,7 @@ def q_bool(params: dict[str, str], key: str) -> bool:
 # --- the protocol API ---------------------------------------------------------------------
 
 
-async def proto_call(method: str, remote: Remote, scope: Scope, receive: Receive
+async def proto_call(method: str, remote: EmbeddedRemote, scope: Scope, receive: Receive
                      ) -> tuple[int, list[tuple[bytes, bytes]], bytes | list[bytes]]:
     """Run one protocol method and return the answer (status, headers, body).
 
@@ -306,7 +309,7 @@ async def proto_call(method: str, remote: Remote, scope: Scope, receive: Receive
     return 200, jh, json_bytes(await _proto_post(method, remote, args))
 
 
-async def _get_windows(remote: Remote, loc: FileLocation, offset: int, limit: int, precise: bool,
+async def _get_windows(remote: EmbeddedRemote, loc: FileLocation, offset: int, limit: int, precise: bool,
                        windows: int) -> tuple[int, list[tuple[bytes, bytes]], list[bytes]]:
     """getFile extension ``windows=N``: N consecutive whole 1 MiB windows from ``offset``
     in one answer (each one an ordinary getFile of the store), so that a sequential reader
@@ -320,21 +323,9 @@ async def _get_windows(remote: Remote, loc: FileLocation, offset: int, limit: in
             or offset % WINDOW):
         raise errors.InvalidArgument(
             f"windows=N (1..{wire.MAX_GETFILE_WINDOWS}) needs whole 1 MiB windows, not precise")
-    batch = getattr(remote, "get_file_windows", None)
-    if batch is not None:
-        parts = await batch(loc, offset, windows)
-    else:
-        parts = []
-        for k in range(windows):
-            try:
-                res = await remote.get_file(loc, offset + k * WINDOW, WINDOW)
-            except errors.FsmountError:
-                if k == 0:
-                    raise
-                break  # the first window's answer stands; the caller asks again for the rest
-            parts.append(res)
-            if len(res.bytes) < WINDOW:
-                break
+    # The first window's answer stands; after a short window or a later window's error the
+    # client asks again for the rest.
+    parts = await remote.get_file_windows(loc, offset, windows)
     return 200, [
         (b"content-type", b"application/octet-stream"),
         (b"x-file-type", str(parts[0].type).encode()),
@@ -344,7 +335,7 @@ async def _get_windows(remote: Remote, loc: FileLocation, offset: int, limit: in
     ], [r.bytes for r in parts]
 
 
-async def _proto_get(method: str, remote: Remote, p: dict[str, str]) -> Any:
+async def _proto_get(method: str, remote: EmbeddedRemote, p: dict[str, str]) -> Any:
     if method == "getConfig":
         return wire.config_to_json(await remote.get_config())
     if method == "getFileHashes":
@@ -353,23 +344,9 @@ async def _proto_get(method: str, remote: Remote, p: dict[str, str]) -> Any:
         windows = q_int(p, "windows", 1)
         if not 1 <= windows <= wire.MAX_HASH_WINDOWS:
             raise errors.InvalidArgument(f"windows must be in 1..{wire.MAX_HASH_WINDOWS}")
-        batch = getattr(remote, "get_file_hashes_windows", None)
-        if batch is not None:
-            return wire.hashes_to_json(await batch(loc, offset, windows))
-        # A copy: the remote may hand out a list it keeps (never mutate its answers).
-        hashes = list(await remote.get_file_hashes(loc, offset))
-        # Extension: at least ``windows`` windows from the offset's window on, in one answer
-        # (one request instead of several for a sequential reader).
-        want_end = (offset // WINDOW + windows) * WINDOW
-        for _ in range(windows):  # each round adds at least one window
-            reach = hashes[-1].offset + hashes[-1].limit if hashes else 0
-            if not hashes or reach >= want_end or reach % WINDOW:
-                break  # enough, or the document ended (its last block is short)
-            more = await remote.get_file_hashes(loc, reach)
-            if not more:
-                break
-            hashes.extend(h for h in more if h.offset >= reach)
-        return wire.hashes_to_json(hashes)
+        # Extension: ``windows`` windows from the offset's window on, in one answer (one
+        # request instead of several for a sequential reader).
+        return wire.hashes_to_json(await remote.get_file_hashes_windows(loc, offset, windows))
     if method == "getDocumentByHash":
         sha = p.get("sha256")
         if not sha:
@@ -392,7 +369,7 @@ async def _proto_get(method: str, remote: Remote, p: dict[str, str]) -> Any:
     raise errors.NotFound(f"no protocol method {method!r}")
 
 
-async def _proto_post(method: str, remote: Remote, a: dict[str, Any]) -> Any:
+async def _proto_post(method: str, remote: EmbeddedRemote, a: dict[str, Any]) -> Any:
     ri, rs = wire.req_int, wire.req_str
     if method == "uploadMedia":
         return wire.document_to_json(await remote.upload_media(wire.input_file_from_json(a)))
