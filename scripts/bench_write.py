@@ -75,11 +75,8 @@ def warm(path: Path) -> None:
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(8 * MIB):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def make_tar(path: Path, count: int) -> None:
@@ -179,11 +176,12 @@ def main() -> int:
                     # Read back like the mount's file below (not timed): both writers'
                     # results are checked, and both leave the machine in the same state
                     # for the next measurement (reading 1 GiB back churns memory).
-                    got = subprocess.run(fsmount_cmd("get", "--store", str(store),
-                                                     "/big.bin", "-"),
-                                         stdout=subprocess.PIPE, check=True).stdout
-                    ok = ok and hashlib.sha256(got).hexdigest() == digest
-                    del got
+                    with subprocess.Popen(fsmount_cmd("get", "--store", str(store),
+                                                      "/big.bin", "-"),
+                                          stdout=subprocess.PIPE) as get:
+                        assert get.stdout is not None
+                        got = hashlib.file_digest(get.stdout, "sha256").hexdigest()
+                    ok = ok and get.returncode == 0 and got == digest
                 else:
                     # A fresh mount process: its VmHWM is the peak of this write (+ start-up).
                     m = Mount(store, base / "mnt")

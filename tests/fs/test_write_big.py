@@ -25,11 +25,8 @@ SIZE = 300 * 1000 * 1000
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(4 * MIB):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def run(*args: str | os.PathLike[str]) -> None:
