@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 import trio
 
-from . import errors, protocol
 from .protocol import Limits
 from .remote import (
     Document,
@@ -116,33 +115,16 @@ class EmbeddedRemote:
     ) -> UploadFile:
         return await self._run(self.store.get_file, location, offset, limit, precise)
 
-    async def get_file_windows(self, location: FileLocation, offset: int,
-                               count: int) -> list[UploadFile]:
-        """Up to ``count`` consecutive whole-window getFile answers from ``offset``, read in
-        one worker thread (one hand-off instead of one per window; the server's
-        ``windows=N`` extension).  Stops after a short window (the end) or at an error
-        after the first window; the first window's error is raised.
+    async def get_file_windows(self, location: FileLocation, offset: int, count: int,
+                               hashes: bool = False
+                               ) -> tuple[list[UploadFile], list[FileHash]]:
+        """Up to ``count`` consecutive whole-window getFile answers from ``offset`` and, with
+        ``hashes``, their block hashes: one store call and one transaction (the server's
+        ``windows=N`` extension).  See :meth:`fsmount.store.Store.get_file_windows`.
 
-        Raises what ``get_file`` raises for the first window.
+        Raises OffsetInvalid, InvalidArgument, FileIdInvalid, FileReferenceExpired.
         """
-        store, uid = self.store, self.user_id
-
-        def read() -> list[UploadFile]:
-            out: list[UploadFile] = []
-            for k in range(count):
-                try:
-                    res = store.get_file(uid, location, offset + k * protocol.WINDOW,
-                                         protocol.WINDOW)
-                except errors.FsmountError:
-                    if not out:
-                        raise
-                    break
-                out.append(res)
-                if len(res.bytes) < protocol.WINDOW:
-                    break
-            return out
-
-        return await trio.to_thread.run_sync(read, limiter=self._limiter)
+        return await self._run(self.store.get_file_windows, location, offset, count, hashes)
 
     async def get_file_hashes(self, location: FileLocation, offset: int) -> list[FileHash]:
         return await self._run(self.store.get_file_hashes, location, offset)

@@ -1316,6 +1316,53 @@ class Store:
                     f"document {location.id} was deleted while reading") from None
         return UploadFile(type=FileType(ftype), mtime=int(date), bytes=data)
 
+    def get_file_windows(self, user_id: int, location: FileLocation, offset: int, count: int,
+                         hashes: bool = False) -> tuple[list[UploadFile], list[FileHash]]:
+        """Up to ``count`` consecutive whole-window getFile answers from ``offset`` (what
+        ``count`` calls of ``get_file(offset + k MiB, 1 MiB)`` would answer, in one
+        transaction), and with ``hashes`` the block hashes of the windows returned (what
+        getFileHashes would answer for them).  Stops after a short window (the end of the
+        document); a document deleted while reading ends the answer early, or raises
+        FileReferenceExpired if not even the first window was read.
+
+        Raises OffsetInvalid (not a non-negative multiple of 1 MiB), InvalidArgument
+        (``count`` below 1), FileIdInvalid, FileReferenceExpired.
+        """
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            raise errors.OffsetInvalid(f"offset {offset!r} is not an integer")
+        if offset < 0 or offset % WINDOW:
+            raise errors.OffsetInvalid(f"offset {offset} is not a non-negative multiple of {WINDOW}")
+        if not isinstance(count, int) or count < 1:
+            raise errors.InvalidArgument(f"count must be a positive integer, not {count!r}")
+        first = offset // HASH_BLOCK
+        nblocks = count * (WINDOW // HASH_BLOCK)
+        size, ftype, date, chunk, rel, blob = self._resolve_read(
+            user_id, location, (first, nblocks) if hashes else None)
+        ftype, mtime = FileType(ftype), int(date)
+        out: list[UploadFile] = []
+        pos = offset
+        for _ in range(count):
+            end = min(pos + WINDOW, size)
+            data = b""
+            if pos < end:
+                try:
+                    data = _read_range(self.path / rel, chunk, pos, end - pos)
+                except FileNotFoundError:
+                    if not out:
+                        raise errors.FileReferenceExpired(
+                            f"document {location.id} was deleted while reading") from None
+                    break
+            out.append(UploadFile(type=ftype, mtime=mtime, bytes=data))
+            pos += WINDOW
+            if len(data) < WINDOW:
+                break
+        else:
+            if pos < size:
+                _prefetch(self.path / rel, chunk, pos, min(WINDOW, size - pos))
+        if not hashes:
+            return out, []
+        return out, _block_hashes(blob, first, min(size, pos), size)
+
     def get_file_hashes(self, user_id: int, location: FileLocation, offset: int,
                         windows: int = HASH_WINDOWS) -> list[FileHash]:
         """``upload.getFileHashes``: block hashes from the block holding ``offset`` through
@@ -1335,16 +1382,7 @@ class Store:
         last_end = (offset // WINDOW + windows) * WINDOW
         count = -(-last_end // HASH_BLOCK) - first
         size, _, _, _, _, blocks = self._resolve_read(user_id, location, (first, count))
-        end = min(size, last_end)
-        out: list[FileHash] = []
-        b = first
-        while b * HASH_BLOCK < end:
-            start = b * HASH_BLOCK
-            i = (b - first) * 32
-            out.append(FileHash(offset=start, limit=min(HASH_BLOCK, size - start),
-                                hash=bytes(blocks[i : i + 32])))
-            b += 1
-        return out
+        return _block_hashes(blocks, first, min(size, last_end), size)
 
     def get_document_by_hash(self, user_id: int, sha256: str | bytes, size: int,
                              mime_type: str = "") -> Document | None:
@@ -1786,6 +1824,19 @@ def _read_head(blob_dir: Path) -> bytes:
 
 
 _read_buffers = threading.local()
+
+
+def _block_hashes(blob: bytes, first: int, end: int, size: int) -> list[FileHash]:
+    """The block hashes from block ``first`` up to byte ``end`` of a document of ``size``
+    bytes, out of ``blob`` (its 32-byte hashes from block ``first`` on)."""
+    out: list[FileHash] = []
+    b = first
+    while b * HASH_BLOCK < end:
+        start, i = b * HASH_BLOCK, (b - first) * 32
+        out.append(FileHash(offset=start, limit=min(HASH_BLOCK, size - start),
+                            hash=bytes(blob[i : i + 32])))
+        b += 1
+    return out
 
 
 def _read_range(blob_dir: Path, chunk: int, offset: int, length: int) -> bytes:

@@ -393,17 +393,34 @@ async def test_embedded_remote_reads_several_windows_in_one_call(tmp_path: Path)
     try:
         data = os.urandom(3 * MIB + 5)
         doc = put(remote.store, remote.user_id, "f", data, 1).segments[0]
-        got = await remote.get_file_windows(doc.location, MIB, 8)
+        got, hashes = await remote.get_file_windows(doc.location, MIB, 8)
+        assert hashes == []  # not asked for
         # Stops after the short last window.
         assert [len(r.bytes) for r in got] == [MIB, MIB, 5]
         assert b"".join(r.bytes for r in got) == data[MIB:]
-        # Past the end: one empty window, as getFile answers there.
-        assert [r.bytes for r in await remote.get_file_windows(doc.location, 4 * MIB, 2)] == [b""]
+        # With hashes: exactly what getFileHashes answers for those windows.
+        got, hashes = await remote.get_file_windows(doc.location, MIB, 8, hashes=True)
+        assert b"".join(r.bytes for r in got) == data[MIB:]
+        assert hashes == remote.store.get_file_hashes(remote.user_id, doc.location, MIB, windows=3)
+        assert [h.offset for h in hashes] == list(range(MIB, 3 * MIB + 5, 128 * 1024))
+        assert all(h.hash == hashlib.sha256(data[h.offset:h.offset + h.limit]).digest()
+                   for h in hashes)
+        # Fewer windows than the document has: hashes of those only, the next one prefetched.
+        got, hashes = await remote.get_file_windows(doc.location, 0, 2, hashes=True)
+        assert [len(r.bytes) for r in got] == [MIB, MIB]
+        assert hashes[-1].offset + hashes[-1].limit == 2 * MIB and len(hashes) == 16
+        # Past the end: one empty window, as getFile answers there, and no hashes.
+        parts, hashes = await remote.get_file_windows(doc.location, 4 * MIB, 2, hashes=True)
+        assert [r.bytes for r in parts] == [b""] and hashes == []
         # The first window's error is the answer.
         with pytest.raises(errors.FileIdInvalid):
             await remote.get_file_windows(FileLocation(doc.id, doc.access_hash + 1), 0, 2)
         with pytest.raises(errors.OffsetInvalid):
             await remote.get_file_windows(doc.location, -MIB, 2)
+        with pytest.raises(errors.OffsetInvalid):
+            await remote.get_file_windows(doc.location, 4096, 2)
+        with pytest.raises(errors.InvalidArgument):
+            await remote.get_file_windows(doc.location, 0, 0)
     finally:
         await remote.aclose()
 

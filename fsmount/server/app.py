@@ -296,9 +296,9 @@ async def proto_call(method: str, remote: EmbeddedRemote, scope: Scope, receive:
     if method == "getFile":
         loc = FileLocation(q_int(p, "id"), q_int(p, "access_hash"))
         offset, limit, precise = q_int(p, "offset"), q_int(p, "limit"), q_bool(p, "precise")
-        windows = q_int(p, "windows", 1)
-        if windows != 1:
-            return await _get_windows(remote, loc, offset, limit, precise, windows)
+        windows, hashes = q_int(p, "windows", 1), q_bool(p, "hashes")
+        if windows != 1 or hashes:
+            return await _get_windows(remote, loc, offset, limit, precise, windows, hashes)
         res = await remote.get_file(loc, offset, limit, precise)
         return 200, [(b"content-type", b"application/octet-stream"),
                      (b"x-file-type", str(res.type).encode()),
@@ -309,12 +309,15 @@ async def proto_call(method: str, remote: EmbeddedRemote, scope: Scope, receive:
     return 200, jh, json_bytes(await _proto_post(method, remote, args))
 
 
-async def _get_windows(remote: EmbeddedRemote, loc: FileLocation, offset: int, limit: int, precise: bool,
-                       windows: int) -> tuple[int, list[tuple[bytes, bytes]], list[bytes]]:
+async def _get_windows(remote: EmbeddedRemote, loc: FileLocation, offset: int, limit: int,
+                       precise: bool, windows: int, hashes: bool
+                       ) -> tuple[int, list[tuple[bytes, bytes]], list[bytes]]:
     """getFile extension ``windows=N``: N consecutive whole 1 MiB windows from ``offset``
-    in one answer (each one an ordinary getFile of the store), so that a sequential reader
-    pays the per-request cost once per N MiB.  ``X-Window-Sizes`` and ``X-Window-Types``
-    say how to cut the body; it stops after the first short window (the end).
+    in one answer (what N getFile calls of the store would answer), so that a sequential
+    reader pays the per-request cost once per N MiB.  ``X-Window-Sizes`` and
+    ``X-Window-Types`` say how to cut the body; it stops after the first short window (the
+    end).  With ``hashes=true`` (any N), ``X-Block-Hashes`` carries the block hashes of the
+    windows sent, saving the reader its getFileHashes calls.
 
     Raises InvalidArgument unless offset is window-aligned, limit is 1 MiB, not precise,
     and N is in 1..MAX_GETFILE_WINDOWS; otherwise what getFile raises for the first window.
@@ -322,17 +325,19 @@ async def _get_windows(remote: EmbeddedRemote, loc: FileLocation, offset: int, l
     if (not 1 <= windows <= wire.MAX_GETFILE_WINDOWS or precise or limit != WINDOW
             or offset % WINDOW):
         raise errors.InvalidArgument(
-            f"windows=N (1..{wire.MAX_GETFILE_WINDOWS}) needs whole 1 MiB windows, not precise")
-    # The first window's answer stands; after a short window or a later window's error the
-    # client asks again for the rest.
-    parts = await remote.get_file_windows(loc, offset, windows)
-    return 200, [
+            f"windows=N (1..{wire.MAX_GETFILE_WINDOWS}) and hashes need whole 1 MiB windows, "
+            "not precise")
+    parts, block_hashes = await remote.get_file_windows(loc, offset, windows, hashes)
+    headers = [
         (b"content-type", b"application/octet-stream"),
         (b"x-file-type", str(parts[0].type).encode()),
         (b"x-file-mtime", str(int(parts[0].mtime)).encode()),
         (b"x-window-sizes", ",".join(str(len(r.bytes)) for r in parts).encode()),
         (b"x-window-types", ",".join(str(r.type) for r in parts).encode()),
-    ], [r.bytes for r in parts]
+    ]
+    if hashes:
+        headers.append((b"x-block-hashes", wire.block_hashes_to_header(block_hashes)))
+    return 200, headers, [r.bytes for r in parts]
 
 
 async def _proto_get(method: str, remote: EmbeddedRemote, p: dict[str, str]) -> Any:

@@ -130,13 +130,16 @@ def _proto_paths() -> dict[str, Any]:
                                         body=_json_body(_obj({"id": _I, "parts": _I, "name": _S,
                                                               "md5_checksum": _S, "big": _B},
                                                              ["id", "parts", "name"])))},
-        p + "getFile": {"get": _op("upload.getFile: raw bytes; X-File-Type and X-File-Mtime headers",
+        p + "getFile": {"get": _op("upload.getFile: raw bytes; X-File-Type and X-File-Mtime headers"
+                                   " (windows=N: X-Window-Sizes/-Types; hashes=true: "
+                                   "X-Block-Hashes, base64 SHA-256 per 128 KiB block)",
                                    {"200": {"description": "the bytes", "content": {
                                        _BIN: {"schema": {"type": "string", "format": "binary"}}}}},
                                    params=loc + [_q("offset"), _q("limit"),
                                                  _q("precise", "boolean", False),
                                                  _q("windows", required=False, minimum=1,
-                                                    maximum=8)], tag=t)},
+                                                    maximum=8),
+                                                 _q("hashes", "boolean", False)], tag=t)},
         p + "getFileHashes": {"get": _op("upload.getFileHashes (hex SHA-256 per 128 KiB)", {
             "200": _json({"type": "array", "items": _obj({"offset": _I, "limit": _I, "hash": _S},
                                                          ["offset", "limit", "hash"])})},

@@ -11,11 +11,12 @@ does not have the expected shape, so malformed input from either side is a named
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 from .. import errors
-from ..protocol import FileType
+from ..protocol import HASH_BLOCK, FileType
 from ..remote import (
     Document,
     FileHash,
@@ -62,7 +63,8 @@ ALL_METHODS = GET_METHODS | PART_METHODS | JSON_METHODS
 MAX_HASH_WINDOWS = 16
 
 #: getFile takes ``windows=N`` (an extension) for N whole consecutive 1 MiB windows in one
-#: answer, cut by its ``X-Window-Sizes`` header.
+#: answer, cut by its ``X-Window-Sizes`` header; with ``hashes=true`` the answer's
+#: ``X-Block-Hashes`` header carries the block hashes of those windows.
 MAX_GETFILE_WINDOWS = 8
 
 
@@ -288,6 +290,28 @@ def config_from_json(obj: Any) -> UserConfig:
 
 def hashes_to_json(hashes: list[FileHash]) -> list[dict[str, Any]]:
     return [{"offset": h.offset, "limit": h.limit, "hash": h.hash.hex()} for h in hashes]
+
+
+def block_hashes_to_header(hashes: list[FileHash]) -> bytes:
+    """The ``X-Block-Hashes`` value: the 32-byte digests of consecutive blocks, in order,
+    base64 (offsets and limits follow from the answer's offset and window sizes)."""
+    return base64.b64encode(b"".join(h.hash for h in hashes))
+
+
+def block_hashes_from_header(raw: str, offset: int, length: int) -> list[FileHash]:
+    """The block hashes of an answer of ``length`` bytes at ``offset`` (a multiple of the
+    block size) from its ``X-Block-Hashes`` value.  Raises InvalidArgument unless the value
+    is base64 of exactly one 32-byte digest per block of the answer."""
+    try:
+        digests = base64.b64decode(raw, validate=True)
+    except ValueError as exc:
+        raise _bad("X-Block-Hashes") from exc
+    if offset % HASH_BLOCK or len(digests) != 32 * -(-length // HASH_BLOCK):
+        raise _bad("X-Block-Hashes")
+    end = offset + length
+    return [FileHash(o, min(HASH_BLOCK, end - o), digests[i : i + 32])
+            for i, o in zip(range(0, len(digests), 32), range(offset, end, HASH_BLOCK),
+                            strict=True)]
 
 
 def hashes_from_json(obj: Any) -> list[FileHash]:

@@ -306,3 +306,48 @@ async def test_sequential_reads_batch_windows_and_return_the_same_bytes(srv: Srv
             assert r.content == data[MIB:]
     finally:
         await remote.aclose()
+
+
+async def test_getfile_answers_carry_the_block_hashes_of_their_windows(srv: Srv) -> None:
+    """``hashes=true``: X-Block-Hashes holds exactly the digests getFileHashes gives for the
+    windows sent (one window or several, none past the end); anything but whole aligned
+    windows is refused."""
+    import base64
+
+    from fsmount.protocol import MIB
+    from fsmount.remote import InputFileBig
+
+    remote = HttpRemote(srv.url, srv.tok_a)
+    try:
+        data = os.urandom(3 * MIB + 700)
+        parts = [data[i:i + 512 * 1024] for i in range(0, len(data), 512 * 1024)]
+        for i, part in enumerate(parts):
+            await remote.save_big_file_part(6, i, len(parts), part)
+        doc = await remote.upload_media(InputFileBig(6, len(parts), "h.bin"))
+        loc = {"id": doc.id, "access_hash": doc.access_hash, "limit": MIB}
+        async with srv.client() as c:
+            async def digests(**params: object) -> bytes:
+                r = await c.get("/api/v1/proto/getFile", headers=srv.h(),
+                                params={**loc, "hashes": "true", **params})
+                assert r.status_code == 200, r.text
+                return base64.b64decode(r.headers["x-block-hashes"])
+
+            async def truth(offset: int, windows: int) -> bytes:
+                r = await c.get("/api/v1/proto/getFileHashes", headers=srv.h(), params={
+                    "id": doc.id, "access_hash": doc.access_hash, "offset": offset,
+                    "windows": windows})
+                return b"".join(bytes.fromhex(h["hash"]) for h in r.json())
+
+            assert await digests(offset=0) == await truth(0, 1)
+            assert len(await digests(offset=0)) == 8 * 32
+            assert await digests(offset=MIB, windows=8) == await truth(MIB, 3)
+            assert len(await digests(offset=MIB, windows=8)) == (2 * 8 + 1) * 32
+            assert await digests(offset=4 * MIB) == b""  # past the end: no bytes, no hashes
+            for bad in ({"offset": 4096}, {"offset": 0, "precise": "true"},
+                        {"offset": 0, "limit": 512 * 1024}):
+                r = await c.get("/api/v1/proto/getFile", headers=srv.h(),
+                                params={**loc, "hashes": "true", **bad})
+                assert r.status_code == 400 and r.json()["error"] == "INVALID_ARGUMENT", bad
+    finally:
+        await remote.aclose()
+
