@@ -36,7 +36,7 @@ import random
 import ssl
 import urllib.parse
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any
 
 import h11
@@ -68,7 +68,7 @@ HASH_PREFETCH = 8
 #: Windows of prefetched hashes kept (about 2 KiB each).
 HASH_CACHE_WINDOWS = 4096
 #: Whole 1 MiB windows fetched per getFile request once a reader is sequential.
-GETFILE_BATCH = 4
+GETFILE_BATCH = 8
 #: Bytes of windows a batch brought ahead of their calls, kept at most.
 WINDOW_CACHE_BYTES = 32 << 20
 _RECV = 1 << 20
@@ -243,11 +243,15 @@ class HttpRemote:
         self._bulk = _Pool(self._host, self._port, tls, bulk, connect_timeout)
         #: How many attempts were retried (tests and benchmarks read it).
         self.retried = 0
+        #: Requests sent per protocol method, retries included (tests and benchmarks).
+        self.requests: Counter[str] = Counter()
         self._hashes: OrderedDict[tuple[int, int, int], list[FileHash]] = OrderedDict()
         self._hash_pending: dict[tuple[int, int, int], trio.Event] = {}
         self._windows: OrderedDict[tuple[int, int, int], UploadFile] = OrderedDict()
         self._win_bytes = 0
         self._win_pending: dict[tuple[int, int, int], trio.Event] = {}
+        #: Windows that get_file calls are waiting for, with how many calls wait.
+        self._wanted: dict[tuple[int, int, int], int] = {}
         self._seen: OrderedDict[tuple[int, int, int], None] = OrderedDict()
         self._closed = False
 
@@ -402,6 +406,7 @@ class HttpRemote:
         attempt = 0
         while True:
             wait: float | None = None
+            self.requests[method_name] += 1
             try:
                 ans = await self._once(pool, http, target, headers, body)
             except _NET_ERRORS as exc:
@@ -480,67 +485,135 @@ class HttpRemote:
 
     async def get_file(self, location: FileLocation, offset: int, limit: int,
                        precise: bool = False) -> UploadFile:
-        # A sequential reader (whole 1 MiB windows, the one before this one asked already)
-        # gets GETFILE_BATCH windows per request: the server's getFile ``windows=N``
-        # extension.  The extra windows are kept (bounded) for the calls that follow, and a
-        # call for a window already on its way waits for it.  Anything else, and any window
-        # a batch did not bring, is one ordinary getFile.
+        # Whole 1 MiB windows go out as the server's ``windows=N`` + ``hashes=true``
+        # extension (see _fetch_run); anything else is one ordinary getFile.
         whole = (not precise and limit == WINDOW and isinstance(offset, int) and offset >= 0
-                 and offset % WINDOW == 0 and GETFILE_BATCH > 1)
+                 and offset % WINDOW == 0)
         if not whole:
             return await self._get_file_one(location, offset, limit, precise)
-        w = offset // WINDOW
-        key = (location.id, location.access_hash, w)
-        pending = self._win_pending.get(key)
-        if pending is not None:
-            await pending.wait()
-        hit = self._windows.pop(key, None)
-        if hit is not None:
-            self._win_bytes -= len(hit.bytes)
-            return hit
-        sequential = (location.id, location.access_hash, w - 1) in self._seen
-        self._see(key)
-        if not sequential:
-            return await self._get_file_one(location, offset, limit, precise)
-        events: dict[tuple[int, int, int], trio.Event] = {}
-        for k in range(w + 1, w + GETFILE_BATCH):
-            kk = (location.id, location.access_hash, k)
-            if kk in self._windows or kk in self._win_pending:
-                break
-            events[kk] = self._win_pending[kk] = trio.Event()
-            self._see(kk)
+        doc = (location.id, location.access_hash)
+        key = (*doc, offset // WINDOW)
+        self._wanted[key] = self._wanted.get(key, 0) + 1
+        # The reader asks for this window's hashes beside it: make that call wait for the
+        # hashes this answer brings.
+        hash_event = None
+        if key not in self._hashes and key not in self._hash_pending:
+            hash_event = self._hash_pending[key] = trio.Event()
         try:
-            if not events:
-                return await self._get_file_one(location, offset, limit, precise)
+            # Calls for neighbouring windows started at the same moment (the reader's
+            # read-ahead) register before any of them sends, so they share one request
+            # whatever order trio runs them in.
+            await trio.lowlevel.checkpoint()
+            for _ in range(3):
+                pending = self._win_pending.get(key)
+                if pending is not None:
+                    await pending.wait()
+                hit = self._windows.pop(key, None)
+                if hit is not None:
+                    self._win_bytes -= len(hit.bytes)
+                    return hit
+                if key not in self._win_pending:
+                    break
+            # Not brought by another call's request (or that request failed or was
+            # cancelled): this call asks, for its neighbours too.
+            return await self._fetch_run(location, doc, offset // WINDOW)
+        finally:
+            self._wanted[key] -= 1
+            if not self._wanted[key]:
+                del self._wanted[key]
+            if hash_event is not None:
+                del self._hash_pending[key]
+                hash_event.set()
+
+    def _free(self, key: tuple[int, int, int]) -> bool:
+        return key not in self._win_pending and key not in self._windows
+
+    async def _fetch_run(self, location: FileLocation, doc: tuple[int, int], w: int
+                         ) -> UploadFile:
+        """Window ``w`` in one getFile request with the windows around it that other calls
+        are waiting for, plus (once the reader is sequential: the window before the run was
+        asked already) the windows after it, up to GETFILE_BATCH in all.  The others' windows
+        are kept (bounded, see _keep_window) until their calls take them.  The answer's block
+        hashes are kept for get_file_hashes, whose calls for these windows wait for it."""
+        first = w
+        while (first > w - GETFILE_BATCH + 1 and (*doc, first - 1) in self._wanted
+               and self._free((*doc, first - 1))):
+            first -= 1
+        sequential = (*doc, first - 1) in self._seen
+        last = w
+        while (last < first + GETFILE_BATCH - 1 and self._free((*doc, last + 1))
+               and (sequential or (*doc, last + 1) in self._wanted)):
+            last += 1
+        events: dict[tuple[int, int, int], trio.Event] = {}
+        hash_events: dict[tuple[int, int, int], trio.Event] = {}
+        for k in range(first, last + 1):
+            kk = (*doc, k)
+            self._see(kk)
+            if k != w:
+                events[kk] = self._win_pending[kk] = trio.Event()
+            if kk not in self._hashes and kk not in self._hash_pending:
+                hash_events[kk] = self._hash_pending[kk] = trio.Event()
+        try:
+            offset = first * WINDOW
             ans = await self._request("getFile", bulk=True, query={
                 "id": location.id, "access_hash": location.access_hash, "offset": offset,
-                "limit": limit, "windows": 1 + len(events)})
+                "limit": WINDOW, "windows": last - first + 1, "hashes": True})
             parts = ans.parts
             types = ans.headers.get("x-window-types", "").split(",")
-            if not parts or len(types) != len(parts):
+            raw_hashes = ans.headers.get("x-block-hashes")
+            if not parts or len(types) != len(parts) or raw_hashes is None:
                 raise errors.TransportError("getFile: malformed multi-window answer")
+            try:
+                hashes = wire.block_hashes_from_header(raw_hashes, offset,
+                                                       sum(len(p) for p in parts))
+            except errors.InvalidArgument as exc:
+                raise errors.TransportError(f"getFile: {exc}") from None
+            self._keep_hashes(doc, hashes)
             mtime = self._mtime(ans)
             out = None
             for i, data in enumerate(parts):
-                size = len(data)
                 res = UploadFile(self._ftype(types[i]), mtime, data)
-                if i == 0:
+                if first + i == w:
                     out = res
-                    continue
-                old = self._windows.pop((location.id, location.access_hash, w + i), None)
-                if old is not None:
-                    self._win_bytes -= len(old.bytes)
-                self._windows[(location.id, location.access_hash, w + i)] = res
-                self._win_bytes += size
-                while self._win_bytes > WINDOW_CACHE_BYTES:  # oldest first: never consumed
-                    _, dropped = self._windows.popitem(last=False)
-                    self._win_bytes -= len(dropped.bytes)
-            assert out is not None
-            return out
+                else:
+                    self._keep_window((*doc, first + i), res)
         finally:
-            for kk, ev in events.items():
-                del self._win_pending[kk]
-                ev.set()
+            for table, evs in ((self._win_pending, events), (self._hash_pending, hash_events)):
+                for kk, ev in evs.items():
+                    del table[kk]
+                    ev.set()
+        if out is not None:
+            return out
+        if len(parts[-1]) < WINDOW:
+            # The server stops after the short window at the end; a window past it is
+            # empty, as getFile answers there.
+            return UploadFile(self._ftype(types[-1]), mtime, b"")
+        # The answer stopped early (the document went away while it was read): ask for
+        # this window alone, to get its own answer or error.
+        return await self._get_file_one(location, w * WINDOW, WINDOW, False)
+
+    def _keep_window(self, key: tuple[int, int, int], res: UploadFile) -> None:
+        old = self._windows.pop(key, None)
+        if old is not None:
+            self._win_bytes -= len(old.bytes)
+        self._windows[key] = res
+        self._win_bytes += len(res.bytes)
+        while self._win_bytes > WINDOW_CACHE_BYTES:  # oldest first: never consumed
+            _, dropped = self._windows.popitem(last=False)
+            self._win_bytes -= len(dropped.bytes)
+
+    def _keep_hashes(self, doc: tuple[int, int], hashes: list[FileHash],
+                     skip: int | None = None) -> None:
+        """Keep block hashes per window (all but window ``skip``), the oldest beyond
+        HASH_CACHE_WINDOWS dropped."""
+        by_window: dict[int, dict[int, FileHash]] = {}
+        for h in hashes:
+            by_window.setdefault(h.offset // WINDOW, {})[h.offset] = h
+        for w, hs in by_window.items():
+            if w != skip:
+                self._hashes[(*doc, w)] = sorted(hs.values(), key=lambda h: h.offset)
+        while len(self._hashes) > HASH_CACHE_WINDOWS:
+            self._hashes.popitem(last=False)
 
     def _see(self, key: tuple[int, int, int]) -> None:
         self._seen[key] = None
@@ -571,11 +644,11 @@ class HttpRemote:
                           self._mtime(ans), ans.body)
 
     async def get_file_hashes(self, location: FileLocation, offset: int) -> list[FileHash]:
-        # The request asks for at least HASH_PREFETCH windows (the server's ``windows=N``
-        # extension) and keeps the windows after the requested one: a sequential reader then
-        # needs one hash request per HASH_PREFETCH chunks.  Documents never change, so kept
-        # hashes stay right; a window that was asked for itself always goes to the server,
-        # so its errors (FILE_REFERENCE_EXPIRED, ...) are never hidden by a kept answer.
+        # Hashes kept from a getFile answer (see get_file) or from an earlier request are
+        # answered without asking: documents never change, so kept hashes stay right, and
+        # the getFile call for the same window reports that window's errors
+        # (FILE_REFERENCE_EXPIRED, ...).  Otherwise the request asks for HASH_PREFETCH
+        # windows (the server's ``windows=N`` extension) and keeps the ones after this one.
         valid = isinstance(offset, int) and offset >= 0 and offset % PRECISE_ALIGN == 0
         want = offset // WINDOW if valid else 0
         key = (location.id, location.access_hash, want)
@@ -600,15 +673,7 @@ class HttpRemote:
             got = wire.hashes_from_json(await self._json("getFileHashes", query={
                 "id": location.id, "access_hash": location.access_hash, "offset": offset,
                 "windows": HASH_PREFETCH if valid and HASH_PREFETCH > 1 else None}))
-            by_window: dict[int, dict[int, FileHash]] = {}
-            for h in got:
-                by_window.setdefault(h.offset // WINDOW, {})[h.offset] = h
-            for w, hs in by_window.items():
-                if w != want:
-                    self._hashes[(location.id, location.access_hash, w)] = sorted(
-                        hs.values(), key=lambda h: h.offset)
-            while len(self._hashes) > HASH_CACHE_WINDOWS:
-                self._hashes.popitem(last=False)
+            self._keep_hashes((location.id, location.access_hash), got, skip=want)
             # The whole answer: it starts at the offset's block and reaches at least the end
             # of its window, as the interface asks (more is allowed, and saves calls).
             return got

@@ -351,3 +351,56 @@ async def test_getfile_answers_carry_the_block_hashes_of_their_windows(srv: Srv)
     finally:
         await remote.aclose()
 
+
+async def test_a_sequential_read_needs_no_getfilehashes_and_still_catches_corruption(
+        tmp_path, manual_clock) -> None:
+    """Through HttpRemote, a reader gets every chunk's block hashes with the chunk itself:
+    a sequential read of 21 MiB makes no getFileHashes request and few getFile requests,
+    and a byte flipped on the server's disk is still caught (CHECKSUM_MISMATCH)."""
+    from fsmount.protocol import MIB, Limits
+    from fsmount.reader import FileReader, open_chunk_cache
+    from fsmount.remote import InputFileBig
+
+    store = Store(tmp_path / "store", limits=Limits(), clock=manual_clock)
+    async with running_server(store, tmp_path / "store") as running:
+        tok = running.state.auth.add_token("alice")
+        uid, _ = await running.state.user_remote("alice")
+        remote = HttpRemote(running.url, tok)
+        try:
+            data = os.urandom(20 * MIB + 5000)
+            docs = []
+            for fid in (1, 2):
+                parts = [data[i:i + 512 * 1024] for i in range(0, len(data), 512 * 1024)]
+                for i, part in enumerate(parts):
+                    await remote.save_big_file_part(fid, i, len(parts), part)
+                docs.append(await remote.upload_media(InputFileBig(fid, len(parts), "r.bin")))
+
+            async def read_all(doc) -> bytes:  # type: ignore[no-untyped-def]
+                async with open_chunk_cache(remote) as cache:
+                    reader = FileReader(cache, (doc,), "r.bin")
+                    out = bytearray()
+                    for _ in range(100):
+                        if len(out) >= len(data):
+                            break
+                        out += await reader.read(len(out), MIB)
+                    return bytes(out)
+
+            assert await read_all(docs[0]) == data
+            assert remote.requests["getFileHashes"] == 0
+            assert 0 < remote.requests["getFile"] <= 5  # 21 windows, up to 8 per request
+
+            # Same bytes uploaded again: the store keeps one blob; flip a byte 5.5 MiB in.
+            target, pos = 5 * MIB + MIB // 2, 0
+            for path in store.blob_files(uid, docs[1].location):
+                size = path.stat().st_size
+                if pos + size > target:
+                    raw = bytearray(path.read_bytes())
+                    raw[target - pos] ^= 0xFF
+                    path.write_bytes(bytes(raw))
+                    break
+                pos += size
+            with pytest.raises(errors.ChecksumMismatch):
+                await read_all(docs[1])
+        finally:
+            await remote.aclose()
+            store.close()
