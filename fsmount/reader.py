@@ -194,30 +194,35 @@ class ChunkCache:
         expected = min(CHUNK, doc.size - offset)
         if expected <= 0:
             raise errors.OffsetInvalid(f"chunk {index} is past the end of document {doc.id}")
-        # The window's hashes and its first fetch go out at the same time.
-        got: list[tuple[FileHash, ...]] = []
-
-        async def get_hashes() -> None:
-            got.append(await self._window_hashes(doc, index))
-
         self.stats.fetches += 1
-        try:
-            async with trio.open_nursery() as n:
-                n.start_soon(get_hashes)
-                res = await self.remote.get_file(doc.location, offset, CHUNK)
-        except BaseExceptionGroup as group:
-            # Report the remote's error itself (e.g. FileReferenceExpired), not a group:
-            # both requests can fail with it at once.
-            raise group.exceptions[0] from None
-        hashes = got[0]
+        hashes = self._hashes.get((doc.id, index))
+        if hashes is None:
+            # The window's hashes and its first fetch go out at the same time.
+            got: list[tuple[FileHash, ...]] = []
+
+            async def get_hashes() -> None:
+                got.append(await self._window_hashes(doc, index))
+
+            try:
+                async with trio.open_nursery() as n:
+                    n.start_soon(get_hashes)
+                    res = await self.remote.get_file(doc.location, offset, CHUNK)
+            except BaseExceptionGroup as group:
+                # Report the remote's error itself (e.g. FileReferenceExpired), not a
+                # group: both requests can fail with it at once.
+                raise group.exceptions[0] from None
+            hashes = got[0]
+        else:
+            res = await self.remote.get_file(doc.location, offset, CHUNK)
         for attempt in range(2):
             if attempt:
                 self.stats.fetches += 1
                 res = await self.remote.get_file(doc.location, offset, CHUNK)
             data = res.bytes
-            if len(data) == expected and await trio.to_thread.run_sync(
-                _verify, data, offset, hashes
-            ):
+            # Verified on the trio thread: SHA-256 runs at over 1 GB/s, and a hand-off to a
+            # worker thread per chunk cost more (GIL and wake-ups) than it let run in
+            # parallel (docs/performance.md, "reads against rclone").
+            if len(data) == expected and _verify(data, offset, hashes):
                 return data
             self.stats.mismatches += 1
             if attempt == 0:
@@ -273,7 +278,7 @@ def _covers(hashes: tuple[FileHash, ...], start: int, length: int) -> bool:
 
 def _verify(data: bytes, offset: int, hashes: tuple[FileHash, ...]) -> bool:
     """True if ``data`` (at ``offset`` of its document) matches every block hash and the
-    hashes cover all of it.  Runs in a worker thread (hashlib releases the GIL)."""
+    hashes cover all of it."""
     covered = 0
     view = memoryview(data)
     for h in hashes:
