@@ -92,6 +92,30 @@ class _LoggedRemote:
         return call
 
 
+class _ReplyBuffer:
+    """One reused buffer that read replies are copied into just before they are sent.
+
+    The kernel copies a read reply into the page cache 4 KiB at a time; from a chunk that
+    has sat in the cache since its fetch (out of the CPU caches) that copy ran 3-10 times
+    slower than from a buffer just written, more than the extra copy here costs
+    (docs/performance.md, "the reply buffer").  One buffer is enough: pyfuse3 sends the
+    reply as soon as the read handler returns, with no checkpoint in between, so no other
+    handler can fill it while a reply still points into it.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray(BLKSIZE)
+
+    def fill(self, data: bytes | memoryview) -> memoryview:
+        n = len(data)
+        if n > len(self._buf):
+            # A new buffer, not a resize: a reply's view may still hold the old one.
+            self._buf = bytearray(n)
+        # Same-length slice assignment: allowed while earlier views of the buffer live.
+        self._buf[:n] = data
+        return memoryview(self._buf)[:n]
+
+
 class Operations(pyfuse3.Operations):
     """The filesystem.  Call :meth:`start` with a long-lived nursery before mounting."""
 
@@ -128,6 +152,7 @@ class Operations(pyfuse3.Operations):
         self.writers: dict[int, WriteState] = {}
         self.cache_dir = cache_dir or default_cache_dir()
         self._nursery: trio.Nursery | None = None
+        self._reply = _ReplyBuffer()
 
     def start(self, nursery: trio.Nursery) -> None:
         self.cache.start(nursery)
@@ -396,7 +421,7 @@ class Operations(pyfuse3.Operations):
                 handle.reader = FileReader(self.cache, base, handle.reader.name,
                                            read_ahead=self.read_ahead)
         try:
-            return await handle.reader.read(off, size)  # type: ignore[return-value]
+            data = await handle.reader.read(off, size)
         except (errors.FileReferenceExpired, errors.FileIdInvalid):
             # The content this handle opened was replaced and reclaimed: read the current one.
             node = await self.remote.getattr(handle.node.id)
@@ -404,7 +429,8 @@ class Operations(pyfuse3.Operations):
             handle.reader.close()
             handle.reader = FileReader(self.cache, node.segments, handle.reader.name,
                                        read_ahead=self.read_ahead)
-            return await handle.reader.read(off, size)  # type: ignore[return-value]
+            data = await handle.reader.read(off, size)
+        return self._reply.fill(data)  # type: ignore[return-value]
 
     @_op
     async def write(self, fh: int, off: int, buf: bytes) -> int:

@@ -108,6 +108,30 @@ def test_random_preads(ro: MountProc) -> None:
             os.close(fd)
 
 
+def test_concurrent_readers_of_different_content_each_get_their_own(ro: MountProc) -> None:
+    """Eight threads read two files at random places at once, dropping the pages they read
+    so that every read is a request to the filesystem: read replies go out through one
+    reused buffer, and no reply may carry another one's bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def reader(seed: int) -> int:
+        r = random.Random(seed)
+        name, src = (("big.bin", BIG), ("multi.bin", MULTI))[seed % 2]
+        fd = os.open(ro.mnt / name, os.O_RDONLY)
+        try:
+            for _ in range(60):
+                off = r.randrange(0, len(src) - 1) // 4096 * 4096
+                size = r.choice([4096, 65536, 300_000, MIB])
+                assert os.pread(fd, size, off) == src[off : off + size], (name, off, size)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            return 60
+        finally:
+            os.close(fd)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(reader, range(8))) == 8 * 60
+
+
 def test_boundaries_and_end_of_file(ro: MountProc) -> None:
     fd = os.open(ro.mnt / "multi.bin", os.O_RDONLY | os.O_DIRECT if False else os.O_RDONLY)
     try:
