@@ -404,3 +404,36 @@ async def test_a_sequential_read_needs_no_getfilehashes_and_still_catches_corrup
         finally:
             await remote.aclose()
             store.close()
+
+
+async def test_reads_still_verify_against_a_server_without_the_hashes_extension(
+        srv: Srv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that ignores ``hashes=true`` (an older fsmount serve) answers one window as
+    plain getFile and several without X-Block-Hashes: reads still return the right bytes,
+    verified with hashes from getFileHashes."""
+    from fsmount.protocol import MIB
+    from fsmount.reader import FileReader, open_chunk_cache
+    from fsmount.remote import InputFileBig
+    from fsmount.server import app as app_module
+
+    real_q_bool = app_module.q_bool
+    monkeypatch.setattr(app_module, "q_bool",
+                        lambda p, key: False if key == "hashes" else real_q_bool(p, key))
+    remote = HttpRemote(srv.url, srv.tok_a)
+    try:
+        data = os.urandom(3 * MIB + 700)
+        parts = [data[i:i + 512 * 1024] for i in range(0, len(data), 512 * 1024)]
+        for i, part in enumerate(parts):
+            await remote.save_big_file_part(8, i, len(parts), part)
+        doc = await remote.upload_media(InputFileBig(8, len(parts), "old.bin"))
+        async with open_chunk_cache(remote) as cache:
+            reader = FileReader(cache, (doc,), "old.bin")
+            out = bytearray()
+            for _ in range(10):
+                if len(out) >= len(data):
+                    break
+                out += await reader.read(len(out), MIB)
+        assert bytes(out) == data
+        assert remote.requests["getFileHashes"] >= 1
+    finally:
+        await remote.aclose()
