@@ -13,6 +13,9 @@ from PIL import Image
 
 from fsmount import errors
 from fsmount.httpremote import HttpRemote
+from fsmount.protocol import MIB
+from fsmount.reader import FileReader, open_chunk_cache
+from fsmount.remote import Document, InputFileBig
 from fsmount.store import Store
 
 from .conftest import SMALL_LIMITS, Srv
@@ -23,6 +26,26 @@ def png(w: int, h: int) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (w, h), (200, 30, 30)).save(out, "PNG")
     return out.getvalue()
+
+
+async def upload_big(remote: HttpRemote, file_id: int, data: bytes, name: str) -> Document:
+    """``data`` as a big upload of 512 KiB parts, finalized."""
+    parts = [data[i:i + 512 * 1024] for i in range(0, len(data), 512 * 1024)]
+    for i, part in enumerate(parts):
+        await remote.save_big_file_part(file_id, i, len(parts), part)
+    return await remote.upload_media(InputFileBig(file_id, len(parts), name))
+
+
+async def read_through_cache(remote: HttpRemote, doc: Document) -> bytes:
+    """The whole document read sequentially in 1 MiB reads, as the mount reads it."""
+    async with open_chunk_cache(remote) as cache:
+        reader = FileReader(cache, (doc,), "r.bin")
+        out = bytearray()
+        for _ in range(doc.size // MIB + 2):
+            if len(out) >= doc.size:
+                break
+            out += await reader.read(len(out), MIB)
+        return bytes(out)
 
 
 async def test_thumbnails_by_type_and_header_are_cached(srv: Srv) -> None:
@@ -228,15 +251,10 @@ async def test_hash_prefetch_answers_match_the_store(tmp_path, manual_clock) -> 
 
 
 async def _check_hash_prefetch(remote: HttpRemote, embedded) -> None:  # type: ignore[no-untyped-def]
-    from fsmount.protocol import MIB
-    from fsmount.remote import InputFileBig
 
     try:
         data = os.urandom(11 * MIB + 5000)
-        parts = [data[i:i + 512 * 1024] for i in range(0, len(data), 512 * 1024)]
-        for i, part in enumerate(parts):
-            await remote.save_big_file_part(77, i, len(parts), part)
-        doc = await remote.upload_media(InputFileBig(77, len(parts), "h.bin"))
+        doc = await upload_big(remote, 77, data, "h.bin")
         await remote.create_file(1, "h.bin", (doc.location,))
         truth = {h.offset: h for h in await embedded.get_file_hashes(doc.location, 0)}
         off = 0
@@ -263,17 +281,12 @@ async def test_sequential_reads_batch_windows_and_return_the_same_bytes(srv: Srv
     """A sequential reader (many windows in flight, as the mount's read-ahead does) gets
     several windows per request; every window equals the store's, and random reads stay
     one window per request."""
-    from fsmount.protocol import MIB
-    from fsmount.remote import InputFileBig
 
     remote = HttpRemote(srv.url, srv.tok_a)
     _, embedded = await srv.running.state.user_remote("alice")
     try:
         data = os.urandom(4 * MIB - 1000)  # 8 parts: one upload of the small test limits
-        parts = [data[i:i + 512 * 1024] for i in range(0, len(data), 512 * 1024)]
-        for i, part in enumerate(parts):
-            await remote.save_big_file_part(5, i, len(parts), part)
-        doc = await remote.upload_media(InputFileBig(5, len(parts), "s.bin"))
+        doc = await upload_big(remote, 5, data, "s.bin")
         got: dict[int, bytes] = {}
 
         async def one(w: int) -> None:
@@ -314,16 +327,11 @@ async def test_getfile_answers_carry_the_block_hashes_of_their_windows(srv: Srv)
     windows is refused."""
     import base64
 
-    from fsmount.protocol import MIB
-    from fsmount.remote import InputFileBig
 
     remote = HttpRemote(srv.url, srv.tok_a)
     try:
         data = os.urandom(3 * MIB + 700)
-        parts = [data[i:i + 512 * 1024] for i in range(0, len(data), 512 * 1024)]
-        for i, part in enumerate(parts):
-            await remote.save_big_file_part(6, i, len(parts), part)
-        doc = await remote.upload_media(InputFileBig(6, len(parts), "h.bin"))
+        doc = await upload_big(remote, 6, data, "h.bin")
         loc = {"id": doc.id, "access_hash": doc.access_hash, "limit": MIB}
         async with srv.client() as c:
             async def digests(**params: object) -> bytes:
@@ -357,9 +365,7 @@ async def test_a_sequential_read_needs_no_getfilehashes_and_still_catches_corrup
     """Through HttpRemote, a reader gets every chunk's block hashes with the chunk itself:
     a sequential read of 21 MiB makes no getFileHashes request and few getFile requests,
     and a byte flipped on the server's disk is still caught (CHECKSUM_MISMATCH)."""
-    from fsmount.protocol import MIB, Limits
-    from fsmount.reader import FileReader, open_chunk_cache
-    from fsmount.remote import InputFileBig
+    from fsmount.protocol import Limits
 
     store = Store(tmp_path / "store", limits=Limits(), clock=manual_clock)
     async with running_server(store, tmp_path / "store") as running:
@@ -368,24 +374,8 @@ async def test_a_sequential_read_needs_no_getfilehashes_and_still_catches_corrup
         remote = HttpRemote(running.url, tok)
         try:
             data = os.urandom(20 * MIB + 5000)
-            docs = []
-            for fid in (1, 2):
-                parts = [data[i:i + 512 * 1024] for i in range(0, len(data), 512 * 1024)]
-                for i, part in enumerate(parts):
-                    await remote.save_big_file_part(fid, i, len(parts), part)
-                docs.append(await remote.upload_media(InputFileBig(fid, len(parts), "r.bin")))
-
-            async def read_all(doc) -> bytes:  # type: ignore[no-untyped-def]
-                async with open_chunk_cache(remote) as cache:
-                    reader = FileReader(cache, (doc,), "r.bin")
-                    out = bytearray()
-                    for _ in range(100):
-                        if len(out) >= len(data):
-                            break
-                        out += await reader.read(len(out), MIB)
-                    return bytes(out)
-
-            assert await read_all(docs[0]) == data
+            docs = [await upload_big(remote, fid, data, "r.bin") for fid in (1, 2)]
+            assert await read_through_cache(remote, docs[0]) == data
             assert remote.requests["getFileHashes"] == 0
             assert 0 < remote.requests["getFile"] <= 5  # 21 windows, up to 8 per request
 
@@ -400,7 +390,7 @@ async def test_a_sequential_read_needs_no_getfilehashes_and_still_catches_corrup
                     break
                 pos += size
             with pytest.raises(errors.ChecksumMismatch):
-                await read_all(docs[1])
+                await read_through_cache(remote, docs[1])
         finally:
             await remote.aclose()
             store.close()
@@ -411,9 +401,6 @@ async def test_reads_still_verify_against_a_server_without_the_hashes_extension(
     """A server that ignores ``hashes=true`` (an older fsmount serve) answers one window as
     plain getFile and several without X-Block-Hashes: reads still return the right bytes,
     verified with hashes from getFileHashes."""
-    from fsmount.protocol import MIB
-    from fsmount.reader import FileReader, open_chunk_cache
-    from fsmount.remote import InputFileBig
     from fsmount.server import app as app_module
 
     real_q_bool = app_module.q_bool
@@ -422,18 +409,8 @@ async def test_reads_still_verify_against_a_server_without_the_hashes_extension(
     remote = HttpRemote(srv.url, srv.tok_a)
     try:
         data = os.urandom(3 * MIB + 700)
-        parts = [data[i:i + 512 * 1024] for i in range(0, len(data), 512 * 1024)]
-        for i, part in enumerate(parts):
-            await remote.save_big_file_part(8, i, len(parts), part)
-        doc = await remote.upload_media(InputFileBig(8, len(parts), "old.bin"))
-        async with open_chunk_cache(remote) as cache:
-            reader = FileReader(cache, (doc,), "old.bin")
-            out = bytearray()
-            for _ in range(10):
-                if len(out) >= len(data):
-                    break
-                out += await reader.read(len(out), MIB)
-        assert bytes(out) == data
+        doc = await upload_big(remote, 8, data, "old.bin")
+        assert await read_through_cache(remote, doc) == data
         assert remote.requests["getFileHashes"] >= 1
     finally:
         await remote.aclose()
