@@ -74,9 +74,8 @@ WINDOW_CACHE_BYTES = 32 << 20
 _RECV = 1 << 20
 _HEAD_RECV = 64 * 1024
 _MAX_HEAD = 64 * 1024
-#: Larger body buffers are dropped after use rather than kept per connection (a batch of
-#: windows fits: a fresh buffer per answer costs a page fault per 4 KiB).
-_KEEP_BUF = GETFILE_BATCH * WINDOW
+#: Larger body buffers are dropped after use rather than kept per connection.
+_KEEP_BUF = 4 << 20
 
 _NET_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError,
                trio.TooSlowError, ssl.SSLError, ConnectionError)
@@ -325,19 +324,18 @@ class HttpRemote:
         conn.leftover = buf[length:]
         del buf[length:]
         sizes = _window_sizes(status, rh, length)
+        parts: list[bytearray] | None = None
+        answer = b""
         if sizes is not None:
             # A multi-window getFile answer is received straight into one buffer per window,
             # which goes into the chunk cache as it is: no copy.
-            parts: list[bytearray] | None = [bytearray(n) for n in sizes]
-            assert parts is not None
+            parts = [bytearray(n) for n in sizes]
             for part in parts:
                 with memoryview(part) as pv:
                     await self._recv_into(conn, pv, buf)
-            answer = b""
         else:
             # The connection's own buffer, reused: a fresh 1 MiB buffer per answer costs a
             # page fault per 4 KiB (measured: more system time than the copy itself).
-            parts = None
             if len(conn.buf) < length:
                 conn.buf = bytearray(length)
             with memoryview(conn.buf)[:length] as view:

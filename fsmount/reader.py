@@ -221,7 +221,7 @@ class ChunkCache:
             data = res.bytes
             # Verified on the trio thread: SHA-256 runs at over 1 GB/s, and a hand-off to a
             # worker thread per chunk cost more (GIL and wake-ups) than it let run in
-            # parallel (docs/performance.md, "reads against rclone").
+            # parallel (docs/performance.md, "reads over --server at rclone's speed").
             if len(data) == expected and _verify(data, offset, hashes):
                 return data
             self.stats.mismatches += 1

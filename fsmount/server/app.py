@@ -48,7 +48,6 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-#: Largest JSON request body accepted by the protocol API.
 #: How long and how many idempotency keys are remembered.
 IDEMPOTENCY_TTL = 600.0
 IDEMPOTENCY_MAX = 10_000
