@@ -16,6 +16,7 @@ import trio
 
 from .protocol import Limits
 from .remote import (
+    BlockCheck,
     Document,
     FileHash,
     FileLocation,
@@ -116,15 +117,17 @@ class EmbeddedRemote:
         return await self._run(self.store.get_file, location, offset, limit, precise)
 
     async def get_file_windows(self, location: FileLocation, offset: int, count: int,
-                               hashes: bool = False
-                               ) -> tuple[list[UploadFile], list[FileHash]]:
+                               hashes: bool = False, crc32c: bool = False
+                               ) -> tuple[list[UploadFile], list[BlockCheck]]:
         """Up to ``count`` consecutive whole-window getFile answers from ``offset`` and, with
-        ``hashes``, their block hashes: one store call and one transaction (the server's
+        ``hashes``, their block hashes (with ``crc32c``, their checksums as
+        ``get_file_checksums`` answers): one store call and one transaction (the server's
         ``windows=N`` extension).  See :meth:`fsmount.store.Store.get_file_windows`.
 
         Raises OffsetInvalid, InvalidArgument, FileIdInvalid, FileReferenceExpired.
         """
-        return await self._run(self.store.get_file_windows, location, offset, count, hashes)
+        return await self._run(self.store.get_file_windows, location, offset, count, hashes,
+                               crc32c)
 
     async def get_file_hashes(self, location: FileLocation, offset: int) -> list[FileHash]:
         return await self._run(self.store.get_file_hashes, location, offset)
@@ -137,6 +140,15 @@ class EmbeddedRemote:
         Raises what ``get_file_hashes`` raises, and InvalidArgument for ``windows`` < 1.
         """
         return await self._run(self.store.get_file_hashes, location, offset, windows)
+
+    async def get_file_checksums(self, location: FileLocation, offset: int,
+                                 windows: int = 1) -> list[BlockCheck]:
+        """See :meth:`fsmount.remote.Remote.get_file_checksums`; ``windows`` = N answers for
+        N windows, like ``get_file_hashes_windows``.
+
+        Raises what ``get_file_hashes`` raises, and InvalidArgument for ``windows`` < 1.
+        """
+        return await self._run(self.store.get_file_checksums, location, offset, windows)
 
     async def get_document_by_hash(self, sha256: str, size: int, mime_type: str) -> Document | None:
         return await self._run(self.store.get_document_by_hash, sha256, size, mime_type)

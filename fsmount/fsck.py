@@ -14,6 +14,8 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import crc32c
+
 from . import errors
 from .protocol import HASH_BLOCK
 from .remote import ROOT_ID
@@ -147,7 +149,7 @@ def _check(db: sqlite3.Connection, root: Path, deep: bool) -> list[str]:
 
     # --- blobs ---------------------------------------------------------------------------
     blobs = {r[0]: r for r in db.execute(
-        "SELECT sha256, size, chunk_size, path, block_hashes FROM blobs")}
+        "SELECT sha256, size, chunk_size, path, block_hashes, block_crc32c FROM blobs")}
     used_blobs = {d[2] for d in docs.values()}
     for doc_id, d in docs.items():
         b = blobs.get(d[2])
@@ -204,7 +206,7 @@ def _check(db: sqlite3.Connection, root: Path, deep: bool) -> list[str]:
 
 
 def _check_blob(root: Path, b: tuple, deep: bool, report: Callable[[str], None]) -> None:
-    sha, size, chunk, rel, blocks = b
+    sha, size, chunk, rel, blocks, crcs = b
     path = root / rel
     if not path.is_dir():
         report(f"blob {sha} directory {rel} is missing")
@@ -225,22 +227,27 @@ def _check_blob(root: Path, b: tuple, deep: bool, report: Callable[[str], None])
         if s != want:
             report(f"blob {rel} chunk {i} has {s} bytes, expected {want}")
         total += s
-    if len(blocks) != 32 * (-(-size // HASH_BLOCK)):
+    nblocks = -(-size // HASH_BLOCK)
+    if len(blocks) != 32 * nblocks:
         report(f"blob {sha} has {len(blocks) // 32} block hashes for {size} bytes")
+    if crcs is not None and len(crcs) != 4 * nblocks:
+        report(f"blob {sha} has {len(crcs) // 4} block CRC32Cs for {size} bytes")
     if deep and total == size:
         h = hashlib.sha256()
         buf = bytearray()
-        digests = []
+        digests, sums = [], []
         for i in range(count):
             data = (path / str(i)).read_bytes()
             h.update(data)
             buf += data
-            while len(buf) >= HASH_BLOCK:
-                digests.append(hashlib.sha256(buf[:HASH_BLOCK]).digest())
+            while len(buf) >= HASH_BLOCK or (buf and i == count - 1):
+                block = bytes(buf[:HASH_BLOCK])
+                digests.append(hashlib.sha256(block).digest())
+                sums.append(crc32c.crc32c(block).to_bytes(4, "big"))
                 del buf[:HASH_BLOCK]
-        if buf:
-            digests.append(hashlib.sha256(buf).digest())
         if h.hexdigest() != sha:
             report(f"blob {rel} content does not match its SHA-256")
         if b"".join(digests) != bytes(blocks):
             report(f"blob {rel} block hashes do not match its content")
+        if crcs is not None and b"".join(sums) != bytes(crcs):
+            report(f"blob {rel} block CRC32Cs do not match its content")

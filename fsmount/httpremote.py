@@ -45,6 +45,7 @@ import trio
 from . import errors
 from .protocol import HASH_BLOCK, PRECISE_ALIGN, WINDOW, FileType
 from .remote import (
+    BlockCheck,
     Document,
     FileHash,
     FileLocation,
@@ -63,7 +64,7 @@ __all__ = ["HttpRemote"]
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-#: Windows of block hashes asked for per getFileHashes request (see get_file_hashes).
+#: Windows of block checks asked for per getFileHashes/getFileChecksums request.
 HASH_PREFETCH = 8
 #: Windows of prefetched hashes kept (about 2 KiB each).
 HASH_CACHE_WINDOWS = 4096
@@ -241,7 +242,10 @@ class HttpRemote:
         self.retried = 0
         #: Requests sent per protocol method, retries included (tests and benchmarks).
         self.requests: Counter[str] = Counter()
-        self._hashes: OrderedDict[tuple[int, int, int], list[FileHash]] = OrderedDict()
+        #: Block checks (CRC32C or SHA-256) per window, kept from answers for the reader.
+        self._hashes: OrderedDict[tuple[int, int, int], list[BlockCheck]] = OrderedDict()
+        #: Set once the server turned out to predate getFileChecksums.
+        self._no_checksums = False
         self._hash_pending: dict[tuple[int, int, int], trio.Event] = {}
         self._windows: OrderedDict[tuple[int, int, int], UploadFile] = OrderedDict()
         self._win_bytes = 0
@@ -497,7 +501,8 @@ class HttpRemote:
     async def get_file(self, location: FileLocation, offset: int, limit: int,
                        precise: bool = False) -> UploadFile:
         # Whole 1 MiB windows go out as the server's ``windows=N`` + ``hashes=true``
-        # extension (see _fetch_run); anything else is one ordinary getFile.
+        # (+ ``checksums=crc32c``) extension (see _fetch_run); anything else is one
+        # ordinary getFile.
         whole = (not precise and limit == WINDOW and isinstance(offset, int) and offset >= 0
                  and offset % WINDOW == 0)
         if not whole:
@@ -505,8 +510,8 @@ class HttpRemote:
         doc = (location.id, location.access_hash)
         key = (*doc, offset // WINDOW)
         self._wanted[key] = self._wanted.get(key, 0) + 1
-        # The reader asks for this window's hashes beside it: make that call wait for the
-        # hashes this answer brings.
+        # The reader asks for this window's checksums beside it: make that call wait for
+        # the ones this answer brings.
         hash_event = None
         if key not in self._hashes and key not in self._hash_pending:
             hash_event = self._hash_pending[key] = trio.Event()
@@ -545,7 +550,8 @@ class HttpRemote:
         are waiting for, plus (once the reader is sequential: the window before the run was
         asked already) the windows after it, up to GETFILE_BATCH in all.  The others' windows
         are kept (bounded, see _keep_window) until their calls take them.  The answer's block
-        hashes are kept for get_file_hashes, whose calls for these windows wait for it."""
+        checks are kept for get_file_checksums (and get_file_hashes if they are SHA-256s),
+        whose calls for these windows wait for it."""
         first = w
         while (first > w - GETFILE_BATCH + 1 and (*doc, first - 1) in self._wanted
                and self._free((*doc, first - 1))):
@@ -568,7 +574,8 @@ class HttpRemote:
             offset = first * WINDOW
             ans = await self._request("getFile", bulk=True, query={
                 "id": location.id, "access_hash": location.access_hash, "offset": offset,
-                "limit": WINDOW, "windows": last - first + 1, "hashes": True})
+                "limit": WINDOW, "windows": last - first + 1, "hashes": True,
+                "checksums": "crc32c"})
             parts: list[bytes] | list[bytearray] | None = ans.parts
             types = ans.headers.get("x-window-types", "").split(",")
             if parts is None and first == last:
@@ -576,14 +583,13 @@ class HttpRemote:
                 parts, types = [ans.body], [ans.headers.get("x-file-type", "")]
             if not parts or len(types) != len(parts):
                 raise errors.TransportError("getFile: malformed multi-window answer")
-            raw_hashes = ans.headers.get("x-block-hashes")
-            if raw_hashes is not None:  # else the reader's getFileHashes call asks itself
-                try:
-                    hashes = wire.block_hashes_from_header(raw_hashes, offset,
-                                                           sum(len(p) for p in parts))
-                except errors.InvalidArgument as exc:
-                    raise errors.TransportError(f"getFile: {exc}") from None
-                self._keep_hashes(doc, hashes)
+            try:
+                checks = wire.block_checks_from_headers(ans.headers, offset,
+                                                        sum(len(p) for p in parts))
+            except errors.InvalidArgument as exc:
+                raise errors.TransportError(f"getFile: {exc}") from None
+            if checks is not None:  # else the reader's checksum call asks itself
+                self._keep_checks(doc, checks)
             mtime = self._mtime(ans)
             out = None
             for i, data in enumerate(parts):
@@ -617,12 +623,12 @@ class HttpRemote:
             _, dropped = self._windows.popitem(last=False)
             self._win_bytes -= len(dropped.bytes)
 
-    def _keep_hashes(self, doc: tuple[int, int], hashes: list[FileHash],
+    def _keep_checks(self, doc: tuple[int, int], checks: list[BlockCheck],
                      skip: int | None = None) -> None:
-        """Keep block hashes per window (all but window ``skip``), the oldest beyond
+        """Keep block checks per window (all but window ``skip``), the oldest beyond
         HASH_CACHE_WINDOWS dropped."""
-        by_window: dict[int, dict[int, FileHash]] = {}
-        for h in hashes:
+        by_window: dict[int, dict[int, BlockCheck]] = {}
+        for h in checks:
             by_window.setdefault(h.offset // WINDOW, {})[h.offset] = h
         for w, hs in by_window.items():
             if w != skip:
@@ -659,25 +665,50 @@ class HttpRemote:
                           self._mtime(ans), ans.body)
 
     async def get_file_hashes(self, location: FileLocation, offset: int) -> list[FileHash]:
-        # Hashes kept from a getFile answer (see get_file) or from an earlier request are
-        # answered without asking: documents never change, so kept hashes stay right, and
-        # the getFile call for the same window reports that window's errors
-        # (FILE_REFERENCE_EXPIRED, ...).  Otherwise the request asks for HASH_PREFETCH
-        # windows (the server's ``windows=N`` extension) and keeps the ones after this one.
+        kept = await self._kept_checks(location, offset)
+        if kept is not None and all(isinstance(h, FileHash) for h in kept):
+            return [h for h in kept if isinstance(h, FileHash)]
+        got = await self._ask_checks("getFileHashes", location, offset)
+        return [h for h in got if isinstance(h, FileHash)]
+
+    async def get_file_checksums(self, location: FileLocation, offset: int) -> list[BlockCheck]:
+        kept = await self._kept_checks(location, offset)
+        if kept is not None:
+            return kept
+        if not self._no_checksums:
+            try:
+                return await self._ask_checks("getFileChecksums", location, offset)
+            except errors.NotFound:
+                # A server from before the extension: it has no such method.
+                self._no_checksums = True
+        return await self.get_file_hashes(location, offset)
+
+    async def _kept_checks(self, location: FileLocation, offset: int) -> list[BlockCheck] | None:
+        """The checks kept for ``offset``'s window from a getFile answer (see get_file) or
+        an earlier request, from ``offset``'s block on; None if none are.  Documents never
+        change, so kept checks stay right, and the getFile call for the same window reports
+        that window's errors (FILE_REFERENCE_EXPIRED, ...)."""
+        if not (isinstance(offset, int) and offset >= 0 and offset % PRECISE_ALIGN == 0):
+            return None
+        key = (location.id, location.access_hash, offset // WINDOW)
+        pending = self._hash_pending.get(key)
+        if pending is not None:
+            # A request that brings this window is on its way (a read-ahead asks for many
+            # windows at once): wait for it instead of asking again.
+            await pending.wait()
+        kept = self._hashes.get(key)
+        if kept is None:
+            return None
+        self._hashes.move_to_end(key)
+        first = offset // HASH_BLOCK * HASH_BLOCK
+        return [h for h in kept if h.offset >= first]
+
+    async def _ask_checks(self, method: str, location: FileLocation, offset: int
+                          ) -> list[BlockCheck]:
+        """Ask ``method`` (getFileHashes or getFileChecksums) for HASH_PREFETCH windows (the
+        server's ``windows=N`` extension) and keep the ones after ``offset``'s."""
         valid = isinstance(offset, int) and offset >= 0 and offset % PRECISE_ALIGN == 0
         want = offset // WINDOW if valid else 0
-        key = (location.id, location.access_hash, want)
-        if valid:
-            pending = self._hash_pending.get(key)
-            if pending is not None:
-                # A request that brings this window is on its way (a read-ahead asks for
-                # many windows at once): wait for it instead of asking again.
-                await pending.wait()
-            kept = self._hashes.get(key)
-            if kept is not None:
-                self._hashes.move_to_end(key)
-                first = offset // HASH_BLOCK * HASH_BLOCK
-                return [h for h in kept if h.offset >= first]
         events = {}
         if valid:
             for w in range(want + 1, want + HASH_PREFETCH):
@@ -685,10 +716,10 @@ class HttpRemote:
                 if k not in self._hashes and k not in self._hash_pending:
                     events[k] = self._hash_pending[k] = trio.Event()
         try:
-            got = wire.hashes_from_json(await self._json("getFileHashes", query={
+            got = wire.checks_from_json(await self._json(method, query={
                 "id": location.id, "access_hash": location.access_hash, "offset": offset,
                 "windows": HASH_PREFETCH if valid and HASH_PREFETCH > 1 else None}))
-            self._keep_hashes((location.id, location.access_hash), got, skip=want)
+            self._keep_checks((location.id, location.access_hash), got, skip=want)
             # The whole answer: it starts at the offset's block and reaches at least the end
             # of its window, as the interface asks (more is allowed, and saves calls).
             return got

@@ -8,7 +8,8 @@ it, and one contract test suite (``tests/contract``) runs against both.
 Content model
 -------------
 * An upload (parts + finalize) produces an immutable :class:`Document`: content with a
-  size, MIME type, SHA-256, MD5 and SHA-256 block hashes.  Documents are deduplicated by
+  size, MIME type, SHA-256, MD5, SHA-256 block hashes and (an extension of the protocol)
+  CRC32C block checksums, both per ``HASH_BLOCK`` and computed as the parts arrived.  Documents are deduplicated by
   SHA-256 and reclaimed when no file references them; a finalized document that is never
   linked to a file expires after the part lifetime.
 * A file :class:`Node` references an ordered tuple of documents, its *segments*; its bytes
@@ -21,8 +22,11 @@ Content model
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+import crc32c
 
 from .protocol import FileType
 
@@ -91,6 +95,34 @@ class FileHash:
     offset: int
     limit: int
     hash: bytes
+
+    def matches(self, data: bytes | memoryview) -> bool:
+        """True if ``data`` (these ``limit`` bytes) has this SHA-256."""
+        return hashlib.sha256(data).digest() == self.hash
+
+
+@dataclass(frozen=True)
+class BlockChecksum:
+    """CRC32C of ``limit`` bytes of a document starting at ``offset``.
+
+    Not part of the seed's protocol: the store computes it beside the SHA-256 block hash
+    when the parts arrive, for readers that verify every byte they fetch.  Against
+    accidental corruption (disk, memory, a broken proxy) it is as good a check as the
+    SHA-256 and costs a twentieth of it (hardware CRC32C), which is what a streaming read
+    can afford; the SHA-256 stays the document's identity (deduplication, getFileHashes).
+    """
+
+    offset: int
+    limit: int
+    crc32c: int
+
+    def matches(self, data: bytes | memoryview) -> bool:
+        """True if ``data`` (these ``limit`` bytes) has this CRC32C."""
+        return crc32c.crc32c(data) == self.crc32c
+
+
+BlockCheck = FileHash | BlockChecksum
+"""A block's reference checksum: the protocol's SHA-256 hash or the store's CRC32C."""
 
 
 class NodeKind(enum.StrEnum):
@@ -198,6 +230,15 @@ class Remote(Protocol):
         on, at least through that block's 1 MiB window; empty past the end.
 
         Raises OffsetInvalid, FileIdInvalid, FileReferenceExpired.
+        """
+        ...
+
+    async def get_file_checksums(self, location: FileLocation, offset: int) -> list[BlockCheck]:
+        """What a reader verifies a window with: the same blocks as ``get_file_hashes``, as
+        :class:`BlockChecksum` (CRC32C) when the store has them for this document, else as
+        the SHA-256 :class:`FileHash` es ``get_file_hashes`` answers.
+
+        Raises what ``get_file_hashes`` raises.
         """
         ...
 

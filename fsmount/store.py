@@ -14,8 +14,9 @@ On-disk layout of a store directory ``DIR``::
 
 A blob is a directory of equally sized chunks (the last one smaller): finalize renames the
 upload's part directory into ``blobs/`` instead of copying a gigabyte again, and reads take
-a range from one or two chunk files.  SHA-256, MD5 and the 128 KiB block hashes are
-computed while contiguous parts arrive (block hashes per part in the saving thread), so
+a range from one or two chunk files.  SHA-256, MD5 and the 128 KiB block hashes and
+CRC32C block checksums are computed while contiguous parts arrive (per part in the saving
+thread), so
 finalize only checks and links; parts that arrived out of order or were re-sent are hashed
 in one pass at finalize instead.
 
@@ -43,6 +44,7 @@ import os
 import secrets
 import shutil
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -50,10 +52,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import crc32c
+
 from . import errors, protocol
 from .protocol import HASH_BLOCK, WINDOW, FileType, Limits
 from .remote import (
     ROOT_ID,
+    BlockCheck,
+    BlockChecksum,
     Document,
     FileHash,
     FileLocation,
@@ -141,7 +147,8 @@ CREATE TABLE IF NOT EXISTS blobs(
     size INTEGER NOT NULL,
     chunk_size INTEGER NOT NULL,
     path TEXT NOT NULL UNIQUE,
-    block_hashes BLOB NOT NULL
+    block_hashes BLOB NOT NULL,
+    block_crc32c BLOB
 );
 CREATE TABLE IF NOT EXISTS documents(
     id INTEGER PRIMARY KEY,
@@ -180,7 +187,7 @@ CREATE TABLE IF NOT EXISTS parts(
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS parts_by_age ON parts(saved_at);
 """
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 # --- on-disk layout (pure path functions; tested under pyfakefs) ---------------------------
@@ -328,44 +335,82 @@ def _name_ok(name: object) -> bool:
 # --- hashing ------------------------------------------------------------------------------
 
 
+def block_sums(data: bytes | memoryview) -> list[tuple[bytes, int]]:
+    """(SHA-256, CRC32C) of each whole HASH_BLOCK block at the start of ``data``."""
+    view = memoryview(data)
+    return [(hashlib.sha256(b).digest(), crc32c.crc32c(b))
+            for b in (view[o : o + HASH_BLOCK]
+                      for o in range(0, len(view) - HASH_BLOCK + 1, HASH_BLOCK))]
+
+
+@dataclass
+class Hashes:
+    """What finalize records of a document's bytes."""
+
+    sha256: str
+    md5: str
+    #: The 32-byte SHA-256 of every HASH_BLOCK block, concatenated.
+    blocks: bytes
+    #: The CRC32C of every block, 4 bytes big-endian each, concatenated.
+    crcs: bytes
+
+
 class _Hasher:
-    """SHA-256, MD5 and 128 KiB block SHA-256s of a byte stream fed in order."""
+    """SHA-256, MD5 and 128 KiB block SHA-256s and CRC32Cs of a byte stream fed in order."""
 
     def __init__(self) -> None:
         self.sha = hashlib.sha256()
         self.md5 = hashlib.md5()
         self.blocks: list[bytes] = []
+        self.crcs: list[int] = []
         self.block = hashlib.sha256()
+        self.crc = 0
         self.fill = 0
         self.size = 0
 
-    def update(self, data: bytes | memoryview, full_blocks: list[bytes] | None = None) -> None:
-        """Feed ``data``; ``full_blocks`` may hold the SHA-256 of its leading whole
-        HASH_BLOCK blocks, computed in parallel by the thread that saved the part."""
+    def copy(self) -> _Hasher:
+        h = _Hasher()
+        h.sha, h.md5, h.block = self.sha.copy(), self.md5.copy(), self.block.copy()
+        h.blocks, h.crcs = list(self.blocks), list(self.crcs)
+        h.crc, h.fill, h.size = self.crc, self.fill, self.size
+        return h
+
+    def update(self, data: bytes | memoryview,
+               full_blocks: list[tuple[bytes, int]] | None = None) -> None:
+        """Feed ``data``; ``full_blocks`` may hold :func:`block_sums` of its leading whole
+        blocks, computed in parallel by the thread that saved the part."""
         self.sha.update(data)
         self.md5.update(data)
         mv = memoryview(data)
         pos, n = 0, len(mv)
         self.size += n
         if full_blocks and self.fill == 0:
-            self.blocks.extend(full_blocks)
+            for digest, crc in full_blocks:
+                self.blocks.append(digest)
+                self.crcs.append(crc)
             pos = len(full_blocks) * HASH_BLOCK
         while pos < n:
             take = min(HASH_BLOCK - self.fill, n - pos)
-            self.block.update(mv[pos : pos + take])
+            piece = mv[pos : pos + take]
+            self.block.update(piece)
+            self.crc = crc32c.crc32c(piece, self.crc)
             self.fill += take
             pos += take
             if self.fill == HASH_BLOCK:
                 self.blocks.append(self.block.digest())
+                self.crcs.append(self.crc)
                 self.block = hashlib.sha256()
+                self.crc = 0
                 self.fill = 0
 
-    def result(self) -> tuple[str, str, bytes]:
-        """(sha256 hex, md5 hex, concatenated block digests); call once."""
-        blocks = list(self.blocks)
+    def result(self) -> Hashes:
+        """The hashes of everything fed; call once."""
+        blocks, crcs = list(self.blocks), list(self.crcs)
         if self.fill:
             blocks.append(self.block.digest())
-        return self.sha.hexdigest(), self.md5.hexdigest(), b"".join(blocks)
+            crcs.append(self.crc)
+        return Hashes(self.sha.hexdigest(), self.md5.hexdigest(), b"".join(blocks),
+                      struct.pack(f">{len(crcs)}I", *crcs))
 
 
 _Stat = tuple[int, int, int]  # (st_ino, st_size, st_mtime_ns): identifies one saved part file
@@ -380,7 +425,7 @@ class _UploadState:
     next_part: int = 0
     saved: dict[int, _Stat] = field(default_factory=dict)
     fed: dict[int, _Stat] = field(default_factory=dict)
-    pending: dict[int, tuple[bytes, list[bytes]]] = field(default_factory=dict)
+    pending: dict[int, tuple[bytes, list[tuple[bytes, int]]]] = field(default_factory=dict)
     broken: bool = False
 
 
@@ -545,6 +590,13 @@ class Store:
             tx.q("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                  SCHEMA_VERSION)
             tx.q("INSERT OR IGNORE INTO meta(key, value) VALUES ('next_doc_id', 1)")
+            # Version 2 added the blocks' CRC32Cs; older blobs keep NULL there and are
+            # verified by their SHA-256 block hashes.
+            columns = {r[1] for r in tx.q("PRAGMA table_info(blobs)")}
+            if "block_crc32c" not in columns:
+                tx.q("ALTER TABLE blobs ADD COLUMN block_crc32c BLOB")
+            tx.q("UPDATE meta SET value = ? WHERE key = 'schema_version' AND value < ?",
+                 SCHEMA_VERSION, SCHEMA_VERSION)
 
     # --- transactions ---------------------------------------------------------------------
 
@@ -883,9 +935,7 @@ class Store:
                 raise errors.FilePartInvalid(f"part {part} is not below file_total_parts {total}")
         # Hash the part's whole 128 KiB blocks here, in parallel with other parts' saves;
         # the in-order feeder then only runs the whole-file SHA-256 and MD5.
-        view = memoryview(data)
-        full_blocks = [hashlib.sha256(view[o : o + HASH_BLOCK]).digest()
-                       for o in range(0, len(data) - HASH_BLOCK + 1, HASH_BLOCK)]
+        full_blocks = block_sums(data)
         # Write outside the lock; rename into place inside it so that the file and its row
         # change together as far as this process can tell.
         tmp = self.path / "parts" / "tmp" / f"p{secrets.token_hex(8)}"
@@ -960,7 +1010,7 @@ class Store:
                     f"{self.limits.big_file_threshold} bytes; use saveBigFilePart")
 
     def _note_part(self, uid: int, fid: int, part: int, stat: _Stat, data: bytes,
-                   full_blocks: list[bytes], existed: bool) -> None:
+                   full_blocks: list[tuple[bytes, int]], existed: bool) -> None:
         with self._states_lock:
             st = self._states.get((uid, fid))
             if st is None:
@@ -1079,7 +1129,7 @@ class Store:
         try:
             if hashed is None or concat:
                 hashed, staged = self._hash_pass(updir, parts, concat)
-            sha, md5, blocks = hashed
+            md5 = hashed.md5
             if small and md5.lower() != str(file.md5_checksum).strip().lower():
                 raise errors.Md5ChecksumInvalid(f"md5 of the parts is {md5}")
             if quota and used + size > quota:
@@ -1088,9 +1138,7 @@ class Store:
             if concat:
                 chunk_size = size
             doc = self._commit_document(
-                uid, fid, file.name, rows, stats, size, chunk_size, sha, md5, blocks, head,
-                staged,
-            )
+                uid, fid, file.name, rows, stats, size, chunk_size, hashed, head, staged)
             if doc is not None:
                 staged = None
             return doc
@@ -1108,8 +1156,7 @@ class Store:
         if stale:
             self._drop_upload_if_empty(tx, uid, fid)
 
-    def _hashes_from_state(self, uid: int, fid: int, stats: list[_Stat]
-                           ) -> tuple[str, str, bytes] | None:
+    def _hashes_from_state(self, uid: int, fid: int, stats: list[_Stat]) -> Hashes | None:
         with self._states_lock:
             state = self._states.get((uid, fid))
         if state is None:
@@ -1119,15 +1166,11 @@ class Store:
                 return None
             if any(state.fed.get(i) != s for i, s in enumerate(stats)):
                 return None
-            # Copy the hashers: a failed finalize (bad MD5) must leave the upload usable.
-            h = _Hasher()
-            h.sha, h.md5, h.block = (state.hasher.sha.copy(), state.hasher.md5.copy(),
-                                     state.hasher.block.copy())
-            h.blocks, h.fill, h.size = list(state.hasher.blocks), state.hasher.fill, state.hasher.size
-            return h.result()
+            # A copy: a failed finalize (bad MD5) must leave the upload usable.
+            return state.hasher.copy().result()
 
     def _hash_pass(self, updir: Path, parts: int, concat: bool
-                   ) -> tuple[tuple[str, str, bytes], Path | None]:
+                   ) -> tuple[Hashes, Path | None]:
         """Hash the parts in one pass; with ``concat`` also write them as one chunk file."""
         h = _Hasher()
         staged: Path | None = None
@@ -1169,9 +1212,10 @@ class Store:
 
     def _commit_document(
         self, uid: int, fid: int, name: str, rows: list[tuple], stats: list[_Stat], size: int,
-        chunk_size: int, sha: str, md5: str, blocks: bytes, head: bytes, staged: Path | None,
+        chunk_size: int, hashed: Hashes, head: bytes, staged: Path | None,
     ) -> Document | None:
         """Link the hashed upload into a document; None if the parts changed meanwhile."""
+        sha, md5 = hashed.sha256, hashed.md5
         updir = self.path / upload_relpath(uid, fid)
         synced = staged is not None  # a staged (concatenated) blob was synced when written
         if not synced and not self._blob_exists(sha):
@@ -1207,8 +1251,9 @@ class Store:
                 tx.on_rollback.append(lambda: os.rename(dest, source))
                 _fsync_dir(dest)
                 _fsync_dir(dest.parent)
-                tx.q("INSERT INTO blobs(sha256, size, chunk_size, path, block_hashes) "
-                     "VALUES (?,?,?,?,?)", sha, size, chunk_size, rel, blocks)
+                tx.q("INSERT INTO blobs(sha256, size, chunk_size, path, block_hashes, "
+                     "block_crc32c) VALUES (?,?,?,?,?,?)", sha, size, chunk_size, rel,
+                     hashed.blocks, hashed.crcs)
                 moved_dest: Path | None = dest
             else:
                 moved_dest = None
@@ -1244,22 +1289,27 @@ class Store:
     # --- download -------------------------------------------------------------------------
 
     def _resolve(self, tx: _Tx, uid: int, loc: FileLocation,
-                 blocks: tuple[int, int] | None = None) -> tuple:
-        """(size, file_type, date, chunk_size, blob path, block hashes) of a readable document.
+                 blocks: tuple[int, int] | None = None, crc: bool = False) -> tuple:
+        """(size, file_type, date, chunk_size, blob path, block hashes, block CRC32Cs) of a
+        readable document.
 
         The block hashes are ``blocks`` = (first, count) of them, 32 bytes each (fewer at the
         end), or ``b""`` without it: a document's hashes are 256 KiB per GiB, too much to
-        copy out of SQLite for every 1 MiB read.
+        copy out of SQLite for every 1 MiB read.  With ``crc`` the same blocks' CRC32Cs
+        follow, 4 bytes each (None if the blob was stored before the store kept them).
 
         Raises FileIdInvalid, FileReferenceExpired.
         """
         if not isinstance(loc, FileLocation):
             raise errors.FileIdInvalid("not a FileLocation")
         if blocks is None:
-            hashes_sql, hashes_args = "x''", ()
+            hashes_sql, hashes_args = "x'', NULL", ()
         else:
-            hashes_sql = "substr(b.block_hashes, ?, ?)"
+            hashes_sql = "substr(b.block_hashes, ?, ?), NULL"
             hashes_args = (blocks[0] * 32 + 1, blocks[1] * 32)
+            if crc:
+                hashes_sql = "substr(b.block_hashes, ?, ?), substr(b.block_crc32c, ?, ?)"
+                hashes_args += (blocks[0] * 4 + 1, blocks[1] * 4)
         row = tx.one(
             "SELECT d.user_id, d.access_hash, d.size, d.file_type, d.date, d.expires_at, "
             f"b.chunk_size, b.path, {hashes_sql} FROM documents d JOIN blobs b "
@@ -1273,13 +1323,13 @@ class Store:
             raise errors.FileIdInvalid(f"no document {loc.id}")
         if row[5] is not None and row[5] <= tx.now:
             raise errors.FileReferenceExpired(f"document {loc.id} expired unused")
-        return row[2], row[3], row[4], row[6], row[7], row[8]
+        return row[2], row[3], row[4], row[6], row[7], row[8], row[9]
 
     def _resolve_read(self, uid: int, loc: FileLocation,
-                      blocks: tuple[int, int] | None = None) -> tuple:
+                      blocks: tuple[int, int] | None = None, crc: bool = False) -> tuple:
         try:
             with self._tx(write=False) as tx:
-                return self._resolve(tx, uid, loc, blocks)
+                return self._resolve(tx, uid, loc, blocks, crc)
         except errors.FileReferenceExpired:
             # Reclaim lazily an expired fresh document.
             with self._tx() as tx:
@@ -1301,7 +1351,7 @@ class Store:
         if not isinstance(limit, int) or isinstance(limit, bool):
             raise errors.LimitInvalid(f"limit {limit!r} is not an integer")
         protocol.check_get_file(offset, limit, precise)
-        size, ftype, date, chunk, rel, _ = self._resolve_read(user_id, location)
+        size, ftype, date, chunk, rel, *_ = self._resolve_read(user_id, location)
         end = min(offset + limit, size)
         data = b""
         if offset < end:
@@ -1317,11 +1367,13 @@ class Store:
         return UploadFile(type=FileType(ftype), mtime=int(date), bytes=data)
 
     def get_file_windows(self, user_id: int, location: FileLocation, offset: int, count: int,
-                         hashes: bool = False) -> tuple[list[UploadFile], list[FileHash]]:
+                         hashes: bool = False, crc32c: bool = False
+                         ) -> tuple[list[UploadFile], list[BlockCheck]]:
         """Up to ``count`` consecutive whole-window getFile answers from ``offset`` (what
         ``count`` calls of ``get_file(offset + k MiB, 1 MiB)`` would answer, in one
         transaction), and with ``hashes`` the block hashes of the windows returned (what
-        getFileHashes would answer for them).  Stops after a short window (the end of the
+        getFileHashes would answer for them) -- or with ``crc32c`` as well, what
+        :meth:`get_file_checksums` would.  Stops after a short window (the end of the
         document); a document deleted while reading ends the answer early, or raises
         FileReferenceExpired if not even the first window was read.
 
@@ -1336,8 +1388,8 @@ class Store:
             raise errors.InvalidArgument(f"count must be a positive integer, not {count!r}")
         first = offset // HASH_BLOCK
         nblocks = count * (WINDOW // HASH_BLOCK)
-        size, ftype, date, chunk, rel, blob = self._resolve_read(
-            user_id, location, (first, nblocks) if hashes else None)
+        size, ftype, date, chunk, rel, blob, crcs = self._resolve_read(
+            user_id, location, (first, nblocks) if hashes else None, crc32c)
         ftype, mtime = FileType(ftype), int(date)
         out: list[UploadFile] = []
         pos = offset
@@ -1361,7 +1413,7 @@ class Store:
                 _prefetch(self.path / rel, chunk, pos, min(WINDOW, size - pos))
         if not hashes:
             return out, []
-        return out, _block_hashes(blob, first, min(size, pos), size)
+        return out, _block_checks(blob, crcs, first, min(size, pos), size)
 
     def get_file_hashes(self, user_id: int, location: FileLocation, offset: int,
                         windows: int = HASH_WINDOWS) -> list[FileHash]:
@@ -1373,6 +1425,26 @@ class Store:
         Raises OffsetInvalid (negative or not a multiple of 1 KiB), FileIdInvalid,
         FileReferenceExpired, InvalidArgument (``windows`` below 1).
         """
+        size, blocks, _, first, end = self._window_blocks(user_id, location, offset, windows,
+                                                          crc=False)
+        return _block_hashes(blocks, first, end, size)
+
+    def get_file_checksums(self, user_id: int, location: FileLocation, offset: int,
+                           windows: int = HASH_WINDOWS) -> list[BlockCheck]:
+        """The blocks ``get_file_hashes`` would answer, as CRC32C :class:`BlockChecksum` s
+        when this document's blob has them (every blob stored since the store kept them),
+        else as its SHA-256 hashes.
+
+        Raises what ``get_file_hashes`` raises.
+        """
+        size, blocks, crcs, first, end = self._window_blocks(user_id, location, offset,
+                                                             windows, crc=True)
+        return _block_checks(blocks, crcs, first, end, size)
+
+    def _window_blocks(self, uid: int, loc: FileLocation, offset: int, windows: int, *,
+                       crc: bool) -> tuple[int, bytes, bytes | None, int, int]:
+        """(document size, block hashes, block CRC32Cs, first block, end byte) for
+        getFileHashes and getFileChecksums."""
         if not isinstance(offset, int) or offset < 0 or offset % protocol.PRECISE_ALIGN:
             raise errors.OffsetInvalid(
                 f"offset {offset} is not a non-negative multiple of {protocol.PRECISE_ALIGN}")
@@ -1381,8 +1453,8 @@ class Store:
         first = offset // HASH_BLOCK
         last_end = (offset // WINDOW + windows) * WINDOW
         count = -(-last_end // HASH_BLOCK) - first
-        size, _, _, _, _, blocks = self._resolve_read(user_id, location, (first, count))
-        return _block_hashes(blocks, first, min(size, last_end), size)
+        size, *_, blocks, crcs = self._resolve_read(uid, loc, (first, count), crc)
+        return size, blocks, crcs, first, min(size, last_end)
 
     def get_document_by_hash(self, user_id: int, sha256: str | bytes, size: int,
                              mime_type: str = "") -> Document | None:
@@ -1411,7 +1483,7 @@ class Store:
     def blob_files(self, user_id: int, location: FileLocation) -> list[Path]:
         """The files holding a document's bytes, in order (for tests that corrupt content
         on disk, and for diagnostics).  Raises FileIdInvalid, FileReferenceExpired."""
-        size, _, _, chunk, rel, _ = self._resolve_read(user_id, location)
+        size, _, _, chunk, rel, *_ = self._resolve_read(user_id, location)
         count = max(1, -(-size // chunk))
         return [self.path / rel / str(i) for i in range(count)]
 
@@ -1835,6 +1907,22 @@ def _block_hashes(blob: bytes, first: int, end: int, size: int) -> list[FileHash
         start, i = b * HASH_BLOCK, (b - first) * 32
         out.append(FileHash(offset=start, limit=min(HASH_BLOCK, size - start),
                             hash=bytes(blob[i : i + 32])))
+        b += 1
+    return out
+
+
+def _block_checks(blob: bytes, crcs: bytes | None, first: int, end: int, size: int
+                  ) -> list[BlockCheck]:
+    """Like :func:`_block_hashes`, but CRC32C checksums out of ``crcs`` (4 bytes per block
+    from block ``first`` on) when there are any."""
+    if crcs is None:
+        return list(_block_hashes(blob, first, end, size))
+    out: list[BlockCheck] = []
+    b = first
+    while b * HASH_BLOCK < end:
+        start, i = b * HASH_BLOCK, (b - first) * 4
+        out.append(BlockChecksum(offset=start, limit=min(HASH_BLOCK, size - start),
+                                 crc32c=int.from_bytes(crcs[i : i + 4], "big")))
         b += 1
     return out
 

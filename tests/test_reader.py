@@ -49,9 +49,9 @@ class Counting:
             return UploadFile(res.type, res.mtime, bytes(data))
         return res
 
-    async def get_file_hashes(self, location: FileLocation, offset: int) -> Any:
+    async def get_file_checksums(self, location: FileLocation, offset: int) -> Any:
         self.hash_calls += 1
-        return await self.remote.get_file_hashes(location, offset)
+        return await self.remote.get_file_checksums(location, offset)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.remote, name)
@@ -264,15 +264,15 @@ def test_no_pyfuse3_outside_the_adapter() -> None:
 
 
 class LongHashes(Counting):
-    """Answers get_file_hashes with more than asked: through the end of the document, with
-    the last window cut short (as a server may), like the contract's "at least"."""
+    """Answers get_file_checksums with more than asked: through the end of the document,
+    with the last window cut short (as a server may), like the contract's "at least"."""
 
-    async def get_file_hashes(self, location: FileLocation, offset: int) -> Any:
+    async def get_file_checksums(self, location: FileLocation, offset: int) -> Any:
         self.hash_calls += 1
         out = []
         pos = offset - offset % (128 * 1024)
         while True:
-            got = await self.remote.get_file_hashes(location, pos)
+            got = await self.remote.get_file_checksums(location, pos)
             if not got:
                 break
             out.extend(got)

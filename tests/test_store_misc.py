@@ -11,11 +11,12 @@ import sys
 import threading
 from pathlib import Path
 
+import crc32c
 import pytest
 
 from fsmount import errors, fsck
 from fsmount.protocol import KIB, MIB, Limits
-from fsmount.remote import ROOT_ID, InputFile, InputFileBig
+from fsmount.remote import ROOT_ID, BlockChecksum, FileHash, InputFile, InputFileBig
 from fsmount.store import Store
 
 
@@ -231,6 +232,10 @@ def expected_digests(data: bytes) -> tuple[str, str, list[bytes]]:
     return hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest(), blocks
 
 
+def expected_crcs(data: bytes) -> list[int]:
+    return [crc32c.crc32c(data[o : o + 128 * KIB]) for o in range(0, len(data), 128 * KIB)]
+
+
 @pytest.mark.parametrize("part_size", [64 * KIB, 128 * KIB, 512 * KIB])
 @pytest.mark.parametrize("order", ["in-order", "reversed", "resend-fed", "resend-pending"])
 def test_digests_are_right_whatever_the_arrival_order(tmp_path: Path, part_size: int,
@@ -261,8 +266,77 @@ def test_digests_are_right_whatever_the_arrival_order(tmp_path: Path, part_size:
         for off in range(0, len(data), MIB):
             got.update((h.offset, h.hash) for h in store.get_file_hashes(uid, doc.location, off))
         assert [got[o] for o in sorted(got)] == blocks
+        crcs: dict[int, int] = {}
+        for off in range(0, len(data), MIB):
+            for c in store.get_file_checksums(uid, doc.location, off):
+                assert isinstance(c, BlockChecksum)
+                crcs[c.offset] = c.crc32c
+        assert [crcs[o] for o in sorted(crcs)] == expected_crcs(data)
         assert store._pending_bytes == 0
     assert fsck.check(tmp_path / "s", deep=True) == []
+
+
+def test_checksums_match_the_hashes_block_for_block(tmp_path: Path) -> None:
+    data = os.urandom(2 * MIB + 300 * KIB)
+    with Store(tmp_path / "s") as store:
+        uid = store.default_user_id
+        doc = put(store, uid, "f", data, 1).segments[0]
+        for off in (0, 300 * KIB, MIB, 2 * MIB + 256 * KIB):
+            hashes = store.get_file_hashes(uid, doc.location, off)
+            checks = store.get_file_checksums(uid, doc.location, off)
+            assert [(c.offset, c.limit) for c in checks] == [(h.offset, h.limit) for h in hashes]
+            assert all(c.matches(data[c.offset : c.offset + c.limit]) for c in checks)
+            assert not checks[0].matches(b"x" + data[checks[0].offset + 1 :
+                                                      checks[0].offset + checks[0].limit])
+        two = store.get_file_checksums(uid, doc.location, 0, windows=2)
+        assert len(two) == 16 and two[-1].offset == MIB + 896 * KIB
+        assert store.get_file_checksums(uid, doc.location, 3 * MIB) == []
+        with pytest.raises(errors.OffsetInvalid):
+            store.get_file_checksums(uid, doc.location, 100)
+        with pytest.raises(errors.InvalidArgument):
+            store.get_file_checksums(uid, doc.location, 0, windows=0)
+
+
+def test_a_store_from_before_checksums_is_upgraded_and_verified_by_sha256(
+        tmp_path: Path) -> None:
+    """A version-1 store (no block_crc32c column) gains the column when opened; its old
+    blobs answer getFileChecksums with their SHA-256 hashes, new ones with CRC32Cs, and the
+    reader verifies both kinds."""
+    path = tmp_path / "s"
+    old_data, new_data = os.urandom(MIB + 5), os.urandom(MIB + 7)
+    with Store(path) as store:
+        uid = store.default_user_id
+        put(store, uid, "old", old_data, 1)
+    tamper(path, "ALTER TABLE blobs DROP COLUMN block_crc32c")
+    tamper(path, "UPDATE meta SET value = 1 WHERE key = 'schema_version'")
+    with Store(path) as store:
+        old = store.lookup(uid, ROOT_ID, "old").segments[0]
+        new = put(store, uid, "new", new_data, 2).segments[0]
+        old_checks = store.get_file_checksums(uid, old.location, 0)
+        assert old_checks == store.get_file_hashes(uid, old.location, 0)
+        assert all(isinstance(c, FileHash) for c in old_checks)
+        new_checks = store.get_file_checksums(uid, new.location, 0)
+        assert [c.crc32c for c in new_checks if isinstance(c, BlockChecksum)] == (
+            expected_crcs(new_data[:MIB]))
+        assert store.get_file_windows(uid, old.location, 0, 2, hashes=True, crc32c=True)[1] == (
+            store.get_file_hashes(uid, old.location, 0, windows=2))
+    db = sqlite3.connect(path / "meta.sqlite")
+    try:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (2,)
+    finally:
+        db.close()
+    assert fsck.check(path, deep=True) == []
+
+
+def test_fsck_finds_a_block_checksum_that_does_not_match(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with Store(path) as store:
+        put(store, store.default_user_id, "f", os.urandom(200 * KIB), 1)
+    tamper(path, "UPDATE blobs SET block_crc32c = x'0000000000000000'")
+    assert fsck.check(path) == []  # lengths only
+    assert any("CRC32Cs do not match" in p for p in fsck.check(path, deep=True))
+    tamper(path, "UPDATE blobs SET block_crc32c = x'00000000'")
+    assert any("block CRC32Cs for" in p for p in fsck.check(path))
 
 
 def test_limits_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

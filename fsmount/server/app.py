@@ -296,8 +296,12 @@ async def proto_call(method: str, remote: EmbeddedRemote, scope: Scope, receive:
         loc = FileLocation(q_int(p, "id"), q_int(p, "access_hash"))
         offset, limit, precise = q_int(p, "offset"), q_int(p, "limit"), q_bool(p, "precise")
         windows, hashes = q_int(p, "windows", 1), q_bool(p, "hashes")
+        checksums = p.get("checksums")
+        if checksums not in (None, "crc32c"):
+            raise errors.InvalidArgument(f"checksums must be crc32c, not {checksums!r}")
         if windows != 1 or hashes:
-            return await _get_windows(remote, loc, offset, limit, precise, windows, hashes)
+            return await _get_windows(remote, loc, offset, limit, precise, windows, hashes,
+                                      crc32c=checksums == "crc32c")
         res = await remote.get_file(loc, offset, limit, precise)
         return 200, [(b"content-type", b"application/octet-stream"),
                      (b"x-file-type", str(res.type).encode()),
@@ -309,14 +313,16 @@ async def proto_call(method: str, remote: EmbeddedRemote, scope: Scope, receive:
 
 
 async def _get_windows(remote: EmbeddedRemote, loc: FileLocation, offset: int, limit: int,
-                       precise: bool, windows: int, hashes: bool
+                       precise: bool, windows: int, hashes: bool, *, crc32c: bool
                        ) -> tuple[int, list[tuple[bytes, bytes]], list[bytes]]:
     """getFile extension ``windows=N``: N consecutive whole 1 MiB windows from ``offset``
     in one answer (what N getFile calls of the store would answer), so that a sequential
     reader pays the per-request cost once per N MiB.  ``X-Window-Sizes`` and
     ``X-Window-Types`` say how to cut the body; it stops after the first short window (the
     end).  With ``hashes=true`` (any N), ``X-Block-Hashes`` carries the block hashes of the
-    windows sent, saving the reader its getFileHashes calls.
+    windows sent, saving the reader its getFileHashes calls; with ``checksums=crc32c`` as
+    well, ``X-Block-Crc32c`` carries their CRC32Cs instead when the store has them (what
+    getFileChecksums would answer).
 
     Raises InvalidArgument unless offset is window-aligned, limit is 1 MiB, not precise,
     and N is in 1..MAX_GETFILE_WINDOWS; otherwise what getFile raises for the first window.
@@ -326,7 +332,7 @@ async def _get_windows(remote: EmbeddedRemote, loc: FileLocation, offset: int, l
         raise errors.InvalidArgument(
             f"windows=N (1..{wire.MAX_GETFILE_WINDOWS}) and hashes need whole 1 MiB windows, "
             "not precise")
-    parts, block_hashes = await remote.get_file_windows(loc, offset, windows, hashes)
+    parts, checks = await remote.get_file_windows(loc, offset, windows, hashes, crc32c)
     headers = [
         (b"content-type", b"application/octet-stream"),
         (b"x-file-type", str(parts[0].type).encode()),
@@ -335,14 +341,14 @@ async def _get_windows(remote: EmbeddedRemote, loc: FileLocation, offset: int, l
         (b"x-window-types", ",".join(str(r.type) for r in parts).encode()),
     ]
     if hashes:
-        headers.append((b"x-block-hashes", wire.block_hashes_to_header(block_hashes)))
+        headers.append(wire.block_checks_to_header(checks))
     return 200, headers, [r.bytes for r in parts]
 
 
 async def _proto_get(method: str, remote: EmbeddedRemote, p: dict[str, str]) -> Any:
     if method == "getConfig":
         return wire.config_to_json(await remote.get_config())
-    if method == "getFileHashes":
+    if method in ("getFileHashes", "getFileChecksums"):
         loc = FileLocation(q_int(p, "id"), q_int(p, "access_hash"))
         offset = q_int(p, "offset")
         windows = q_int(p, "windows", 1)
@@ -350,7 +356,11 @@ async def _proto_get(method: str, remote: EmbeddedRemote, p: dict[str, str]) -> 
             raise errors.InvalidArgument(f"windows must be in 1..{wire.MAX_HASH_WINDOWS}")
         # Extension: ``windows`` windows from the offset's window on, in one answer (one
         # request instead of several for a sequential reader).
-        return wire.hashes_to_json(await remote.get_file_hashes_windows(loc, offset, windows))
+        if method == "getFileHashes":
+            return wire.hashes_to_json(
+                await remote.get_file_hashes_windows(loc, offset, windows))
+        # Extension: the same blocks' CRC32Cs where the store has them.
+        return wire.checks_to_json(await remote.get_file_checksums(loc, offset, windows))
     if method == "getDocumentByHash":
         sha = p.get("sha256")
         if not sha:

@@ -132,17 +132,30 @@ def _proto_paths() -> dict[str, Any]:
                                                              ["id", "parts", "name"])))},
         p + "getFile": {"get": _op("upload.getFile: raw bytes; X-File-Type and X-File-Mtime headers"
                                    " (windows=N: X-Window-Sizes/-Types; hashes=true: "
-                                   "X-Block-Hashes, base64 SHA-256 per 128 KiB block)",
+                                   "X-Block-Hashes, base64 SHA-256 per 128 KiB block; with "
+                                   "checksums=crc32c: X-Block-Crc32c, base64 CRC32C per "
+                                   "block, where the store has them)",
                                    {"200": {"description": "the bytes", "content": {
                                        _BIN: {"schema": {"type": "string", "format": "binary"}}}}},
                                    params=loc + [_q("offset"), _q("limit"),
                                                  _q("precise", "boolean", False),
                                                  _q("windows", required=False, minimum=1,
                                                     maximum=8),
-                                                 _q("hashes", "boolean", False)], tag=t)},
+                                                 _q("hashes", "boolean", False),
+                                                 _q("checksums", "string", False,
+                                                    enum=["crc32c"])], tag=t)},
         p + "getFileHashes": {"get": _op("upload.getFileHashes (hex SHA-256 per 128 KiB)", {
             "200": _json({"type": "array", "items": _obj({"offset": _I, "limit": _I, "hash": _S},
                                                          ["offset", "limit", "hash"])})},
+            params=loc + [_q("offset"), _q("windows", required=False, minimum=1, maximum=16)],
+            tag=t)},
+        p + "getFileChecksums": {"get": _op(
+            "Extension: getFileHashes' blocks as CRC32C (or hex SHA-256 where the store has "
+            "no CRC32Cs for the document)", {
+                "200": _json({"type": "array", "items": _obj(
+                    {"offset": _I, "limit": _I, "crc32c": {"type": "integer", "minimum": 0,
+                                                           "maximum": 4294967295},
+                     "hash": _S}, ["offset", "limit"])})},
             params=loc + [_q("offset"), _q("windows", required=False, minimum=1, maximum=16)],
             tag=t)},
         p + "getDocumentByHash": {"get": _op("messages.getDocumentByHash", {

@@ -18,6 +18,8 @@ from typing import Any
 from .. import errors
 from ..protocol import HASH_BLOCK, FileType
 from ..remote import (
+    BlockCheck,
+    BlockChecksum,
     Document,
     FileHash,
     FileLocation,
@@ -42,8 +44,8 @@ NON_IDEMPOTENT = frozenset(
 
 #: Methods sent as GET with their arguments in the query string.
 GET_METHODS = frozenset(
-    {"getConfig", "getFile", "getFileHashes", "getDocumentByHash", "lookup", "getattr",
-     "listFolder", "statfs"}
+    {"getConfig", "getFile", "getFileHashes", "getFileChecksums", "getDocumentByHash",
+     "lookup", "getattr", "listFolder", "statfs"}
 )
 
 #: Methods whose request body is raw part bytes, arguments in the query string.
@@ -64,7 +66,8 @@ MAX_HASH_WINDOWS = 16
 
 #: getFile takes ``windows=N`` (an extension) for N whole consecutive 1 MiB windows in one
 #: answer, cut by its ``X-Window-Sizes`` header; with ``hashes=true`` the answer's
-#: ``X-Block-Hashes`` header carries the block hashes of those windows.
+#: ``X-Block-Hashes`` header carries the block hashes of those windows (or, asked with
+#: ``checksums=crc32c`` too, ``X-Block-Crc32c`` their CRC32Cs when the store has them).
 MAX_GETFILE_WINDOWS = 8
 
 
@@ -292,26 +295,66 @@ def hashes_to_json(hashes: list[FileHash]) -> list[dict[str, Any]]:
     return [{"offset": h.offset, "limit": h.limit, "hash": h.hash.hex()} for h in hashes]
 
 
-def block_hashes_to_header(hashes: list[FileHash]) -> bytes:
-    """The ``X-Block-Hashes`` value: the 32-byte digests of consecutive blocks, in order,
-    base64 (offsets and limits follow from the answer's offset and window sizes)."""
-    return base64.b64encode(b"".join(h.hash for h in hashes))
+def block_checks_to_header(checks: list[BlockCheck]) -> tuple[bytes, bytes]:
+    """The header carrying the block checks of a getFile answer, name and value:
+    ``X-Block-Hashes`` with the 32-byte SHA-256 digests of consecutive blocks in order, or
+    ``X-Block-Crc32c`` with their CRC32Cs (4 bytes big-endian each), base64 either way
+    (offsets and limits follow from the answer's offset and window sizes)."""
+    crcs = [c.crc32c.to_bytes(4, "big") for c in checks if isinstance(c, BlockChecksum)]
+    if crcs and len(crcs) == len(checks):
+        return b"x-block-crc32c", base64.b64encode(b"".join(crcs))
+    return b"x-block-hashes", base64.b64encode(
+        b"".join(h.hash for h in checks if isinstance(h, FileHash)))
 
 
-def block_hashes_from_header(raw: str, offset: int, length: int) -> list[FileHash]:
-    """The block hashes of an answer of ``length`` bytes at ``offset`` (a multiple of the
-    block size) from its ``X-Block-Hashes`` value.  Raises InvalidArgument unless the value
-    is base64 of exactly one 32-byte digest per block of the answer."""
-    try:
-        digests = base64.b64decode(raw, validate=True)
-    except ValueError as exc:
-        raise _bad("X-Block-Hashes") from exc
-    if offset % HASH_BLOCK or len(digests) != 32 * -(-length // HASH_BLOCK):
-        raise _bad("X-Block-Hashes")
-    end = offset + length
-    return [FileHash(o, min(HASH_BLOCK, end - o), digests[i : i + 32])
-            for i, o in zip(range(0, len(digests), 32), range(offset, end, HASH_BLOCK),
-                            strict=True)]
+def block_checks_from_headers(headers: dict[str, str], offset: int, length: int
+                              ) -> list[BlockCheck] | None:
+    """The block checks of a getFile answer of ``length`` bytes at ``offset`` (a multiple
+    of the block size), from its ``X-Block-Crc32c`` or ``X-Block-Hashes`` header (lower-case
+    keys in ``headers``); None if it has neither.  Raises InvalidArgument unless the value
+    is base64 of exactly one digest per block of the answer."""
+    for name, size in (("x-block-crc32c", 4), ("x-block-hashes", 32)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            digests = base64.b64decode(raw, validate=True)
+        except ValueError as exc:
+            raise _bad(name) from exc
+        if offset % HASH_BLOCK or len(digests) != size * -(-length // HASH_BLOCK):
+            raise _bad(name)
+        end = offset + length
+        blocks = zip(range(0, len(digests), size), range(offset, end, HASH_BLOCK), strict=True)
+        if size == 4:
+            return [BlockChecksum(o, min(HASH_BLOCK, end - o),
+                                  int.from_bytes(digests[i : i + 4], "big"))
+                    for i, o in blocks]
+        return [FileHash(o, min(HASH_BLOCK, end - o), digests[i : i + 32]) for i, o in blocks]
+    return None
+
+
+def checks_to_json(checks: list[BlockCheck]) -> list[dict[str, Any]]:
+    """getFileChecksums' answer: ``hashes_to_json`` entries, or ``crc32c`` in place of
+    ``hash`` for CRC32C checksums."""
+    return [{"offset": c.offset, "limit": c.limit, "crc32c": c.crc32c}
+            if isinstance(c, BlockChecksum) else
+            {"offset": c.offset, "limit": c.limit, "hash": c.hash.hex()} for c in checks]
+
+
+def checks_from_json(obj: Any) -> list[BlockCheck]:
+    """Raises InvalidArgument on a malformed list."""
+    if not isinstance(obj, list):
+        raise _bad("checksum list")
+    out: list[BlockCheck] = []
+    for c in obj:
+        if isinstance(c, dict) and "crc32c" in c:
+            value = req_int(c, "crc32c")
+            if not 0 <= value < 1 << 32:
+                raise _bad("crc32c value")
+            out.append(BlockChecksum(req_int(c, "offset"), req_int(c, "limit"), value))
+        else:
+            out.extend(hashes_from_json([c]))
+    return out
 
 
 def hashes_from_json(obj: Any) -> list[FileHash]:

@@ -15,7 +15,8 @@ from fsmount import errors
 from fsmount.httpremote import HttpRemote
 from fsmount.protocol import MIB
 from fsmount.reader import FileReader, open_chunk_cache
-from fsmount.remote import Document, InputFileBig
+from fsmount.remote import BlockChecksum, Document, InputFileBig
+from fsmount.server import wire
 from fsmount.store import Store
 
 from .conftest import SMALL_LIMITS, Srv
@@ -360,6 +361,53 @@ async def test_getfile_answers_carry_the_block_hashes_of_their_windows(srv: Srv)
         await remote.aclose()
 
 
+async def test_getfile_answers_carry_crc32c_checksums_when_asked(srv: Srv) -> None:
+    """``checksums=crc32c``: X-Block-Crc32c (in place of X-Block-Hashes) holds the CRC32C
+    of every block sent, exactly what getFileChecksums answers, and each matches the bytes;
+    any other value is refused."""
+    import base64
+
+    import crc32c
+
+    remote = HttpRemote(srv.url, srv.tok_a)
+    try:
+        data = os.urandom(3 * MIB + 700)
+        doc = await upload_big(remote, 6, data, "c.bin")
+        loc = {"id": doc.id, "access_hash": doc.access_hash, "limit": MIB}
+        async with srv.client() as c:
+            async def crcs(offset: int, windows: int) -> list[int]:
+                r = await c.get("/api/v1/proto/getFile", headers=srv.h(), params={
+                    **loc, "offset": offset, "windows": windows, "hashes": "true",
+                    "checksums": "crc32c"})
+                assert r.status_code == 200, r.text
+                assert "x-block-hashes" not in r.headers
+                raw = base64.b64decode(r.headers["x-block-crc32c"])
+                return [int.from_bytes(raw[i : i + 4], "big") for i in range(0, len(raw), 4)]
+
+            async def truth(offset: int, windows: int) -> list[int]:
+                r = await c.get("/api/v1/proto/getFileChecksums", headers=srv.h(), params={
+                    "id": doc.id, "access_hash": doc.access_hash, "offset": offset,
+                    "windows": windows})
+                assert r.status_code == 200, r.text
+                return [h["crc32c"] for h in r.json()]
+
+            blocks = [crc32c.crc32c(data[o : o + 128 * 1024])
+                      for o in range(0, len(data), 128 * 1024)]
+            assert await crcs(0, 1) == await truth(0, 1) == blocks[:8]
+            assert await crcs(MIB, 8) == await truth(MIB, 3) == blocks[8:]
+            r = await c.get("/api/v1/proto/getFile", headers=srv.h(), params={
+                **loc, "offset": 0, "hashes": "true", "checksums": "sha1"})
+            assert r.status_code == 400 and r.json()["error"] == "INVALID_ARGUMENT"
+            r = await c.get("/api/v1/proto/getFileChecksums", headers=srv.h(), params={
+                "id": doc.id, "access_hash": doc.access_hash + 1, "offset": 0})
+            assert r.status_code == 404 and r.json()["error"] == "FILE_ID_INVALID"
+        # The client's own call agrees.
+        got = await remote.get_file_checksums(doc.location, 0)
+        assert [g.crc32c for g in got if isinstance(g, BlockChecksum)][:8] == blocks[:8]
+    finally:
+        await remote.aclose()
+
+
 async def test_a_sequential_read_needs_no_getfilehashes_and_still_catches_corruption(
         tmp_path, manual_clock) -> None:
     """Through HttpRemote, a reader gets every chunk's block hashes with the chunk itself:
@@ -377,6 +425,7 @@ async def test_a_sequential_read_needs_no_getfilehashes_and_still_catches_corrup
             docs = [await upload_big(remote, fid, data, "r.bin") for fid in (1, 2)]
             assert await read_through_cache(remote, docs[0]) == data
             assert remote.requests["getFileHashes"] == 0
+            assert remote.requests["getFileChecksums"] == 0
             assert 0 < remote.requests["getFile"] <= 5  # 21 windows, up to 8 per request
 
             # Same bytes uploaded again: the store keeps one blob; flip a byte 5.5 MiB in.
@@ -398,19 +447,26 @@ async def test_a_sequential_read_needs_no_getfilehashes_and_still_catches_corrup
 
 async def test_reads_still_verify_against_a_server_without_the_hashes_extension(
         srv: Srv, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A server that ignores ``hashes=true`` (an older fsmount serve) answers one window as
-    plain getFile and several without X-Block-Hashes: reads still return the right bytes,
-    verified with hashes from getFileHashes."""
+    """A server that ignores ``hashes=true`` and has no getFileChecksums (an older fsmount
+    serve) answers one window as plain getFile and several without X-Block-Hashes: reads
+    still return the right bytes, verified with hashes from getFileHashes (and the client
+    asks for the missing method once)."""
     from fsmount.server import app as app_module
 
     real_q_bool = app_module.q_bool
     monkeypatch.setattr(app_module, "q_bool",
                         lambda p, key: False if key == "hashes" else real_q_bool(p, key))
+    monkeypatch.setattr(wire, "ALL_METHODS", wire.ALL_METHODS - {"getFileChecksums"})
     remote = HttpRemote(srv.url, srv.tok_a)
     try:
         data = os.urandom(3 * MIB + 700)
         doc = await upload_big(remote, 8, data, "old.bin")
         assert await read_through_cache(remote, doc) == data
+        asked = remote.requests["getFileChecksums"]
+        assert asked >= 1
         assert remote.requests["getFileHashes"] >= 1
+        doc2 = await upload_big(remote, 9, data[::-1], "old2.bin")
+        assert await read_through_cache(remote, doc2) == data[::-1]
+        assert remote.requests["getFileChecksums"] == asked
     finally:
         await remote.aclose()
