@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
 import os
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
+import crc32c
 import pytest
 import trio
 from PIL import Image
@@ -15,7 +20,7 @@ from fsmount import errors
 from fsmount.httpremote import HttpRemote
 from fsmount.protocol import MIB
 from fsmount.reader import FileReader, open_chunk_cache
-from fsmount.remote import BlockChecksum, Document, InputFileBig
+from fsmount.remote import BlockChecksum, Document, FileLocation, InputFileBig
 from fsmount.server import wire
 from fsmount.store import Store
 
@@ -322,90 +327,81 @@ async def test_sequential_reads_batch_windows_and_return_the_same_bytes(srv: Srv
         await remote.aclose()
 
 
+@asynccontextmanager
+async def uploaded_3_mib(srv: Srv, name: str) -> AsyncIterator[tuple[HttpRemote, bytes, Any, Any]]:
+    """A client, the 3 MiB + 700 bytes it uploaded, getFile's location parameters for them,
+    and a plain HTTP client for the raw API."""
+    remote = HttpRemote(srv.url, srv.tok_a)
+    try:
+        data = os.urandom(3 * MIB + 700)
+        doc = await upload_big(remote, 6, data, name)
+        async with srv.client() as c:
+            yield remote, data, {"id": doc.id, "access_hash": doc.access_hash, "limit": MIB}, c
+    finally:
+        await remote.aclose()
+
+
 async def test_getfile_answers_carry_the_block_hashes_of_their_windows(srv: Srv) -> None:
     """``hashes=true``: X-Block-Hashes holds exactly the digests getFileHashes gives for the
     windows sent (one window or several, none past the end); anything but whole aligned
     windows is refused."""
-    import base64
+    async with uploaded_3_mib(srv, "h.bin") as (_, _, loc, c):
+        async def digests(**params: object) -> bytes:
+            r = await c.get("/api/v1/proto/getFile", headers=srv.h(),
+                            params={**loc, "hashes": "true", **params})
+            assert r.status_code == 200, r.text
+            return base64.b64decode(r.headers["x-block-hashes"])
 
+        async def truth(offset: int, windows: int) -> bytes:
+            r = await c.get("/api/v1/proto/getFileHashes", headers=srv.h(), params={
+                "id": loc["id"], "access_hash": loc["access_hash"], "offset": offset,
+                "windows": windows})
+            return b"".join(bytes.fromhex(h["hash"]) for h in r.json())
 
-    remote = HttpRemote(srv.url, srv.tok_a)
-    try:
-        data = os.urandom(3 * MIB + 700)
-        doc = await upload_big(remote, 6, data, "h.bin")
-        loc = {"id": doc.id, "access_hash": doc.access_hash, "limit": MIB}
-        async with srv.client() as c:
-            async def digests(**params: object) -> bytes:
-                r = await c.get("/api/v1/proto/getFile", headers=srv.h(),
-                                params={**loc, "hashes": "true", **params})
-                assert r.status_code == 200, r.text
-                return base64.b64decode(r.headers["x-block-hashes"])
-
-            async def truth(offset: int, windows: int) -> bytes:
-                r = await c.get("/api/v1/proto/getFileHashes", headers=srv.h(), params={
-                    "id": doc.id, "access_hash": doc.access_hash, "offset": offset,
-                    "windows": windows})
-                return b"".join(bytes.fromhex(h["hash"]) for h in r.json())
-
-            assert await digests(offset=0) == await truth(0, 1)
-            assert len(await digests(offset=0)) == 8 * 32
-            assert await digests(offset=MIB, windows=8) == await truth(MIB, 3)
-            assert len(await digests(offset=MIB, windows=8)) == (2 * 8 + 1) * 32
-            assert await digests(offset=4 * MIB) == b""  # past the end: no bytes, no hashes
-            for bad in ({"offset": 4096}, {"offset": 0, "precise": "true"},
-                        {"offset": 0, "limit": 512 * 1024}):
-                r = await c.get("/api/v1/proto/getFile", headers=srv.h(),
-                                params={**loc, "hashes": "true", **bad})
-                assert r.status_code == 400 and r.json()["error"] == "INVALID_ARGUMENT", bad
-    finally:
-        await remote.aclose()
+        assert await digests(offset=0) == await truth(0, 1)
+        assert len(await digests(offset=0)) == 8 * 32
+        assert await digests(offset=MIB, windows=8) == await truth(MIB, 3)
+        assert len(await digests(offset=MIB, windows=8)) == (2 * 8 + 1) * 32
+        assert await digests(offset=4 * MIB) == b""  # past the end: no bytes, no hashes
+        for bad in ({"offset": 4096}, {"offset": 0, "precise": "true"},
+                    {"offset": 0, "limit": 512 * 1024}):
+            r = await c.get("/api/v1/proto/getFile", headers=srv.h(),
+                            params={**loc, "hashes": "true", **bad})
+            assert r.status_code == 400 and r.json()["error"] == "INVALID_ARGUMENT", bad
 
 
 async def test_getfile_answers_carry_crc32c_checksums_when_asked(srv: Srv) -> None:
     """``checksums=crc32c``: X-Block-Crc32c (in place of X-Block-Hashes) holds the CRC32C
     of every block sent, exactly what getFileChecksums answers, and each matches the bytes;
     any other value is refused."""
-    import base64
-
-    import crc32c
-
-    remote = HttpRemote(srv.url, srv.tok_a)
-    try:
-        data = os.urandom(3 * MIB + 700)
-        doc = await upload_big(remote, 6, data, "c.bin")
-        loc = {"id": doc.id, "access_hash": doc.access_hash, "limit": MIB}
-        async with srv.client() as c:
-            async def crcs(offset: int, windows: int) -> list[int]:
-                r = await c.get("/api/v1/proto/getFile", headers=srv.h(), params={
-                    **loc, "offset": offset, "windows": windows, "hashes": "true",
-                    "checksums": "crc32c"})
-                assert r.status_code == 200, r.text
-                assert "x-block-hashes" not in r.headers
-                raw = base64.b64decode(r.headers["x-block-crc32c"])
-                return [int.from_bytes(raw[i : i + 4], "big") for i in range(0, len(raw), 4)]
-
-            async def truth(offset: int, windows: int) -> list[int]:
-                r = await c.get("/api/v1/proto/getFileChecksums", headers=srv.h(), params={
-                    "id": doc.id, "access_hash": doc.access_hash, "offset": offset,
-                    "windows": windows})
-                assert r.status_code == 200, r.text
-                return [h["crc32c"] for h in r.json()]
-
-            blocks = [crc32c.crc32c(data[o : o + 128 * 1024])
-                      for o in range(0, len(data), 128 * 1024)]
-            assert await crcs(0, 1) == await truth(0, 1) == blocks[:8]
-            assert await crcs(MIB, 8) == await truth(MIB, 3) == blocks[8:]
+    async with uploaded_3_mib(srv, "c.bin") as (remote, data, loc, c):
+        async def crcs(offset: int, windows: int) -> list[int]:
             r = await c.get("/api/v1/proto/getFile", headers=srv.h(), params={
-                **loc, "offset": 0, "hashes": "true", "checksums": "sha1"})
-            assert r.status_code == 400 and r.json()["error"] == "INVALID_ARGUMENT"
-            r = await c.get("/api/v1/proto/getFileChecksums", headers=srv.h(), params={
-                "id": doc.id, "access_hash": doc.access_hash + 1, "offset": 0})
-            assert r.status_code == 404 and r.json()["error"] == "FILE_ID_INVALID"
+                **loc, "offset": offset, "windows": windows, "hashes": "true",
+                "checksums": "crc32c"})
+            assert r.status_code == 200, r.text
+            assert "x-block-hashes" not in r.headers
+            raw = base64.b64decode(r.headers["x-block-crc32c"])
+            return [int.from_bytes(raw[i : i + 4], "big") for i in range(0, len(raw), 4)]
+
+        async def truth(offset: int, windows: int, **other: int) -> Any:
+            return await c.get("/api/v1/proto/getFileChecksums", headers=srv.h(), params={
+                **loc, "offset": offset, "windows": windows, **other})
+
+        blocks = [crc32c.crc32c(data[o : o + 128 * 1024])
+                  for o in range(0, len(data), 128 * 1024)]
+        assert await crcs(0, 1) == [h["crc32c"] for h in (await truth(0, 1)).json()]
+        assert await crcs(0, 1) == blocks[:8]
+        assert await crcs(MIB, 8) == [h["crc32c"] for h in (await truth(MIB, 3)).json()]
+        assert await crcs(MIB, 8) == blocks[8:]
+        r = await c.get("/api/v1/proto/getFile", headers=srv.h(), params={
+            **loc, "offset": 0, "hashes": "true", "checksums": "sha1"})
+        assert r.status_code == 400 and r.json()["error"] == "INVALID_ARGUMENT"
+        r = await truth(0, 1, access_hash=loc["access_hash"] + 1)
+        assert r.status_code == 404 and r.json()["error"] == "FILE_ID_INVALID"
         # The client's own call agrees.
-        got = await remote.get_file_checksums(doc.location, 0)
+        got = await remote.get_file_checksums(FileLocation(loc["id"], loc["access_hash"]), 0)
         assert [g.crc32c for g in got if isinstance(g, BlockChecksum)][:8] == blocks[:8]
-    finally:
-        await remote.aclose()
 
 
 async def test_a_sequential_read_needs_no_getfilehashes_and_still_catches_corruption(
