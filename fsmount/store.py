@@ -14,11 +14,10 @@ On-disk layout of a store directory ``DIR``::
 
 A blob is a directory of equally sized chunks (the last one smaller): finalize renames the
 upload's part directory into ``blobs/`` instead of copying a gigabyte again, and reads take
-a range from one or two chunk files.  SHA-256, MD5 and the 128 KiB block hashes and
-CRC32C block checksums are computed while contiguous parts arrive (per part in the saving
-thread), so
-finalize only checks and links; parts that arrived out of order or were re-sent are hashed
-in one pass at finalize instead.
+a range from one or two chunk files.  SHA-256, MD5, and the 128 KiB block hashes and
+CRC32C block checksums are computed while contiguous parts arrive (the blocks' per part in
+the saving thread), so finalize only checks and links; parts that arrived out of order or
+were re-sent are hashed in one pass at finalize instead.
 
 Crash safety: every state change is one SQLite transaction.  Blob files are fsynced
 before the transaction that creates their document commits (parts from the 9th on as they
