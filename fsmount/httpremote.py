@@ -56,6 +56,7 @@ from .remote import (
     UploadFile,
     Usage,
     UserConfig,
+    checks_by_window,
 )
 from .server import wire
 
@@ -627,12 +628,9 @@ class HttpRemote:
                      skip: int | None = None) -> None:
         """Keep block checks per window (all but window ``skip``), the oldest beyond
         HASH_CACHE_WINDOWS dropped."""
-        by_window: dict[int, dict[int, BlockCheck]] = {}
-        for h in checks:
-            by_window.setdefault(h.offset // WINDOW, {})[h.offset] = h
-        for w, hs in by_window.items():
+        for w, hs in checks_by_window(checks).items():
             if w != skip:
-                self._hashes[(*doc, w)] = sorted(hs.values(), key=lambda h: h.offset)
+                self._hashes[(*doc, w)] = hs
         while len(self._hashes) > HASH_CACHE_WINDOWS:
             self._hashes.popitem(last=False)
 

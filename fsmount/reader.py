@@ -38,7 +38,7 @@ from cachetools import LRUCache
 from . import errors
 from .nursery import open_nursery
 from .protocol import HASH_BLOCK, WINDOW
-from .remote import BlockCheck, Document, Remote
+from .remote import BlockCheck, Document, Remote, checks_by_window
 
 log = logging.getLogger(__name__)
 
@@ -249,11 +249,8 @@ class ChunkCache:
                 got = await self.remote.get_file_checksums(doc.location, index * CHUNK)
                 # The answer may reach past this window ("at least through it"); keep
                 # the other windows it covers completely, each block once.
-                by_window: dict[int, dict[int, BlockCheck]] = {}
-                for h in got:
-                    by_window.setdefault(h.offset // CHUNK, {})[h.offset] = h
-                for w, blocks in by_window.items():
-                    hs = tuple(blocks[o] for o in sorted(blocks))
+                for w, blocks in checks_by_window(got).items():
+                    hs = tuple(blocks)
                     if w == index or _covers(hs, w * CHUNK, min(CHUNK, doc.size - w * CHUNK)):
                         self._hashes[(doc.id, w)] = hs
                 hashes = self._hashes.get(key)

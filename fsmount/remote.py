@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import crc32c
 
-from .protocol import FileType
+from .protocol import HASH_BLOCK, WINDOW, FileType
 
 ROOT_ID = 1
 """The node id of every user's root folder (equal to the FUSE root inode)."""
@@ -100,6 +101,13 @@ class FileHash:
         """True if ``data`` (these ``limit`` bytes) has this SHA-256."""
         return hashlib.sha256(data).digest() == self.hash
 
+    @classmethod
+    def unpack(cls, digests: bytes, offset: int, end: int) -> list[FileHash]:
+        """The hashes of the blocks from ``offset`` (block-aligned) up to byte ``end`` of a
+        document, out of their 32-byte digests concatenated (as the store keeps them)."""
+        return [cls(start, limit, bytes(digests[i * 32 : i * 32 + 32]))
+                for i, start, limit in _blocks(offset, end)]
+
 
 @dataclass(frozen=True)
 class BlockChecksum:
@@ -120,9 +128,32 @@ class BlockChecksum:
         """True if ``data`` (these ``limit`` bytes) has this CRC32C."""
         return crc32c.crc32c(data) == self.crc32c
 
+    @classmethod
+    def unpack(cls, values: bytes, offset: int, end: int) -> list[BlockChecksum]:
+        """The checksums of the blocks from ``offset`` (block-aligned) up to byte ``end`` of
+        a document, out of their CRC32Cs as 4-byte big-endian values concatenated."""
+        return [cls(start, limit, int.from_bytes(values[i * 4 : i * 4 + 4], "big"))
+                for i, start, limit in _blocks(offset, end)]
+
 
 BlockCheck = FileHash | BlockChecksum
 """A block's reference checksum: the protocol's SHA-256 hash or the store's CRC32C."""
+
+
+def _blocks(offset: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(index from ``offset``'s block, start, length) of the HASH_BLOCK blocks from
+    ``offset`` up to byte ``end`` (the last one short at the end of a document)."""
+    for i, start in enumerate(range(offset, end, HASH_BLOCK)):
+        yield i, start, min(HASH_BLOCK, end - start)
+
+
+def checks_by_window(checks: Iterable[BlockCheck]) -> dict[int, list[BlockCheck]]:
+    """Block checks grouped by the 1 MiB window they fall in, each block once, in offset
+    order (an answer may repeat a block or reach into windows after the one asked for)."""
+    by_window: dict[int, dict[int, BlockCheck]] = {}
+    for c in checks:
+        by_window.setdefault(c.offset // WINDOW, {})[c.offset] = c
+    return {w: [blocks[o] for o in sorted(blocks)] for w, blocks in by_window.items()}
 
 
 class NodeKind(enum.StrEnum):

@@ -1412,7 +1412,7 @@ class Store:
                 _prefetch(self.path / rel, chunk, pos, min(WINDOW, size - pos))
         if not hashes:
             return out, []
-        return out, _block_checks(blob, crcs, first, min(size, pos), size)
+        return out, _block_checks(blob, crcs, offset, min(size, pos))
 
     def get_file_hashes(self, user_id: int, location: FileLocation, offset: int,
                         windows: int = HASH_WINDOWS) -> list[FileHash]:
@@ -1424,9 +1424,9 @@ class Store:
         Raises OffsetInvalid (negative or not a multiple of 1 KiB), FileIdInvalid,
         FileReferenceExpired, InvalidArgument (``windows`` below 1).
         """
-        size, blocks, _, first, end = self._window_blocks(user_id, location, offset, windows,
-                                                          crc=False)
-        return _block_hashes(blocks, first, end, size)
+        blocks, _, first, end = self._window_blocks(user_id, location, offset, windows,
+                                                    crc=False)
+        return FileHash.unpack(blocks, first * HASH_BLOCK, end)
 
     def get_file_checksums(self, user_id: int, location: FileLocation, offset: int,
                            windows: int = HASH_WINDOWS) -> list[BlockCheck]:
@@ -1436,14 +1436,14 @@ class Store:
 
         Raises what ``get_file_hashes`` raises.
         """
-        size, blocks, crcs, first, end = self._window_blocks(user_id, location, offset,
-                                                             windows, crc=True)
-        return _block_checks(blocks, crcs, first, end, size)
+        blocks, crcs, first, end = self._window_blocks(user_id, location, offset, windows,
+                                                       crc=True)
+        return _block_checks(blocks, crcs, first * HASH_BLOCK, end)
 
     def _window_blocks(self, uid: int, loc: FileLocation, offset: int, windows: int, *,
-                       crc: bool) -> tuple[int, bytes, bytes | None, int, int]:
-        """(document size, block hashes, block CRC32Cs, first block, end byte) for
-        getFileHashes and getFileChecksums."""
+                       crc: bool) -> tuple[bytes, bytes | None, int, int]:
+        """(block hashes, block CRC32Cs, first block, end byte) for getFileHashes and
+        getFileChecksums."""
         if not isinstance(offset, int) or offset < 0 or offset % protocol.PRECISE_ALIGN:
             raise errors.OffsetInvalid(
                 f"offset {offset} is not a non-negative multiple of {protocol.PRECISE_ALIGN}")
@@ -1453,7 +1453,7 @@ class Store:
         last_end = (offset // WINDOW + windows) * WINDOW
         count = -(-last_end // HASH_BLOCK) - first
         size, *_, blocks, crcs = self._resolve_read(uid, loc, (first, count), crc)
-        return size, blocks, crcs, first, min(size, last_end)
+        return blocks, crcs, first, min(size, last_end)
 
     def get_document_by_hash(self, user_id: int, sha256: str | bytes, size: int,
                              mime_type: str = "") -> Document | None:
@@ -1897,33 +1897,12 @@ def _read_head(blob_dir: Path) -> bytes:
 _read_buffers = threading.local()
 
 
-def _block_hashes(blob: bytes, first: int, end: int, size: int) -> list[FileHash]:
-    """The block hashes from block ``first`` up to byte ``end`` of a document of ``size``
-    bytes, out of ``blob`` (its 32-byte hashes from block ``first`` on)."""
-    out: list[FileHash] = []
-    b = first
-    while b * HASH_BLOCK < end:
-        start, i = b * HASH_BLOCK, (b - first) * 32
-        out.append(FileHash(offset=start, limit=min(HASH_BLOCK, size - start),
-                            hash=bytes(blob[i : i + 32])))
-        b += 1
-    return out
-
-
-def _block_checks(blob: bytes, crcs: bytes | None, first: int, end: int, size: int
-                  ) -> list[BlockCheck]:
-    """Like :func:`_block_hashes`, but CRC32C checksums out of ``crcs`` (4 bytes per block
-    from block ``first`` on) when there are any."""
+def _block_checks(hashes: bytes, crcs: bytes | None, offset: int, end: int) -> list[BlockCheck]:
+    """The checks of the blocks from ``offset`` up to byte ``end``: their CRC32Cs when the
+    blob has them (``crcs`` not None), else their SHA-256 hashes."""
     if crcs is None:
-        return list(_block_hashes(blob, first, end, size))
-    out: list[BlockCheck] = []
-    b = first
-    while b * HASH_BLOCK < end:
-        start, i = b * HASH_BLOCK, (b - first) * 4
-        out.append(BlockChecksum(offset=start, limit=min(HASH_BLOCK, size - start),
-                                 crc32c=int.from_bytes(crcs[i : i + 4], "big")))
-        b += 1
-    return out
+        return list(FileHash.unpack(hashes, offset, end))
+    return list(BlockChecksum.unpack(crcs, offset, end))
 
 
 def _read_range(blob_dir: Path, chunk: int, offset: int, length: int) -> bytes:

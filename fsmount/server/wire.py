@@ -323,13 +323,9 @@ def block_checks_from_headers(headers: dict[str, str], offset: int, length: int
             raise _bad(name) from exc
         if offset % HASH_BLOCK or len(digests) != size * -(-length // HASH_BLOCK):
             raise _bad(name)
-        end = offset + length
-        blocks = zip(range(0, len(digests), size), range(offset, end, HASH_BLOCK), strict=True)
         if size == 4:
-            return [BlockChecksum(o, min(HASH_BLOCK, end - o),
-                                  int.from_bytes(digests[i : i + 4], "big"))
-                    for i, o in blocks]
-        return [FileHash(o, min(HASH_BLOCK, end - o), digests[i : i + 32]) for i, o in blocks]
+            return list(BlockChecksum.unpack(digests, offset, offset + length))
+        return list(FileHash.unpack(digests, offset, offset + length))
     return None
 
 
