@@ -8,18 +8,15 @@ be reported as orphans).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-import crc32c
-
 from . import errors
 from .protocol import HASH_BLOCK
 from .remote import ROOT_ID
-from .store import upload_relpath
+from .store import Hasher, upload_relpath
 
 __all__ = ["check"]
 
@@ -233,21 +230,14 @@ def _check_blob(root: Path, b: tuple, deep: bool, report: Callable[[str], None])
     if crcs is not None and len(crcs) != 4 * nblocks:
         report(f"blob {sha} has {len(crcs) // 4} block CRC32Cs for {size} bytes")
     if deep and total == size:
-        h = hashlib.sha256()
-        buf = bytearray()
-        digests, sums = [], []
+        # The hasher finalize uses, fed the chunks as they are on disk now.
+        h = Hasher()
         for i in range(count):
-            data = (path / str(i)).read_bytes()
-            h.update(data)
-            buf += data
-            while len(buf) >= HASH_BLOCK or (buf and i == count - 1):
-                block = bytes(buf[:HASH_BLOCK])
-                digests.append(hashlib.sha256(block).digest())
-                sums.append(crc32c.crc32c(block).to_bytes(4, "big"))
-                del buf[:HASH_BLOCK]
-        if h.hexdigest() != sha:
+            h.update((path / str(i)).read_bytes())
+        got = h.result()
+        if got.sha256 != sha:
             report(f"blob {rel} content does not match its SHA-256")
-        if b"".join(digests) != bytes(blocks):
+        if got.blocks != bytes(blocks):
             report(f"blob {rel} block hashes do not match its content")
-        if crcs is not None and b"".join(sums) != bytes(crcs):
+        if crcs is not None and got.crcs != bytes(crcs):
             report(f"blob {rel} block CRC32Cs do not match its content")

@@ -354,7 +354,7 @@ class Hashes:
     crcs: bytes
 
 
-class _Hasher:
+class Hasher:
     """SHA-256, MD5 and 128 KiB block SHA-256s and CRC32Cs of a byte stream fed in order."""
 
     def __init__(self) -> None:
@@ -367,8 +367,8 @@ class _Hasher:
         self.fill = 0
         self.size = 0
 
-    def copy(self) -> _Hasher:
-        h = _Hasher()
+    def copy(self) -> Hasher:
+        h = Hasher()
         h.sha, h.md5, h.block = self.sha.copy(), self.md5.copy(), self.block.copy()
         h.blocks, h.crcs = list(self.blocks), list(self.crcs)
         h.crc, h.fill, h.size = self.crc, self.fill, self.size
@@ -420,7 +420,7 @@ class _UploadState:
     """In-memory incremental hashing of one upload, fed while contiguous parts arrive."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    hasher: _Hasher = field(default_factory=_Hasher)
+    hasher: Hasher = field(default_factory=Hasher)
     next_part: int = 0
     saved: dict[int, _Stat] = field(default_factory=dict)
     fed: dict[int, _Stat] = field(default_factory=dict)
@@ -1171,7 +1171,7 @@ class Store:
     def _hash_pass(self, updir: Path, parts: int, concat: bool
                    ) -> tuple[Hashes, Path | None]:
         """Hash the parts in one pass; with ``concat`` also write them as one chunk file."""
-        h = _Hasher()
+        h = Hasher()
         staged: Path | None = None
         out = None
         if concat:
