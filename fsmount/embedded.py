@@ -129,24 +129,22 @@ class EmbeddedRemote:
         return await self._run(self.store.get_file_windows, location, offset, count, hashes,
                                crc32c)
 
-    async def get_file_hashes(self, location: FileLocation, offset: int) -> list[FileHash]:
-        return await self._run(self.store.get_file_hashes, location, offset)
+    async def get_file_hashes(self, location: FileLocation, offset: int,
+                              windows: int = 1) -> list[FileHash]:
+        """See :meth:`fsmount.remote.Remote.get_file_hashes`; ``windows`` = N answers what N
+        consecutive calls from ``offset``'s window on would, in one store call (the
+        server's ``windows=N`` extension).
 
-    async def get_file_hashes_windows(self, location: FileLocation, offset: int,
-                                      windows: int) -> list[FileHash]:
-        """What ``windows`` consecutive getFileHashes calls from ``offset``'s window on would
-        answer, in one store call (the server's ``windows=N`` extension).
-
-        Raises what ``get_file_hashes`` raises, and InvalidArgument for ``windows`` < 1.
+        Raises what the interface says, and InvalidArgument for ``windows`` < 1.
         """
         return await self._run(self.store.get_file_hashes, location, offset, windows)
 
     async def get_file_checksums(self, location: FileLocation, offset: int,
                                  windows: int = 1) -> list[BlockCheck]:
-        """See :meth:`fsmount.remote.Remote.get_file_checksums`; ``windows`` = N answers for
-        N windows, like ``get_file_hashes_windows``.
+        """See :meth:`fsmount.remote.Remote.get_file_checksums`; ``windows`` as for
+        ``get_file_hashes``.
 
-        Raises what ``get_file_hashes`` raises, and InvalidArgument for ``windows`` < 1.
+        Raises what ``get_file_hashes`` raises.
         """
         return await self._run(self.store.get_file_checksums, location, offset, windows)
 

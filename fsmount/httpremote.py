@@ -193,6 +193,11 @@ def _window_sizes(status: int, headers: dict[str, str], length: int) -> list[int
     return sizes
 
 
+def _valid_hash_offset(offset: object) -> bool:
+    """True if getFileHashes/getFileChecksums accept ``offset`` (the server says why not)."""
+    return isinstance(offset, int) and offset >= 0 and offset % PRECISE_ALIGN == 0
+
+
 class HttpRemote:
     """One user's view of a store served by ``fsmount serve`` at ``base_url``.
 
@@ -686,7 +691,7 @@ class HttpRemote:
         an earlier request, from ``offset``'s block on; None if none are.  Documents never
         change, so kept checks stay right, and the getFile call for the same window reports
         that window's errors (FILE_REFERENCE_EXPIRED, ...)."""
-        if not (isinstance(offset, int) and offset >= 0 and offset % PRECISE_ALIGN == 0):
+        if not _valid_hash_offset(offset):
             return None
         key = (location.id, location.access_hash, offset // WINDOW)
         pending = self._hash_pending.get(key)
@@ -705,7 +710,7 @@ class HttpRemote:
                           ) -> list[BlockCheck]:
         """Ask ``method`` (getFileHashes or getFileChecksums) for HASH_PREFETCH windows (the
         server's ``windows=N`` extension) and keep the ones after ``offset``'s."""
-        valid = isinstance(offset, int) and offset >= 0 and offset % PRECISE_ALIGN == 0
+        valid = _valid_hash_offset(offset)
         want = offset // WINDOW if valid else 0
         events = {}
         if valid:

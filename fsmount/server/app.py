@@ -357,8 +357,7 @@ async def _proto_get(method: str, remote: EmbeddedRemote, p: dict[str, str]) -> 
         # Extension: ``windows`` windows from the offset's window on, in one answer (one
         # request instead of several for a sequential reader).
         if method == "getFileHashes":
-            return wire.hashes_to_json(
-                await remote.get_file_hashes_windows(loc, offset, windows))
+            return wire.hashes_to_json(await remote.get_file_hashes(loc, offset, windows))
         # Extension: the same blocks' CRC32Cs where the store has them.
         return wire.checks_to_json(await remote.get_file_checksums(loc, offset, windows))
     if method == "getDocumentByHash":

@@ -292,7 +292,7 @@ def config_from_json(obj: Any) -> UserConfig:
 
 
 def hashes_to_json(hashes: list[FileHash]) -> list[dict[str, Any]]:
-    return [{"offset": h.offset, "limit": h.limit, "hash": h.hash.hex()} for h in hashes]
+    return checks_to_json(list(hashes))
 
 
 def block_checks_to_header(checks: list[BlockCheck]) -> tuple[bytes, bytes]:
@@ -330,8 +330,8 @@ def block_checks_from_headers(headers: dict[str, str], offset: int, length: int
 
 
 def checks_to_json(checks: list[BlockCheck]) -> list[dict[str, Any]]:
-    """getFileChecksums' answer: ``hashes_to_json`` entries, or ``crc32c`` in place of
-    ``hash`` for CRC32C checksums."""
+    """getFileChecksums' answer (and getFileHashes', all of whose entries are hashes):
+    offset, limit and the hex ``hash``, or ``crc32c`` in place of it for CRC32C checksums."""
     return [{"offset": c.offset, "limit": c.limit, "crc32c": c.crc32c}
             if isinstance(c, BlockChecksum) else
             {"offset": c.offset, "limit": c.limit, "hash": c.hash.hex()} for c in checks]
