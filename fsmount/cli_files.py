@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g = sub.add_parser("get", help="download a file from the store",
                        description="Download REMOTE_PATH to LOCAL (a file, a directory, or - "
                                    "for stdout). Every chunk is checked against the store's "
-                                   "SHA-256 block hashes.")
+                                   "block checksums (CRC32C, or SHA-256 for content stored "
+                                   "before it kept them).")
     g.add_argument("remote_path", metavar="REMOTE_PATH")
     g.add_argument("local", metavar="LOCAL")
     add_remote_options(g)

@@ -242,7 +242,7 @@ class TransportError(FsmountError):
 
 
 class ChecksumMismatch(FsmountError):
-    """Downloaded bytes do not match the server's SHA-256 block hashes."""
+    """Downloaded bytes do not match the store's block checksums (CRC32C or SHA-256)."""
 
     name = "CHECKSUM_MISMATCH"
     http_status = 502

@@ -98,9 +98,9 @@ class _ReplyBuffer:
     The kernel copies a read reply into the page cache 4 KiB at a time; from a chunk that
     has sat in the cache since its fetch (out of the CPU caches) that copy ran 3-10 times
     slower than from a buffer just written, more than the extra copy here costs
-    (docs/performance.md, "reads over --server at rclone's speed", item 4).  One buffer is enough: pyfuse3 sends the
-    reply as soon as the read handler returns, with no checkpoint in between, so no other
-    handler can fill it while a reply still points into it.
+    (docs/performance.md, "reads over --server at rclone's speed", item 4).  One buffer is
+    enough: pyfuse3 sends the reply as soon as the read handler returns, with no checkpoint
+    in between, so no other handler can fill it while a reply still points into it.
     """
 
     def __init__(self) -> None:

@@ -9,9 +9,9 @@ Content model
 -------------
 * An upload (parts + finalize) produces an immutable :class:`Document`: content with a
   size, MIME type, SHA-256, MD5, SHA-256 block hashes and (an extension of the protocol)
-  CRC32C block checksums, both per ``HASH_BLOCK`` and computed as the parts arrived.  Documents are deduplicated by
-  SHA-256 and reclaimed when no file references them; a finalized document that is never
-  linked to a file expires after the part lifetime.
+  CRC32C block checksums, both per ``HASH_BLOCK`` and computed as the parts arrived.
+  Documents are deduplicated by SHA-256 and reclaimed when no file references them; a
+  finalized document that is never linked to a file expires after the part lifetime.
 * A file :class:`Node` references an ordered tuple of documents, its *segments*; its bytes
   are their concatenation.  Almost every file has zero (empty) or one segment; a file larger
   than one upload can hold has several.

@@ -115,7 +115,7 @@ def new_file_id() -> int:
 
 
 async def read_document(remote: Remote, doc: Document, offset: int, size: int) -> bytes:
-    """Read ``size`` bytes at ``offset`` of one document, checking SHA-256 block hashes.
+    """Read ``size`` bytes at ``offset`` of one document, checking its block checksums.
 
     Goes through the read path's :class:`~fsmount.reader.ChunkCache` (1 MiB windows, each
     verified and fetched once more on a mismatch), with room for one window: these reads
@@ -123,9 +123,9 @@ async def read_document(remote: Remote, doc: Document, offset: int, size: int) -
     fewer bytes only past the end of the document.
 
     Raises:
-        ChecksumMismatch: a window still mismatches its hashes after a second fetch, or the
-            store returned fewer bytes than the document's size.
-        FsmountError: whatever ``get_file`` / ``get_file_hashes`` raise.
+        ChecksumMismatch: a window still mismatches its checksums after a second fetch, or
+            the store returned fewer bytes than the document's size.
+        FsmountError: whatever ``get_file`` / ``get_file_checksums`` raise.
     """
     start = max(offset, 0)
     end = min(offset + size, doc.size)

@@ -48,7 +48,7 @@ def test_no_verb_is_usage_error() -> None:
 
 
 def test_get_of_a_corrupted_file_is_one_line_and_leaves_nothing(tmp_path) -> None:
-    """A chunk that fails its SHA-256 check ends `fsmount get` with one error line and
+    """A chunk that fails its checksum ends `fsmount get` with one error line and
     status 1: no traceback, and no partial file where the download was going."""
     from fsmount.remote import ROOT_ID
     from fsmount.store import Store
