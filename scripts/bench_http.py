@@ -16,8 +16,16 @@ reads of that file:
   * the mount: ``dd bs=1M`` from a fresh ``fsmount mount --server`` (cold chunk cache);
   * rclone mount: Debian's rclone, its ``http`` remote reading the server's own HTML
     listing (``/browse/``, with the bearer token as an extra header), ``dd bs=1M``.
-  The reads run ``--rounds`` times, interleaved in a rotating order, and the best figure of
-  each is kept (the machine's load changes within a run).
+  The reads run ``--rounds`` times (default 4) and the best figure of each is kept (the
+  machine's load changes within a run).  In every round both mounts are started first, then
+  ``curl`` and ``get`` read (which goes first alternates), then the two mounts, each
+  unmounted right after its read; which mount reads first alternates too.  So each mount
+  reads as often right after the other one was unmounted as it reads first, and neither
+  mount's start-up lies between the previous read and its own: on this VM the host takes
+  back guest memory that lies free for a few seconds, and the kernel's page cache filled
+  from such memory costs a reader up to twice the CPU (rclone itself read 550-590 MB/s
+  right after our mount's unmount and 310-490 MB/s after a 4-6 s pause; the order used to
+  give rclone that slot every round; docs/performance.md).
 
 Optional: ``--httpx`` adds the client comparison that chose the transport: 1 MiB getFile
 windows fetched one at a time with HttpRemote (h11 on trio) and with httpx on trio.
@@ -160,8 +168,9 @@ def main() -> int:
     ap.add_argument("--no-rclone", action="store_true")
     ap.add_argument("--no-mount", action="store_true")
     ap.add_argument("--httpx", action="store_true", help="also compare HttpRemote with httpx")
-    ap.add_argument("--rounds", type=int, default=2,
-                    help="interleaved rounds of the reads, best figure kept (default 2)")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="rounds of the reads, best figure kept (default 4: each mount reads "
+                         "first in half of them)")
     args = ap.parse_args()
     size = args.size
     work = Path(args.dir or tempfile.mkdtemp(prefix="bench_http."))
@@ -241,39 +250,54 @@ def main() -> int:
             subprocess.run([*FSMOUNT, "get", "--server", url, "/put.bin", "-"], env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True, timeout=3600)
 
-        def mount_read() -> None:
-            # A fresh mount each time: its chunk cache and the kernel's pages start empty.
-            mnt = work / "mnt"
-            cmd = [*FSMOUNT, "mount", "-f", "--server", url, "--token-file", str(tokfile), str(mnt)]
-            with mounted(cmd, mnt, work / "mount.log"):
-                record("read: dd from the mount", timed(lambda: dd_read(mnt / "put.bin")))
+        def mount_cmd(mnt: Path) -> list[str]:
+            return [*FSMOUNT, "mount", "-f", "--server", url, "--token-file", str(tokfile),
+                    str(mnt)]
 
-        def rclone_read() -> None:
-            rmnt = work / "rclone"
-            rcmd = ["rclone", "mount", ":http:", str(rmnt), "--http-url", f"{url}/browse/",
+        def rclone_cmd(mnt: Path) -> list[str]:
+            return ["rclone", "mount", ":http:", str(mnt), "--http-url", f"{url}/browse/",
                     "--http-headers", f"Authorization,Bearer {token}", "--read-only",
                     "--vfs-cache-mode", "off", "--config", "/dev/null"]
-            with mounted(rcmd, rmnt, work / "rclone.log"):
-                record("read: dd from rclone mount (http remote)", timed(lambda: dd_read(rmnt / "put.bin")))
 
         def record(name: str, seconds: float) -> None:
             results[name] = max(results.get(name, 0.0), size / seconds)  # best of the rounds
+            print(f"  round {r + 1}: {name:44} {size / seconds / 1e6:6.0f} MB/s",
+                  file=sys.stderr, flush=True)
 
-        readers: list[Callable[[], None]] = [
-            lambda: record("read: curl GET content", timed(curl_get)),
-            lambda: record("read: fsmount get --server", timed(fsmount_get)),
+        clients_round: list[tuple[str, Callable[[], None]]] = [
+            ("read: curl GET content", curl_get),
+            ("read: fsmount get --server", fsmount_get),
         ]
+        mounts_round: list[tuple[str, Callable[[Path], list[str]], str]] = []
         if not args.no_mount:
-            readers.append(mount_read)
+            mounts_round.append(("read: dd from the mount", mount_cmd, "mnt"))
         if not args.no_rclone and shutil.which("rclone"):
-            readers.append(rclone_read)
-        for r in range(args.rounds):  # interleaved, the order rotated every round
-            k = r % len(readers)
-            for fn in readers[k:] + readers[:k]:
+            mounts_round.append(("read: dd from rclone mount (http remote)", rclone_cmd, "rclone"))
+        r = 0
+        for r in range(args.rounds):
+            flip = slice(None, None, -1 if r % 2 else 1)
+            for name, fn in clients_round[flip]:
                 try:
-                    fn()
-                except RuntimeError as exc:
+                    record(name, timed(fn))
+                except (RuntimeError, subprocess.CalledProcessError) as exc:
                     notes.append(str(exc)[:300])
+            # Fresh mounts (cold chunk cache, no page cache), all started before the first
+            # of them reads; each is unmounted right after its read.
+            with contextlib.ExitStack() as stack:
+                ready: list[tuple[str, Path, contextlib.ExitStack]] = []
+                for name, cmd, sub in mounts_round[flip]:
+                    one = stack.enter_context(contextlib.ExitStack())
+                    try:
+                        one.enter_context(mounted(cmd(work / sub), work / sub, work / f"{sub}.log"))
+                        ready.append((name, work / sub, one))
+                    except RuntimeError as exc:
+                        notes.append(str(exc)[:300])
+                for name, mnt, one in ready:
+                    with one:
+                        try:
+                            record(name, timed(lambda m=mnt: dd_read(m / "put.bin")))
+                        except RuntimeError as exc:
+                            notes.append(str(exc)[:300])
         if args.httpx:
             clients = bench_clients(url, token, min(size, 512 * MIB))
     finally:
