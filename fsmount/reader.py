@@ -383,8 +383,8 @@ class FileReader:
             try:
                 data = await self.cache.get(seg.doc, index)
             except errors.ChecksumMismatch:
-                log.error("%s: data at offset %d does not match the store's SHA-256 "
-                          "hashes; read fails with EIO", self.name, pos)
+                log.error("%s: data at offset %d does not match the store's block "
+                          "checksums; read fails with EIO", self.name, pos)
                 raise
             stop = min(end, chunk_file_start + len(data), seg.end) - chunk_file_start
             pieces.append(memoryview(data)[start_in_chunk:stop])
