@@ -12,6 +12,7 @@ from .cli_common import add_remote_options, open_remote, parse_size
 from .mount import MountConfig, run, unmount
 from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD
 from .remote import Remote
+from .upload import DEFAULT_WRITE_MEMORY
 
 #: -o options passed through to the kernel mount as they are.
 KNOWN_OPTIONS = {"allow_other", "allow_root", "default_permissions", "ro", "rw", "noatime",
@@ -48,6 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="chunk cache size in bytes, e.g. 256M (default 256M)")
     p.add_argument("--read-ahead", type=parse_size, default=DEFAULT_READ_AHEAD, metavar="SIZE",
                    help="most read-ahead in flight per open file, e.g. 16M (default 16M)")
+    p.add_argument("--write-memory", type=parse_size, default=DEFAULT_WRITE_MEMORY,
+                   metavar="SIZE",
+                   help="memory for parts of files being written, kept until each part's "
+                   "upload is finalized, shared by all files; the rest waits in the cache "
+                   "directory (default 96M)")
     p.add_argument("--log-level", default=argparse.SUPPRESS,
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="logging verbosity (default WARNING)")
@@ -77,6 +83,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         mountpoint=args.mountpoint,
         options=parse_options(args.options),
         cache_bytes=args.cache_size,
+        write_memory=args.write_memory,
         read_ahead=args.read_ahead,
         foreground=args.foreground,
         log_file=os.path.abspath(args.log_file) if args.log_file else None,

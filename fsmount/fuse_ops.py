@@ -27,6 +27,7 @@ from .inodes import ATTR_TIMEOUT, DirHandle, FileHandle, HandleTable, NodeCache,
 from .mount import default_cache_dir
 from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD, ChunkCache, FileReader
 from .remote import ROOT_ID, Node, NodeKind, Remote
+from .upload import DEFAULT_WRITE_MEMORY, RetainBudget
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ class Operations(pyfuse3.Operations):
         read_only: bool = False,
         attr_timeout: float = ATTR_TIMEOUT,
         cache_dir: str | None = None,
+        write_memory: int = DEFAULT_WRITE_MEMORY,
     ) -> None:
         super().__init__()
         if log.isEnabledFor(logging.DEBUG):
@@ -151,6 +153,8 @@ class Operations(pyfuse3.Operations):
         #: Content of files open for writing, by inode (shared by all their handles).
         self.writers: dict[int, WriteState] = {}
         self.cache_dir = cache_dir or default_cache_dir()
+        #: Shared by all streaming uploads, so that many writers at once stay bounded.
+        self.write_budget = RetainBudget(write_memory)
         self._nursery: trio.Nursery | None = None
         self._reply = _ReplyBuffer()
 
@@ -369,7 +373,8 @@ class Operations(pyfuse3.Operations):
         state = self.writers.get(node.id)
         if state is None:
             state = WriteState(self.remote, self._nursery, node, cache_dir=self.cache_dir,
-                               base=() if truncate else None, fetch=None)
+                               base=() if truncate else None, fetch=None,
+                               budget=self.write_budget)
             self.writers[node.id] = state
         state.handles += 1
         return state

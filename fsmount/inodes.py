@@ -207,7 +207,8 @@ class WriteState:
 
     def __init__(self, remote: Remote, nursery: Any, node: Node, *, cache_dir: str,
                  base: tuple[Document, ...] | None = None, parallel: int = 4,
-                 fetch: Callable[[int, int], Any] | None = None) -> None:
+                 fetch: Callable[[int, int], Any] | None = None,
+                 budget: Any = None) -> None:
         self.remote = remote
         self.nursery = nursery
         self.node_id = node.id
@@ -215,6 +216,8 @@ class WriteState:
         self.cache_dir = cache_dir
         self.parallel = parallel
         self.fetch = fetch
+        #: The mount's RetainBudget for streaming uploads (None: each upload its own).
+        self.budget = budget
         #: Content the new bytes build on (None: the file starts empty, e.g. O_TRUNC).
         self.base: tuple[Document, ...] = node.segments if base is None else base
         self.size = sum(d.size for d in self.base)
@@ -241,7 +244,7 @@ class WriteState:
 
     async def write(self, offset: int, data: bytes) -> int:
         """Raises the upload's errors, OSError from the staging file."""
-        from .upload import StreamingUpload
+        from .upload import STREAM_SEGMENT_PARTS, StreamingUpload
 
         async with self.lock:
             if self.staging is None and offset == self.size and (
@@ -249,7 +252,8 @@ class WriteState:
                 if self.upload is None:
                     self.upload = await StreamingUpload.open(
                         self.nursery, self.remote, self.name, parallel=self.parallel,
-                        spill_dir=self.cache_dir)
+                        spill_dir=self.cache_dir, budget=self.budget,
+                        segment_parts=STREAM_SEGMENT_PARTS)
                 await self.upload.write(data)
             else:
                 staging = await self._to_staging()

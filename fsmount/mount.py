@@ -32,6 +32,7 @@ import trio
 from . import errors
 from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD
 from .remote import Remote
+from .upload import DEFAULT_WRITE_MEMORY
 
 if TYPE_CHECKING:
     from . import fuse_ops as fuse_ops_t
@@ -67,6 +68,8 @@ class MountConfig:
     fsname: str = "fsmount"
     #: Staging and spill files (default: default_cache_dir(); created by run()).
     cache_dir: str | None = None
+    #: Memory for parts of uploads in progress, shared by all files being written.
+    write_memory: int = DEFAULT_WRITE_MEMORY
 
     @property
     def read_only(self) -> bool:
@@ -242,6 +245,7 @@ async def serve(config: MountConfig, factory: RemoteFactory,
             read_ahead=config.read_ahead,
             read_only=config.read_only,
             cache_dir=config.cache_dir,
+            write_memory=config.write_memory,
         )
         fuse_ops.session_open(ops, config.mountpoint, fuse_options(config))
         # The receiver stays open through the cleanup, so that a second signal cannot

@@ -62,8 +62,18 @@ log = logging.getLogger(__name__)
 PART_SIZE = protocol.MAX_PART_SIZE
 #: Parts saved at once per upload, unless the caller says otherwise.
 DEFAULT_PARALLEL = 4
-#: Bytes of sent-but-unfinalized parts an upload keeps in memory before it spills to disk.
+#: Bytes of sent-but-unfinalized parts an upload keeps in memory before it spills to disk,
+#: unless it is given a :class:`RetainBudget` shared with other uploads.
 RETAIN_IN_MEMORY = 4 * protocol.MIB
+#: Memory a mount's streaming uploads may keep their sent-but-unfinalized parts in, together
+#: (beyond it, parts go to spill files).  Writing through the kernel already costs the mount
+#: more CPU than ``fsmount put``; writing every part a second time, to a spill file, cost
+#: another ~1 s of CPU per GiB (docs/performance.md).
+DEFAULT_WRITE_MEMORY = 96 * protocol.MIB
+#: Parts per segment of a mount's streaming upload (32 MiB): each segment is finalized as soon
+#: as its parts are saved, which drops them, so one big file keeps about two segments
+#: retained and fits in :data:`DEFAULT_WRITE_MEMORY`.
+STREAM_SEGMENT_PARTS = 64
 #: Parts queued for the spill file (at most this many are held in memory for it).
 SPILL_QUEUE = 16
 #: Queued parts the spiller writes in one thread call at most.
@@ -173,10 +183,14 @@ class _Segment:
     size: int = 0
     closed: bool = False
     pending: int = 0
+    #: MD5 of the parts so far while the segment can still be a small upload; None when it
+    #: is computed at finalize instead (segments after the first, see _finalize).
     md5: Any = field(default_factory=hashlib.md5)
     saved: trio.Event = field(default_factory=trio.Event)
-    #: Part number -> bytes, for parts kept in memory until finalize.
+    #: Part number -> bytes, for parts kept in memory until finalize (in the budget).
     retained: dict[int, bytes] = field(default_factory=dict)
+    #: Part number -> bytes, for parts on their way to the spill file.
+    spilling: dict[int, bytes] = field(default_factory=dict)
     #: Part numbers written to the spill file (at ``number * PART_SIZE``).
     spilled: set[int] = field(default_factory=set)
     spill: SpillFile | None = None
@@ -184,6 +198,8 @@ class _Segment:
     spill_writing: int = 0
     released: bool = False
     document: Document | None = None
+    #: trio.current_time() when ``document`` was made (its lifetime runs from then on).
+    finalized_at: float = 0.0
 
     def part_size(self, number: int) -> int:
         if number < self.parts - 1 or not self.closed:
@@ -193,12 +209,14 @@ class _Segment:
     def release(self) -> tuple[int, SpillFile | None]:
         """Drop retained data.
 
-        Returns the bytes freed from memory and the spill file for the caller to close (in a
-        thread: closing an unlinked file drops its pages, which can take a while), or None
-        if there is none or a spill write still uses it (the spiller closes it then).
+        Returns the bytes freed from the memory budget and the spill file for the caller to
+        close (in a thread: closing an unlinked file drops its pages, which can take a
+        while), or None if there is none or a spill write still uses it (the spiller closes
+        it then).
         """
         freed = sum(len(b) for b in self.retained.values())
         self.retained.clear()
+        self.spilling.clear()
         self.spilled.clear()
         self.released = True
         spill = None
@@ -213,6 +231,31 @@ class _Part:
     number: int
     data: bytes | None
     last: bool
+    #: Retained through the spill file (the memory budget had no room for it).
+    spill: bool = False
+
+
+class RetainBudget:
+    """Bytes of sent-but-unfinalized parts that uploads may keep in memory, together.
+
+    A mount gives one to all its streaming uploads, so that memory stays bounded however
+    many files are written at once; a part that does not fit goes to its upload's spill
+    file instead.  Used from the trio thread only.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        """Reserve ``size`` bytes; False (nothing reserved) if they do not fit."""
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
 
 
 class StreamingUpload:
@@ -234,9 +277,14 @@ class StreamingUpload:
         spill_dir: str | os.PathLike[str] | None = None,
         progress: ProgressFn | None = None,
         reread: ReadAt | None = None,
+        budget: RetainBudget | None = None,
+        segment_parts: int | None = None,
+        refresh_after: float | None = None,
     ) -> None:
         if parallel < 1:
             raise ValueError("parallel must be at least 1")
+        if segment_parts is not None and segment_parts < 1:
+            raise ValueError("segment_parts must be at least 1")
         self.remote = remote
         self.name = name
         self.parallel = parallel
@@ -244,6 +292,11 @@ class StreamingUpload:
         self.progress = progress
         self._config = config
         self._reread = reread
+        self._budget = budget if budget is not None else RetainBudget(RETAIN_IN_MEMORY)
+        self._segment_parts = segment_parts
+        self._refresh_after = refresh_after
+        #: Set when a segment is finalized or the writer finishes (wakes the keeper).
+        self._changed = trio.Event()
         #: Bytes written so far (the file's size as the writer sees it).
         self.size = 0
         #: Bytes the store has confirmed (parts saved).
@@ -254,7 +307,6 @@ class StreamingUpload:
         self._pending_len = 0
         self._segments: list[_Segment] = []
         self._current: _Segment | None = None
-        self._mem = 0
         self._error: BaseException | None = None
         self._done = trio.Event()
         self._finished = False
@@ -278,13 +330,26 @@ class StreamingUpload:
         spill_dir: str | os.PathLike[str] | None = None,
         progress: ProgressFn | None = None,
         reread: ReadAt | None = None,
+        budget: RetainBudget | None = None,
+        segment_parts: int | None = None,
+        refresh_after: float | None = None,
     ) -> StreamingUpload:
         """Start an upload whose background tasks run in ``nursery``.
 
         ``reread(offset, size)``, if given, reads the source again (blocking; it is called in
         a thread) so that missing parts are re-sent from it and nothing is retained.
-        ``spill_dir`` is where retained parts beyond :data:`RETAIN_IN_MEMORY` go (default: the
-        system temp directory).  ``config`` saves a ``get_config`` call.
+        Otherwise parts are retained in memory as far as ``budget`` allows (default: a budget
+        of :data:`RETAIN_IN_MEMORY` for this upload alone), the rest in a spill file in
+        ``spill_dir`` (default: the system temp directory).  ``segment_parts`` caps the parts
+        of one segment below the store's ``max_parts``: a segment's retained parts are
+        dropped when it is finalized, so smaller segments keep less retained (and let it fit
+        in memory).  A segment finalized while the file is still being written is uploaded
+        again from the store once it is ``refresh_after`` seconds old (default: half the
+        store's part lifetime), since no file links its document yet and the store would
+        reclaim it.  ``config`` saves a ``get_config`` call.
+
+        Raises:
+            ValueError: ``parallel`` or ``segment_parts`` is below 1.
         """
         up = cls(
             remote,
@@ -294,6 +359,9 @@ class StreamingUpload:
             spill_dir=spill_dir,
             progress=progress,
             reread=reread,
+            budget=budget,
+            segment_parts=segment_parts,
+            refresh_after=refresh_after,
         )
         await nursery.start(up._run)
         return up
@@ -304,6 +372,7 @@ class StreamingUpload:
                 self._nursery = inner
                 inner.start_soon(self._guard, self._hasher)
                 inner.start_soon(self._guard, self._spiller)
+                inner.start_soon(self._guard, self._keeper)
                 for _ in range(self.parallel):
                     inner.start_soon(self._guard, self._worker)
                 task_status.started()
@@ -316,7 +385,7 @@ class StreamingUpload:
             self._nursery = None
             for seg in self._segments:
                 freed, spill = seg.release()
-                self._mem -= freed
+                self._budget.give(freed)
                 if spill is not None:
                     spill.close()
             self._done.set()
@@ -407,22 +476,29 @@ class StreamingUpload:
         seg = self._current
         if seg is None:
             start = self._segments[-1].start + self._segments[-1].size if self._segments else 0
-            seg = _Segment(index=len(self._segments), start=start, file_id=new_file_id())
+            # A later segment is small only if it is the file's last: its MD5 is computed
+            # at finalize then, instead of hashing the first 10 MB of every segment.
+            seg = _Segment(index=len(self._segments), start=start, file_id=new_file_id(),
+                           md5=None if self._segments else hashlib.md5())
             self._segments.append(seg)
             self._current = seg
         number = seg.parts
         seg.parts += 1
         seg.size += len(chunk)
         seg.pending += 1
-        seg_last = last or seg.parts >= config.max_parts
+        seg_last = last or seg.parts >= self._max_parts(config)
         if seg_last:
             seg.closed = True
             self._current = None
+        spill = False
         if self._reread is None:
-            seg.retained[number] = chunk
-            self._mem += len(chunk)
+            if self._budget.take(len(chunk)):
+                seg.retained[number] = chunk
+            else:
+                seg.spilling[number] = chunk
+                spill = True
         try:
-            await self._hash_send.send(_Part(seg, number, chunk, seg_last))
+            await self._hash_send.send(_Part(seg, number, chunk, seg_last, spill))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._raise_if_failed()
             raise
@@ -443,6 +519,7 @@ class StreamingUpload:
         if self.closed:
             raise RuntimeError("finish after finish/abort")
         self.closed = True
+        self._changed.set()
         try:
             self._raise_if_failed()
             if self._pending_len:
@@ -465,6 +542,7 @@ class StreamingUpload:
     async def abort(self) -> None:
         """Stop the upload and drop what it retained.  Idempotent; never raises."""
         self.closed = True
+        self._changed.set()
         with trio.CancelScope(shield=True):
             await self._cancel()
 
@@ -491,12 +569,13 @@ class StreamingUpload:
                 else:
                     # Past the threshold the upload is big: inputFileBig carries no MD5.
                     seg.md5 = None
-                if self._reread is None:
+                if part.spill:
                     await self._spill_send.send((seg, part.number))
                 await self._part_send.send(part)
 
     async def _spiller(self) -> None:
-        """Move retained parts beyond :data:`RETAIN_IN_MEMORY` to their segment's spill file.
+        """Write the retained parts the memory budget had no room for to their segment's
+        spill file.
 
         Parts queued together are written in one thread call: one hand-off per batch
         instead of one per part.
@@ -510,8 +589,8 @@ class StreamingUpload:
                     break
             jobs: list[tuple[_Segment, SpillFile, int, bytes]] = []
             for seg, number in batch:
-                data = seg.retained.get(number)
-                if seg.released or data is None or self._mem <= RETAIN_IN_MEMORY:
+                data = seg.spilling.get(number)
+                if seg.released or data is None:
                     continue
                 if seg.spill is None:
                     new = await trio.to_thread.run_sync(self._new_spill_file)
@@ -531,7 +610,7 @@ class StreamingUpload:
             finally:
                 for seg, *_ in jobs:
                     seg.spill_writing -= 1
-            for seg, spill, number, data in jobs:
+            for seg, spill, number, _data in jobs:
                 if seg.released:
                     # Finalized (or failed) meanwhile: the file is ours to close.
                     if seg.spill is spill and seg.spill_writing == 0:
@@ -539,11 +618,15 @@ class StreamingUpload:
                         await trio.to_thread.run_sync(spill.close)
                     continue
                 seg.spilled.add(number)
-                if seg.retained.pop(number, None) is not None:
-                    self._mem -= len(data)
+                seg.spilling.pop(number, None)
+
+    def _max_parts(self, config: UserConfig) -> int:
+        if self._segment_parts is None:
+            return config.max_parts
+        return min(config.max_parts, self._segment_parts)
 
     def _new_spill_file(self) -> SpillFile:
-        parts = self._config.max_parts if self._config is not None else 0
+        parts = self._max_parts(self._config) if self._config is not None else 0
         return SpillFile(self.spill_dir, parts * PART_SIZE)
 
     async def _worker(self) -> None:
@@ -576,8 +659,11 @@ class StreamingUpload:
         Synchronous on purpose: a finalize that releases the spill file cannot run in the
         middle of it.
         """
-        if number in seg.retained:
-            return seg.retained[number]
+        data = seg.retained.get(number)
+        if data is None:
+            data = seg.spilling.get(number)
+        if data is not None:
+            return data
         if number in seg.spilled and seg.spill is not None:
             return seg.spill.read(seg.part_size(number), number * PART_SIZE)
         return None
@@ -615,11 +701,13 @@ class StreamingUpload:
         if seg.size > config.big_file_threshold:
             final: InputFile | InputFileBig = InputFileBig(seg.file_id, seg.parts, self.name)
         else:
-            assert seg.md5 is not None
-            final = InputFile(seg.file_id, seg.parts, self.name, seg.md5.hexdigest())
+            md5 = seg.md5.hexdigest() if seg.md5 is not None else await self._md5_of(seg)
+            final = InputFile(seg.file_id, seg.parts, self.name, md5)
         for attempt in range(1, MAX_FINALIZE_ATTEMPTS + 1):
             try:
                 seg.document = await self.remote.upload_media(final)
+                seg.finalized_at = trio.current_time()
+                self._changed.set()
             except errors.FilePartMissing as exc:
                 if attempt == MAX_FINALIZE_ATTEMPTS or not 0 <= exc.part < seg.parts:
                     raise
@@ -633,10 +721,64 @@ class StreamingUpload:
                 await self._resend(seg, numbers)
                 continue
             freed, spill = seg.release()
-            self._mem -= freed
+            self._budget.give(freed)
             if spill is not None:
                 await trio.to_thread.run_sync(spill.close)
             return
+
+    async def _keeper(self) -> None:
+        """Keep finalized segments' documents alive until the file is linked.
+
+        A document no file links lives the store's part lifetime; a file written slowly
+        (a recording, a log) can outlast that after its first segments were finalized and
+        their retained parts dropped.  Such a segment is read back from the store and
+        uploaded again, as a fresh document, once it is ``refresh_after`` old.
+        """
+        after = self._refresh_after
+        while True:
+            if self.closed and all(seg.document is not None for seg in self._segments):
+                return
+            if self._changed.is_set():
+                self._changed = trio.Event()
+            due = math.inf
+            for seg in list(self._segments):
+                if seg.document is None:
+                    continue
+                if after is None:
+                    after = (await self._get_config()).part_lifetime / 2
+                if trio.current_time() >= seg.finalized_at + after:
+                    await self._refresh(seg)
+                due = min(due, seg.finalized_at + after)
+            with trio.move_on_at(due):
+                await self._changed.wait()
+
+    async def _refresh(self, seg: _Segment) -> None:
+        old = seg.document
+        assert old is not None
+        log.info("upload of %r: segment %d is %.0f s old, uploading it again before the "
+                 "store reclaims it", self.name, seg.index,
+                 trio.current_time() - seg.finalized_at)
+
+        def read_at(offset: int, size: int) -> bytes:
+            # Runs in a worker thread (as every ReadAt does): a piece at a time from the store.
+            return trio.from_thread.run(read_segments, self.remote, (old,), offset, size)
+
+        docs = await _upload_reader(
+            self.remote, read_at, old.size, self.name, parallel=self.parallel,
+            config=await self._get_config(), progress=None, spill_dir=self.spill_dir,
+        )
+        if len(docs) != 1:
+            raise errors.TransportError(f"upload of {self.name!r}: segment {seg.index} "
+                                        f"came back as {len(docs)} documents")
+        seg.document = docs[0]
+        seg.finalized_at = trio.current_time()
+
+    async def _md5_of(self, seg: _Segment) -> str:
+        """The MD5 of a (small) segment's saved parts, read back from what is retained."""
+        md5 = hashlib.md5()
+        for number in range(seg.parts):
+            await trio.to_thread.run_sync(md5.update, await self._part_data(seg, number))
+        return md5.hexdigest()
 
     # -- reading back ------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import io
 import os
 import random
 import subprocess
+import time
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,14 @@ from fsmount import errors, protocol
 from fsmount.embedded import EmbeddedRemote
 from fsmount.fsck import check as fsck
 from fsmount.remote import ROOT_ID, Document, InputFile, InputFileBig
-from fsmount.upload import PART_SIZE, SpillFile, StreamingUpload, read_segments, upload_file
+from fsmount.upload import (
+    PART_SIZE,
+    RetainBudget,
+    SpillFile,
+    StreamingUpload,
+    read_segments,
+    upload_file,
+)
 
 MIB = protocol.MIB
 THRESHOLD = protocol.Limits().big_file_threshold
@@ -170,11 +178,12 @@ def payload(size: int, seed: int = 1) -> bytes:
 
 
 async def stream(remote: Any, data: bytes, *, chunk: int = 128 * 1024, parallel: int = 4,
-                 spill_dir: Path | None = None, name: str = "f") -> tuple[Document, ...]:
+                 spill_dir: Path | None = None, name: str = "f",
+                 **options: Any) -> tuple[Document, ...]:
     failure: Exception | None = None
     async with trio.open_nursery() as nursery:
         up = await StreamingUpload.open(nursery, remote, name, parallel=parallel,
-                                        spill_dir=spill_dir)
+                                        spill_dir=spill_dir, **options)
         try:
             for pos in range(0, len(data), chunk):
                 await up.write(data[pos : pos + chunk])
@@ -386,6 +395,88 @@ async def test_big_segments(tmp_path: Path) -> None:
     finally:
         await e.remote.inner.aclose()
     assert fsck(e.path) == []
+
+
+async def test_segments_within_the_budget_stay_in_memory(env: Env, tmp_path: Path) -> None:
+    # Segments of 24 parts (12 MiB, big uploads) are finalized as soon as their parts are
+    # saved, which drops their parts from the budget: 30 MiB stream through 64 MiB of budget
+    # without a spill file (the spill directory does not exist: a spill would fail).
+    budget = RetainBudget(64 * MIB)
+    data = payload(30 * MIB + 5)
+    docs = await stream(env.remote, data, spill_dir=tmp_path / "missing", budget=budget,
+                        segment_parts=24)
+    assert [d.size for d in docs] == [12 * MIB, 12 * MIB, 6 * MIB + 5]
+    assert await read_back(env.remote, docs) == data
+    assert budget.used == 0
+    # The last segment is a small upload: its MD5 (checked by the store) was computed at
+    # finalize from the retained parts, the first segment's as the bytes passed.
+    assert sorted(type(f).__name__ for f in env.remote.finals) == [
+        "InputFile", "InputFileBig", "InputFileBig"]
+
+
+async def test_parts_beyond_a_shared_budget_spill(env: Env, tmp_path: Path) -> None:
+    budget = RetainBudget(2 * MIB)
+    spill_dir = tmp_path / "spill"
+    spill_dir.mkdir()
+    first, second = payload(6 * MIB, seed=1), payload(3 * MIB, seed=2)
+    async with trio.open_nursery() as nursery:
+        a = await StreamingUpload.open(nursery, env.remote, "a", spill_dir=spill_dir,
+                                       budget=budget)
+        b = await StreamingUpload.open(nursery, env.remote, "b", spill_dir=spill_dir,
+                                       budget=budget)
+        await a.write(first)
+        # The first 2 MiB of a's parts took the whole budget; b's parts go to its spill
+        # file, and so do a's later ones: two spill files.
+        assert budget.used == 2 * MIB
+        await b.write(second)
+        assert budget.used == 2 * MIB
+        with trio.fail_after(10):
+            while len(open_files_under(spill_dir)) < 2:
+                await trio.sleep(0.01)
+        docs_a = await a.finish()
+        docs_b = await b.finish()
+    assert budget.used == 0
+    assert open_files_under(spill_dir) == []
+    assert await read_back(env.remote, docs_a) == first
+    assert await read_back(env.remote, docs_b) == second
+
+
+async def until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
+    """Poll ``condition`` in real time (for tests whose trio clock only moves by hand)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await trio.to_thread.run_sync(time.sleep, 0.005)
+
+
+async def test_slow_writer_segments_are_uploaded_again_before_they_expire(
+        env: Env, tmp_path: Path, mock_clock: Any) -> None:
+    # A file written over longer than the part lifetime: its first segments were finalized
+    # (and their parts dropped) long before close links them.  Each is uploaded again from
+    # the store at half the lifetime, so the file is whole when it is linked.  trio's clock
+    # (the uploader's) and the store's clock move only by hand here.
+    lifetime = env.limits.part_lifetime
+    data = payload(5 * MIB + 3)
+    async with trio.open_nursery() as nursery:
+        up = await StreamingUpload.open(nursery, env.remote, "slow", segment_parts=4,
+                                        budget=RetainBudget(64 * MIB),
+                                        spill_dir=tmp_path / "missing")
+        await up.write(data[: 4 * MIB + 1])
+        await until(lambda: all(seg.document is not None for seg in up._segments))
+        originals = [seg.document for seg in up._segments]
+        assert len(originals) == 2
+        env.clock.now += lifetime / 2 + 1
+        mock_clock.jump(lifetime / 2 + 1)
+        await until(lambda: not any(seg.document in originals for seg in up._segments))
+        env.clock.now += lifetime / 2 + 100
+        # The first documents are gone now; without the refresh the file would be lost.
+        with pytest.raises(errors.FsmountError):
+            await read_segments(env.remote, (originals[0],), 0, 1)
+        await up.write(data[4 * MIB + 1 :])
+        docs = await up.finish()
+    node = await env.remote.create_file(ROOT_ID, "slow", tuple(d.location for d in docs))
+    got = await env.remote.getattr(node.id)
+    assert await read_back(env.remote, got.segments) == data
 
 
 async def test_read_back_while_writing(small_env: Env, tmp_path: Path) -> None:
