@@ -1,5 +1,6 @@
 """A 300 MB random file written through the mount with cp and with dd, read back by
-SHA-256 before and after unmount and remount; and a file larger than one upload may hold
+SHA-256 before and after unmount and remount (stored in the mount's 32 MiB segments); and a
+file larger than one upload may hold
 (a store limited to 4 parts per upload) written and read back through the mount.  The
 store's fsck finds nothing wrong afterwards."""
 
@@ -19,9 +20,22 @@ from fsmount.embedded import EmbeddedRemote
 from fsmount.fsck import check as fsck
 from fsmount.protocol import Limits
 from fsmount.remote import ROOT_ID
+from fsmount.upload import PART_SIZE, STREAM_SEGMENT_PARTS
 
 MIB = 1024 * 1024
 SIZE = 300 * 1000 * 1000
+
+
+def segment_sizes(store: Path, name: str, limits: Limits | None = None) -> list[int]:
+    async def sizes() -> list[int]:
+        remote = EmbeddedRemote.open(store, limits=limits)
+        try:
+            node = await remote.lookup(ROOT_ID, name)
+            return [d.size for d in node.segments]
+        finally:
+            await remote.aclose()
+
+    return trio.run(sizes)
 
 
 def sha256_file(path: Path) -> str:
@@ -55,6 +69,10 @@ def test_cp_and_dd_of_300_mb_survive_remount(tmp_path: Path) -> None:
         assert sha256_file(mp.mnt / "cp.bin") == want
         assert sha256_file(mp.mnt / "dd.bin") == want
     assert fsck(store) == []
+    # Streamed through the mount: segments of 64 parts, each finalized while the file grew.
+    seg = STREAM_SEGMENT_PARTS * PART_SIZE
+    for name in ("cp.bin", "dd.bin"):
+        assert segment_sizes(store, name) == [seg] * (SIZE // seg) + [SIZE % seg]
     with mount_store(store, mnt) as mp:
         assert sha256_file(mp.mnt / "cp.bin") == want
         assert sha256_file(mp.mnt / "dd.bin") == want
@@ -76,15 +94,7 @@ def test_file_larger_than_one_upload_is_several_segments(
             f.write(b"X" * 10)
         data = data[: 3 * MIB] + b"X" * 10 + data[3 * MIB + 10 :]
     assert fsck(store) == []
-
-    async def segment_sizes() -> list[int]:
-        remote = EmbeddedRemote.open(store, limits=Limits(upload_max_fileparts_default=4))
-        try:
-            node = await remote.lookup(ROOT_ID, "seg.bin")
-            return [d.size for d in node.segments]
-        finally:
-            await remote.aclose()
-
-    assert trio.run(segment_sizes) == [2 * MIB] * 4 + [len(data) - 8 * MIB]
+    sizes = segment_sizes(store, "seg.bin", Limits(upload_max_fileparts_default=4))
+    assert sizes == [2 * MIB] * 4 + [len(data) - 8 * MIB]
     with mount_store(store, mnt) as mp:
         assert (mp.mnt / "seg.bin").read_bytes() == data
