@@ -19,8 +19,13 @@ immutable, so a chunk keyed by ``(document id, chunk index)`` never needs invali
   slightly out-of-order delivery) and that is dropped, with its fetches cancelled, when the
   stream goes stale.
 
-Memory: the cache's byte bound, plus per open file at most ``read_ahead`` bytes of
-read-ahead in flight, plus the chunks the kernel's own concurrent requests are waiting for.
+Chunks a sequential stream has read past leave the main LRU for a small tier of their own
+(:meth:`ChunkCache.release`): a long scan neither evicts what random readers use nor
+makes the cache touch fresh memory for data the kernel's page cache now holds.
+
+Memory: the cache's byte bound and its streamed tier, plus per open file at most
+``read_ahead`` bytes of read-ahead in flight, plus the chunks the kernel's own concurrent
+requests are waiting for.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ CHUNK = WINDOW
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 DEFAULT_READ_AHEAD = 16 * CHUNK
+#: Chunks a sequential stream has read past stay this long (in bytes, most recent first)
+#: before their memory is reused; see :meth:`ChunkCache.release`.
+STREAMED_BYTES = 8 * CHUNK
 #: At most this many streams are tracked per open file (audio, video, index, ...).
 MAX_STREAMS = 4
 #: A stream that has not been read for this many reads of its file is dropped.
@@ -95,10 +103,15 @@ class ChunkCache:
     Call :meth:`start` with a nursery before use (or use :func:`open_chunk_cache`).
     """
 
-    def __init__(self, remote: Remote, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(self, remote: Remote, cache_bytes: int = DEFAULT_CACHE_BYTES,
+                 streamed_bytes: int = STREAMED_BYTES) -> None:
         self.remote = remote
         self.cache_bytes = cache_bytes
         self._lru: LRUCache[ChunkKey, bytes] = LRUCache(maxsize=max(cache_bytes, 1), getsizeof=len)
+        # Chunks released by sequential streams: a scan does not push the random-access
+        # working set out of the main LRU, and its own memory is reused within a few MiB.
+        self._streamed: LRUCache[ChunkKey, bytes] = LRUCache(
+            maxsize=max(streamed_bytes, CHUNK), getsizeof=len)
         self._inflight: dict[ChunkKey, _Fetch] = {}
         # Block checks of a window: (doc id, chunk index) -> that window's checks.
         self._hashes: LRUCache[ChunkKey, tuple[BlockCheck, ...]] = LRUCache(maxsize=65536)
@@ -114,11 +127,31 @@ class ChunkCache:
 
     def cached(self, doc: Document, index: int) -> bytes | None:
         """The chunk if it is in the cache (counts as a use for the LRU order)."""
-        return self._lru.get((doc.id, index))
+        return self._lookup((doc.id, index))
 
     def has(self, doc: Document, index: int) -> bool:
         key = (doc.id, index)
-        return key in self._lru or key in self._inflight
+        return key in self._lru or key in self._streamed or key in self._inflight
+
+    def release(self, doc: Document, index: int) -> None:
+        """Note that a sequential reader is done with a chunk: it leaves the main LRU for
+        the small tier of streamed chunks (:data:`STREAMED_BYTES`).
+
+        The kernel keeps what it was sent in its page cache, so a chunk a stream has read
+        past is rarely asked for again; kept in the main LRU, a 1 GiB scan would fill all
+        of it with such chunks, evicting what random readers still use, and touch
+        ``cache_bytes`` of fresh memory on the way (docs/performance.md, sixth session).
+        """
+        key = (doc.id, index)
+        data = self._lru.pop(key, None)
+        if data is not None:
+            self._streamed[key] = data
+
+    def _lookup(self, key: ChunkKey) -> bytes | None:
+        data = self._lru.get(key)
+        if data is None:
+            data = self._streamed.get(key)
+        return data
 
     async def get(self, doc: Document, index: int) -> bytes:
         """Chunk ``index`` of ``doc``, verified, from the cache or fetched once.
@@ -127,7 +160,7 @@ class ChunkCache:
         """
         key = (doc.id, index)
         for _ in range(4):
-            data = self._lru.get(key)
+            data = self._lookup(key)
             if data is not None:
                 self.stats.hits += 1
                 return data
@@ -152,8 +185,7 @@ class ChunkCache:
 
     def prefetch(self, doc: Document, index: int) -> _Fetch | None:
         """Start fetching a chunk in the background unless cached or in flight already."""
-        key = (doc.id, index)
-        if key in self._lru or key in self._inflight:
+        if self.has(doc, index):
             return None
         self.stats.prefetches += 1
         return self._start(doc, index)
@@ -327,6 +359,7 @@ class Stream:
     pos: int  #: end of the furthest read so far
     window: int  #: read-ahead in chunks
     last_read: int  #: the file's read counter at the last read of this stream
+    released: int  #: chunks ending at or before this file offset were released
     hits: int = 0
     fetches: set[_Fetch] = field(default_factory=set)
 
@@ -416,7 +449,8 @@ class FileReader:
         if stream is None:
             # A new stream.  A read at the very start is most likely the first of a
             # sequential pass (cat, cp, players probing headers); elsewhere it is random.
-            stream = Stream(pos=end, window=1 if offset == 0 else 0, last_read=self._reads)
+            stream = Stream(pos=end, window=1 if offset == 0 else 0, last_read=self._reads,
+                            released=offset)
             self.streams.append(stream)
             self._expire(keep=stream)
         else:
@@ -426,6 +460,8 @@ class FileReader:
                 stream.hits += 1
                 # Grow while sequential: 1, 2, 4, ... chunks in flight.
                 stream.window = min(self.max_window, max(1, stream.window * 2))
+                if stream.hits >= 2:
+                    self._release_behind(stream)
         if stream.window:
             self._read_ahead(stream)
 
@@ -454,6 +490,20 @@ class FileReader:
         for fetch in list(stream.fetches):
             self.cache.cancel(fetch)
         stream.fetches.clear()
+
+    def _release_behind(self, stream: Stream) -> None:
+        """Release (:meth:`ChunkCache.release`) the chunks a sequential stream is done with:
+        those ending more than the kernel's reordering tolerance behind its position."""
+        boundary = stream.pos - BACK_TOLERANCE
+        pos = stream.released
+        while pos < boundary:
+            seg, index, in_chunk = self._locate(pos)
+            chunk_end = min(seg.end, pos - in_chunk + CHUNK)
+            if chunk_end > boundary:
+                break
+            self.cache.release(seg.doc, index)
+            pos = chunk_end
+        stream.released = max(stream.released, pos)
 
     def _read_ahead(self, stream: Stream) -> None:
         if self._closed or not self._segments:

@@ -246,6 +246,35 @@ async def test_cache_is_bounded_in_bytes(remote: EmbeddedRemote) -> None:
         n.cancel_scope.cancel()
 
 
+async def test_a_sequential_scan_keeps_random_readers_chunks(remote: EmbeddedRemote) -> None:
+    small = await upload(remote, DATA[: 3 * MIB])
+    big = await upload(remote, DATA)
+    counting = Counting(remote)
+    async with open_chunk_cache(counting, cache_bytes=24 * MIB) as cache:  # type: ignore[arg-type]
+        random_reader = FileReader(cache, (small,), "db", read_ahead=0)
+        assert await random_reader.read(MIB + 100, 4096) == DATA[MIB + 100 : MIB + 4196]
+        scan = FileReader(cache, (big,), "movie", read_ahead=4 * CHUNK)
+        piece = 256 * 1024
+        # 40 MiB in the kernel's order: sequential, with neighbouring requests swapped.
+        order = [i ^ 1 for i in range(-(-len(DATA) // piece))]
+        for i in order:
+            off = i * piece
+            assert await scan.read(off, piece) == DATA[off : off + piece]
+            # Behind the stream only the small tier of streamed chunks grows (8 MiB);
+            # the main LRU holds the read-ahead and the chunks still within reach.
+            assert cache._streamed.currsize <= 8 * MIB
+            assert cache._lru.currsize <= 12 * MIB
+        # The scan went through more than the whole cache, yet the random reader's chunk
+        # is still there, and every chunk of the scan was fetched exactly once.
+        calls = counting.calls[(small.id, 1)]
+        assert await random_reader.read(MIB + 5000, 4096) == DATA[MIB + 5000 : MIB + 9096]
+        assert counting.calls[(small.id, 1)] == calls == 1
+        assert {n for (d, _), n in counting.calls.items() if d == big.id} == {1}
+        assert sum(1 for d, _ in counting.calls if d == big.id) == 41
+        scan.close()
+        random_reader.close()
+
+
 async def test_empty_file_and_bad_arguments(remote: EmbeddedRemote) -> None:
     async with open_chunk_cache(remote) as cache:
         r = FileReader(cache, (), "empty")
