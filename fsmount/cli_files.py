@@ -18,6 +18,7 @@ import trio
 
 from . import errors
 from .cli_common import Progress, add_remote_options, human, open_remote, resolve, split_remote_path
+from .memory import tune_malloc
 from .reader import CHUNK, FileReader, open_chunk_cache
 from .remote import ROOT_ID, Node, NodeKind, Remote
 
@@ -113,6 +114,7 @@ async def _get(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    tune_malloc()
     return trio.run(_get, args)
 
 
@@ -170,6 +172,7 @@ async def _put(args: argparse.Namespace) -> int:
 
 
 def cmd_put(args: argparse.Namespace) -> int:
+    tune_malloc()
     return trio.run(_put, args)
 
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from . import errors
+from .memory import tune_malloc
 from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD
 from .remote import Remote
 from .upload import DEFAULT_WRITE_MEMORY
@@ -295,29 +296,6 @@ async def _watch_signals(signals: AsyncIterator[int], scope: trio.CancelScope) -
         return
 
 
-def bound_malloc() -> bool:
-    """Keep freed chunk buffers from piling up in per-thread malloc arenas.
-
-    Chunks are allocated in worker threads (each glibc gives its own arena) and freed on the
-    trio thread when the LRU evicts them, so every arena keeps its own free 1 MiB blocks:
-    measured, a pass over a 1 GiB file with a 256 MiB cache peaked at 421-436 MiB resident.
-    One arena (``M_ARENA_MAX`` = 1) reuses them: 322-329 MiB, at the same throughput.  (A
-    fixed ``M_MMAP_THRESHOLD`` also bounds it, but costs a third of the throughput in page
-    faults.)  ``fsmount serve`` has the same pattern (getFile windows read in store threads,
-    freed on the trio thread once sent): one arena cut its CPU per byte served by about a
-    fifth, as fewer freed blocks go back to the kernel to be faulted in again.  False if
-    this is not glibc.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_arena_max = -8
-        return bool(libc.mallopt(m_arena_max, 1))
-    except (OSError, AttributeError):
-        return False
-
-
 def run(config: MountConfig, factory: RemoteFactory) -> int:
     """Mount per ``config``; returns the exit status.  In the background, returns once the
     mount is ready (or failed) with the daemon left running.
@@ -326,7 +304,7 @@ def run(config: MountConfig, factory: RemoteFactory) -> int:
     """
     config.mountpoint = check_mountpoint(config.mountpoint)
     config.cache_dir = prepare_cache_dir(config.cache_dir)
-    bound_malloc()
+    tune_malloc()
     if config.foreground:
         try:
             trio.run(serve, config, factory)

@@ -71,3 +71,10 @@ def test_get_of_a_corrupted_file_is_one_line_and_leaves_nothing(tmp_path) -> Non
     assert "Traceback" not in res.stderr
     assert "CHECKSUM_MISMATCH" in res.stderr.splitlines()[-1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "store"]
+
+
+def test_transfers_tune_malloc_for_chunk_buffers() -> None:
+    # The mount, the server and get/put call this before moving data (fsmount.memory).
+    out = subprocess.run([sys.executable, "-c", "from fsmount.memory import tune_malloc; "
+                          "print(tune_malloc())"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"

@@ -167,7 +167,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import trio
     from hypercorn.trio import serve
 
-    from ..mount import bound_malloc
+    from ..memory import tune_malloc
     from ..store import Store
     from .app import create_app
 
@@ -180,7 +180,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if not os.path.isfile(path):
                 raise FileNotFoundError(2, "No such file", path)
     store = Store(store_dir, exclusive=True)
-    bound_malloc()
+    tune_malloc()
 
     async def main() -> None:
         app = create_app(store, store_dir, rate_limit=args.rate_limit, burst=args.burst,
