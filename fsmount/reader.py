@@ -19,9 +19,10 @@ immutable, so a chunk keyed by ``(document id, chunk index)`` never needs invali
   slightly out-of-order delivery) and that is dropped, with its fetches cancelled, when the
   stream goes stale.
 
-Chunks a sequential stream has read past leave the main LRU for a small tier of their own
-(:meth:`ChunkCache.release`): a long scan neither evicts what random readers use nor
-makes the cache touch fresh memory for data the kernel's page cache now holds.
+In a file larger than the whole cache, chunks a sequential stream has read past leave the
+main LRU for a small tier of their own (:meth:`ChunkCache.release`): such a scan could
+not be re-read from the cache anyway, and this way it neither evicts what random readers
+use nor makes the cache touch fresh memory for data the kernel's page cache now holds.
 
 Memory: the cache's byte bound and its streamed tier, plus per open file at most
 ``read_ahead`` bytes of read-ahead in flight, plus the chunks the kernel's own concurrent
@@ -134,8 +135,9 @@ class ChunkCache:
         return key in self._lru or key in self._streamed or key in self._inflight
 
     def release(self, doc: Document, index: int) -> None:
-        """Note that a sequential reader is done with a chunk: it leaves the main LRU for
-        the small tier of streamed chunks (:data:`STREAMED_BYTES`).
+        """Note that a sequential reader of a file larger than the cache is done with a
+        chunk: it leaves the main LRU for the small tier of streamed chunks
+        (:data:`STREAMED_BYTES`).
 
         The kernel keeps what it was sent in its page cache, so a chunk a stream has read
         past is rarely asked for again; kept in the main LRU, a 1 GiB scan would fill all
@@ -390,6 +392,10 @@ class FileReader:
                 self._segments.append(_Segment(pos, doc))
             pos += doc.size
         self.size = pos
+        # Read sequentially, a file larger than the whole cache cannot be read again from
+        # it (LRU order evicts each chunk before the next pass reaches it), so its streams
+        # release what they have read; a smaller file stays, for re-reads.
+        self._release_streamed = pos > cache.cache_bytes
         self._starts = [s.start for s in self._segments]
         self.streams: list[Stream] = []
         self._reads = 0
@@ -460,7 +466,7 @@ class FileReader:
                 stream.hits += 1
                 # Grow while sequential: 1, 2, 4, ... chunks in flight.
                 stream.window = min(self.max_window, max(1, stream.window * 2))
-                if stream.hits >= 2:
+                if stream.hits >= 2 and self._release_streamed:
                     self._release_behind(stream)
         if stream.window:
             self._read_ahead(stream)

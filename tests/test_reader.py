@@ -275,6 +275,20 @@ async def test_a_sequential_scan_keeps_random_readers_chunks(remote: EmbeddedRem
         random_reader.close()
 
 
+async def test_a_file_that_fits_in_the_cache_is_reread_from_it(remote: EmbeddedRemote) -> None:
+    doc = await upload(remote, DATA)
+    counting = Counting(remote)
+    async with open_chunk_cache(counting, cache_bytes=48 * MIB) as cache:  # type: ignore[arg-type]
+        for _ in range(2):  # the second pass is served from the cache
+            r = FileReader(cache, (doc,), "f", read_ahead=4 * CHUNK)
+            for off in range(0, len(DATA), 512 * 1024):
+                assert await r.read(off, 512 * 1024) == DATA[off : off + 512 * 1024]
+            r.close()
+        assert set(counting.calls.values()) == {1}
+        assert len(counting.calls) == 41
+        assert cache._streamed.currsize == 0
+
+
 async def test_empty_file_and_bad_arguments(remote: EmbeddedRemote) -> None:
     async with open_chunk_cache(remote) as cache:
         r = FileReader(cache, (), "empty")
