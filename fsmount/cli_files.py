@@ -64,7 +64,9 @@ async def download(remote: Remote, node: Node, out: int, progress: Progress | No
 
     Raises ChecksumMismatch, the remote's errors, OSError from writing.
     """
-    async with open_chunk_cache(remote, cache_bytes=read_ahead + 2 * CHUNK) as cache:
+    # One pass, in order: nothing read is read again, so no tier of streamed chunks.
+    async with open_chunk_cache(remote, cache_bytes=read_ahead + 2 * CHUNK,
+                                streamed_bytes=CHUNK) as cache:
         reader = FileReader(cache, node.segments, node.name, read_ahead=read_ahead)
         pos = 0
         while pos < reader.size:

@@ -325,7 +325,7 @@ def _verify(data: bytes, offset: int, hashes: tuple[BlockCheck, ...]) -> bool:
 
 @asynccontextmanager
 async def open_chunk_cache(
-    remote: Remote, cache_bytes: int = DEFAULT_CACHE_BYTES
+    remote: Remote, cache_bytes: int = DEFAULT_CACHE_BYTES, streamed_bytes: int = STREAMED_BYTES
 ) -> AsyncIterator[ChunkCache]:
     """A started :class:`ChunkCache` whose fetches are cancelled when the block exits.
 
@@ -333,7 +333,7 @@ async def open_chunk_cache(
     in the fetch nursery's exception group, so callers can catch the domain error.
     """
     async with open_nursery() as nursery:
-        cache = ChunkCache(remote, cache_bytes)
+        cache = ChunkCache(remote, cache_bytes, streamed_bytes)
         cache.start(nursery)
         try:
             yield cache
