@@ -220,11 +220,14 @@ def main() -> int:
         shutil.rmtree(chunks)
         results["write: fsmount put --server"] = size / timed(
             lambda: sh([*FSMOUNT, "put", "--server", url, str(src), "/put.bin"], env=env))
+        def mount_cmd(mnt: Path) -> list[str]:
+            return [*FSMOUNT, "mount", "-f", "--server", url, "--token-file", str(tokfile),
+                    str(mnt)]
+
         if not args.no_mount:
             mnt = work / "mnt"
-            cmd = [*FSMOUNT, "mount", "-f", "--server", url, "--token-file", str(tokfile), str(mnt)]
             try:
-                with mounted(cmd, mnt, work / "mount.log"):
+                with mounted(mount_cmd(mnt), mnt, work / "mount.log"):
                     # dd bs=1M: 1 MiB write requests (cp writes 128 KiB at a time), the
                     # same way scripts/bench_write.py measures the embedded mount.
                     results["write: dd into the mount"] = size / timed(
@@ -249,10 +252,6 @@ def main() -> int:
         def fsmount_get() -> None:
             subprocess.run([*FSMOUNT, "get", "--server", url, "/put.bin", "-"], env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True, timeout=3600)
-
-        def mount_cmd(mnt: Path) -> list[str]:
-            return [*FSMOUNT, "mount", "-f", "--server", url, "--token-file", str(tokfile),
-                    str(mnt)]
 
         def rclone_cmd(mnt: Path) -> list[str]:
             return ["rclone", "mount", ":http:", str(mnt), "--http-url", f"{url}/browse/",
