@@ -10,7 +10,7 @@ import os
 from . import errors
 from .cli_common import add_remote_options, open_remote, parse_size
 from .mount import MountConfig, run, unmount
-from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD
+from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD, DEFAULT_READ_AHEAD_MAX
 from .remote import Remote
 from .upload import DEFAULT_WRITE_MEMORY
 
@@ -48,7 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--cache-size", type=parse_size, default=DEFAULT_CACHE_BYTES, metavar="SIZE",
                    help="chunk cache size in bytes, e.g. 256M (default 256M)")
     p.add_argument("--read-ahead", type=parse_size, default=DEFAULT_READ_AHEAD, metavar="SIZE",
-                   help="most read-ahead in flight per open file, e.g. 16M (default 16M)")
+                   help="read-ahead in flight per open file, e.g. 16M (default 16M)")
+    p.add_argument("--read-ahead-max", type=parse_size, default=DEFAULT_READ_AHEAD_MAX,
+                   metavar="SIZE",
+                   help="what read-ahead may grow to per open file where the link's "
+                   "bandwidth-delay product asks for more (default 128M)")
     p.add_argument("--write-memory", type=parse_size, default=DEFAULT_WRITE_MEMORY,
                    metavar="SIZE",
                    help="memory for parts of files being written, kept until each part's "
@@ -85,6 +89,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         cache_bytes=args.cache_size,
         write_memory=args.write_memory,
         read_ahead=args.read_ahead,
+        read_ahead_max=args.read_ahead_max,
         foreground=args.foreground,
         log_file=os.path.abspath(args.log_file) if args.log_file else None,
         cache_dir=os.path.abspath(args.cache_dir) if args.cache_dir else None,

@@ -14,8 +14,10 @@ from typing import Any, TypeVar
 
 import trio
 
+from . import errors
 from .protocol import Limits
 from .remote import (
+    MAX_RUN_WINDOWS,
     BlockCheck,
     Document,
     FileHash,
@@ -27,6 +29,7 @@ from .remote import (
     UploadFile,
     Usage,
     UserConfig,
+    WindowRun,
 )
 from .store import DEFAULT_USER, Store
 
@@ -117,17 +120,18 @@ class EmbeddedRemote:
         return await self._run(self.store.get_file, location, offset, limit, precise)
 
     async def get_file_windows(self, location: FileLocation, offset: int, count: int,
-                               hashes: bool = False, crc32c: bool = False
-                               ) -> tuple[list[UploadFile], list[BlockCheck]]:
-        """Up to ``count`` consecutive whole-window getFile answers from ``offset`` and, with
-        ``hashes``, their block hashes (with ``crc32c``, their checksums as
-        ``get_file_checksums`` answers): one store call and one transaction (the server's
-        ``windows=N`` extension).  See :meth:`fsmount.store.Store.get_file_windows`.
+                               hashes: bool = True, crc32c: bool = True) -> WindowRun:
+        """See :meth:`fsmount.remote.Remote.get_file_windows`: one store call and one
+        transaction (:meth:`fsmount.store.Store.get_file_windows`, also what the server's
+        ``windows=N`` extension answers from).  Without ``hashes`` the checks are empty.
 
         Raises OffsetInvalid, InvalidArgument, FileIdInvalid, FileReferenceExpired.
         """
-        return await self._run(self.store.get_file_windows, location, offset, count, hashes,
-                               crc32c)
+        if not isinstance(count, int) or not 1 <= count <= MAX_RUN_WINDOWS:
+            raise errors.InvalidArgument(f"count must be in 1..{MAX_RUN_WINDOWS}, not {count!r}")
+        windows, checks = await self._run(self.store.get_file_windows, location, offset,
+                                          count, hashes, crc32c)
+        return WindowRun(windows, checks)
 
     async def get_file_hashes(self, location: FileLocation, offset: int,
                               windows: int = 1) -> list[FileHash]:

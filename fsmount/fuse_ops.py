@@ -25,8 +25,14 @@ import trio
 from . import errors
 from .inodes import ATTR_TIMEOUT, DirHandle, FileHandle, HandleTable, NodeCache, WriteState
 from .mount import default_cache_dir
-from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD, ChunkCache, FileReader
-from .remote import ROOT_ID, Node, NodeKind, Remote
+from .reader import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_READ_AHEAD,
+    DEFAULT_READ_AHEAD_MAX,
+    ChunkCache,
+    FileReader,
+)
+from .remote import ROOT_ID, Document, Node, NodeKind, Remote
 from .upload import DEFAULT_WRITE_MEMORY, RetainBudget
 
 log = logging.getLogger(__name__)
@@ -129,6 +135,7 @@ class Operations(pyfuse3.Operations):
         *,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         read_ahead: int = DEFAULT_READ_AHEAD,
+        read_ahead_max: int = DEFAULT_READ_AHEAD_MAX,
         read_only: bool = False,
         attr_timeout: float = ATTR_TIMEOUT,
         cache_dir: str | None = None,
@@ -139,6 +146,7 @@ class Operations(pyfuse3.Operations):
             remote = _LoggedRemote(remote)  # type: ignore[assignment]
         self.remote = remote
         self.read_ahead = read_ahead
+        self.read_ahead_max = read_ahead_max
         self.read_only = read_only
         self.attr_timeout = attr_timeout
         self.nodes = NodeCache(remote, ttl=attr_timeout)
@@ -231,6 +239,10 @@ class Operations(pyfuse3.Operations):
             await trio.to_thread.run_sync(pyfuse3.invalidate_inode, inode, True)
         except OSError as exc:
             log.debug("invalidate_inode(%d): %s", inode, exc)
+
+    def _reader(self, segments: tuple[Document, ...], name: str) -> FileReader:
+        return FileReader(self.cache, segments, name, read_ahead=self.read_ahead,
+                          read_ahead_max=self.read_ahead_max)
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -350,8 +362,7 @@ class Operations(pyfuse3.Operations):
 
     def _file_handle(self, node: Node, flags: int, writer: WriteState | None
                      ) -> pyfuse3.FileInfo:
-        reader = FileReader(self.cache, node.segments, self.path_of(node),
-                            read_ahead=self.read_ahead)
+        reader = self._reader(node.segments, self.path_of(node))
         # A write-only handle bypasses the kernel's page cache (direct_io): the written
         # bytes would otherwise stay cached as one more copy of everything cp/dd/rsync
         # write, besides the upload's own (docs/performance.md).  Nothing reads through
@@ -423,8 +434,7 @@ class Operations(pyfuse3.Operations):
                 return data
             if handle.reader.segments != base:
                 handle.reader.close()
-                handle.reader = FileReader(self.cache, base, handle.reader.name,
-                                           read_ahead=self.read_ahead)
+                handle.reader = self._reader(base, handle.reader.name)
         try:
             data = await handle.reader.read(off, size)
         except (errors.FileReferenceExpired, errors.FileIdInvalid):
@@ -432,8 +442,7 @@ class Operations(pyfuse3.Operations):
             node = await self.remote.getattr(handle.node.id)
             handle.node = self.nodes.put(node)
             handle.reader.close()
-            handle.reader = FileReader(self.cache, node.segments, handle.reader.name,
-                                       read_ahead=self.read_ahead)
+            handle.reader = self._reader(node.segments, handle.reader.name)
             data = await handle.reader.read(off, size)
         return self._reply.fill(data)  # type: ignore[return-value]
 

@@ -36,14 +36,14 @@ import random
 import ssl
 import urllib.parse
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter
 from typing import Any
 
 import h11
 import trio
 
 from . import errors
-from .protocol import HASH_BLOCK, PRECISE_ALIGN, WINDOW, FileType
+from .protocol import WINDOW, FileType
 from .remote import (
     BlockCheck,
     Document,
@@ -56,7 +56,7 @@ from .remote import (
     UploadFile,
     Usage,
     UserConfig,
-    checks_by_window,
+    WindowRun,
 )
 from .server import wire
 
@@ -65,14 +65,6 @@ __all__ = ["HttpRemote"]
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-#: Windows of block checks asked for per getFileHashes/getFileChecksums request.
-HASH_PREFETCH = 8
-#: Windows of prefetched hashes kept (about 2 KiB each).
-HASH_CACHE_WINDOWS = 4096
-#: Whole 1 MiB windows fetched per getFile request once a reader is sequential.
-GETFILE_BATCH = 8
-#: Bytes of windows a batch brought ahead of their calls, kept at most.
-WINDOW_CACHE_BYTES = 32 << 20
 _RECV = 1 << 20
 _HEAD_RECV = 64 * 1024
 _MAX_HEAD = 64 * 1024
@@ -193,11 +185,6 @@ def _window_sizes(status: int, headers: dict[str, str], length: int) -> list[int
     return sizes
 
 
-def _valid_hash_offset(offset: object) -> bool:
-    """True if getFileHashes/getFileChecksums accept ``offset`` (the server says why not)."""
-    return isinstance(offset, int) and offset >= 0 and offset % PRECISE_ALIGN == 0
-
-
 class HttpRemote:
     """One user's view of a store served by ``fsmount serve`` at ``base_url``.
 
@@ -248,17 +235,8 @@ class HttpRemote:
         self.retried = 0
         #: Requests sent per protocol method, retries included (tests and benchmarks).
         self.requests: Counter[str] = Counter()
-        #: Block checks (CRC32C or SHA-256) per window, kept from answers for the reader.
-        self._hashes: OrderedDict[tuple[int, int, int], list[BlockCheck]] = OrderedDict()
         #: Set once the server turned out to predate getFileChecksums.
         self._no_checksums = False
-        self._hash_pending: dict[tuple[int, int, int], trio.Event] = {}
-        self._windows: OrderedDict[tuple[int, int, int], UploadFile] = OrderedDict()
-        self._win_bytes = 0
-        self._win_pending: dict[tuple[int, int, int], trio.Event] = {}
-        #: Windows that get_file calls are waiting for, with how many calls wait.
-        self._wanted: dict[tuple[int, int, int], int] = {}
-        self._seen: OrderedDict[tuple[int, int, int], None] = OrderedDict()
         self._closed = False
 
     # --- transport ---------------------------------------------------------------------------
@@ -506,144 +484,37 @@ class HttpRemote:
 
     async def get_file(self, location: FileLocation, offset: int, limit: int,
                        precise: bool = False) -> UploadFile:
-        # Whole 1 MiB windows go out as the server's ``windows=N`` + ``hashes=true``
-        # (+ ``checksums=crc32c``) extension (see _fetch_run); anything else is one
-        # ordinary getFile.
-        whole = (not precise and limit == WINDOW and isinstance(offset, int) and offset >= 0
-                 and offset % WINDOW == 0)
-        if not whole:
-            return await self._get_file_one(location, offset, limit, precise)
-        doc = (location.id, location.access_hash)
-        key = (*doc, offset // WINDOW)
-        self._wanted[key] = self._wanted.get(key, 0) + 1
-        # The reader asks for this window's checksums beside it: make that call wait for
-        # the ones this answer brings.
-        hash_event = None
-        if key not in self._hashes and key not in self._hash_pending:
-            hash_event = self._hash_pending[key] = trio.Event()
-        try:
-            # Calls for neighbouring windows started at the same moment (the reader's
-            # read-ahead) register before any of them sends, so they share one request
-            # whatever order trio runs them in.
-            await trio.lowlevel.checkpoint()
-            for _ in range(3):
-                pending = self._win_pending.get(key)
-                if pending is not None:
-                    await pending.wait()
-                hit = self._windows.pop(key, None)
-                if hit is not None:
-                    self._win_bytes -= len(hit.bytes)
-                    return hit
-                if key not in self._win_pending:
-                    break
-            # Not brought by another call's request (or that request failed or was
-            # cancelled): this call asks, for its neighbours too.
-            return await self._fetch_run(location, doc, offset // WINDOW)
-        finally:
-            self._wanted[key] -= 1
-            if not self._wanted[key]:
-                del self._wanted[key]
-            if hash_event is not None:
-                del self._hash_pending[key]
-                hash_event.set()
+        ans = await self._request("getFile", bulk=True, query={
+            "id": location.id, "access_hash": location.access_hash, "offset": offset,
+            "limit": limit, "precise": precise or None})
+        return UploadFile(self._ftype(ans.headers.get("x-file-type", FileType.UNKNOWN)),
+                          self._mtime(ans), ans.body)
 
-    def _free(self, key: tuple[int, int, int]) -> bool:
-        return key not in self._win_pending and key not in self._windows
-
-    async def _fetch_run(self, location: FileLocation, doc: tuple[int, int], w: int
-                         ) -> UploadFile:
-        """Window ``w`` in one getFile request with the windows around it that other calls
-        are waiting for, plus (once the reader is sequential: the window before the run was
-        asked already) the windows after it, up to GETFILE_BATCH in all.  The others' windows
-        are kept (bounded, see _keep_window) until their calls take them.  The answer's block
-        checks are kept for get_file_checksums (and get_file_hashes if they are SHA-256s),
-        whose calls for these windows wait for it."""
-        first = w
-        while (first > w - GETFILE_BATCH + 1 and (*doc, first - 1) in self._wanted
-               and self._free((*doc, first - 1))):
-            first -= 1
-        sequential = (*doc, first - 1) in self._seen
-        last = w
-        while (last < first + GETFILE_BATCH - 1 and self._free((*doc, last + 1))
-               and (sequential or (*doc, last + 1) in self._wanted)):
-            last += 1
-        events: dict[tuple[int, int, int], trio.Event] = {}
-        hash_events: dict[tuple[int, int, int], trio.Event] = {}
-        for k in range(first, last + 1):
-            kk = (*doc, k)
-            self._see(kk)
-            if k != w:
-                events[kk] = self._win_pending[kk] = trio.Event()
-            if kk not in self._hashes and kk not in self._hash_pending:
-                hash_events[kk] = self._hash_pending[kk] = trio.Event()
-        try:
-            offset = first * WINDOW
-            ans = await self._request("getFile", bulk=True, query={
-                "id": location.id, "access_hash": location.access_hash, "offset": offset,
-                "limit": WINDOW, "windows": last - first + 1, "hashes": True,
-                "checksums": "crc32c"})
-            parts: list[bytes] | list[bytearray] | None = ans.parts
-            types = ans.headers.get("x-window-types", "").split(",")
-            if parts is None and first == last:
-                # A server without the extensions answers one window as plain getFile.
-                parts, types = [ans.body], [ans.headers.get("x-file-type", "")]
-            if not parts or len(types) != len(parts):
-                raise errors.TransportError("getFile: malformed multi-window answer")
+    async def get_file_windows(self, location: FileLocation, offset: int, count: int,
+                               hashes: bool = True, crc32c: bool = True) -> WindowRun:
+        """One getFile request with the server's ``windows=N`` + ``hashes=true``
+        (+ ``checksums=crc32c``) extension.  A server without the extensions answers one
+        window as plain getFile: then the run is that window, without checks."""
+        ans = await self._request("getFile", bulk=True, query={
+            "id": location.id, "access_hash": location.access_hash, "offset": offset,
+            "limit": WINDOW, "windows": count, "hashes": hashes or None,
+            "checksums": "crc32c" if hashes and crc32c else None})
+        parts: list[bytes] | list[bytearray] | None = ans.parts
+        types = ans.headers.get("x-window-types", "").split(",")
+        if parts is None:
+            parts, types = [ans.body], [ans.headers.get("x-file-type", "")]
+        if not parts or len(types) != len(parts):
+            raise errors.TransportError("getFile: malformed multi-window answer")
+        checks: list[BlockCheck] | None = None
+        if hashes:
             try:
                 checks = wire.block_checks_from_headers(ans.headers, offset,
                                                         sum(len(p) for p in parts))
             except errors.InvalidArgument as exc:
                 raise errors.TransportError(f"getFile: {exc}") from None
-            if checks is not None:  # else the reader's checksum call asks itself
-                self._keep_checks(doc, checks)
-            mtime = self._mtime(ans)
-            out = None
-            for i, data in enumerate(parts):
-                res = UploadFile(self._ftype(types[i]), mtime, data)
-                if first + i == w:
-                    out = res
-                else:
-                    self._keep_window((*doc, first + i), res)
-        finally:
-            for table, evs in ((self._win_pending, events), (self._hash_pending, hash_events)):
-                for kk, ev in evs.items():
-                    del table[kk]
-                    ev.set()
-        if out is not None:
-            return out
-        if len(parts[-1]) < WINDOW:
-            # The server stops after the short window at the end; a window past it is
-            # empty, as getFile answers there.
-            return UploadFile(self._ftype(types[-1]), mtime, b"")
-        # The answer stopped early (the document went away while it was read): ask for
-        # this window alone, to get its own answer or error.
-        return await self._get_file_one(location, w * WINDOW, WINDOW, False)
-
-    def _keep_window(self, key: tuple[int, int, int], res: UploadFile) -> None:
-        old = self._windows.pop(key, None)
-        if old is not None:
-            self._win_bytes -= len(old.bytes)
-        self._windows[key] = res
-        self._win_bytes += len(res.bytes)
-        while self._win_bytes > WINDOW_CACHE_BYTES:  # oldest first: never consumed
-            _, dropped = self._windows.popitem(last=False)
-            self._win_bytes -= len(dropped.bytes)
-
-    def _keep_checks(self, doc: tuple[int, int], checks: list[BlockCheck],
-                     skip: int | None = None) -> None:
-        """Keep block checks per window (all but window ``skip``), the oldest beyond
-        HASH_CACHE_WINDOWS dropped."""
-        for w, hs in checks_by_window(checks).items():
-            if w != skip:
-                self._hashes[(*doc, w)] = hs
-        while len(self._hashes) > HASH_CACHE_WINDOWS:
-            self._hashes.popitem(last=False)
-
-    def _see(self, key: tuple[int, int, int]) -> None:
-        self._seen[key] = None
-        self._seen.move_to_end(key)
-        while len(self._seen) > 4096:
-            self._seen.popitem(last=False)
+        mtime = self._mtime(ans)
+        return WindowRun([UploadFile(self._ftype(t), mtime, data)
+                          for t, data in zip(types, parts, strict=True)], checks)
 
     @staticmethod
     def _ftype(raw: str) -> FileType:
@@ -659,25 +530,11 @@ class HttpRemote:
         except ValueError:
             return 0
 
-    async def _get_file_one(self, location: FileLocation, offset: int, limit: int,
-                            precise: bool) -> UploadFile:
-        ans = await self._request("getFile", bulk=True, query={
-            "id": location.id, "access_hash": location.access_hash, "offset": offset,
-            "limit": limit, "precise": precise or None})
-        return UploadFile(self._ftype(ans.headers.get("x-file-type", FileType.UNKNOWN)),
-                          self._mtime(ans), ans.body)
-
     async def get_file_hashes(self, location: FileLocation, offset: int) -> list[FileHash]:
-        kept = await self._kept_checks(location, offset)
-        if kept is not None and all(isinstance(h, FileHash) for h in kept):
-            return [h for h in kept if isinstance(h, FileHash)]
         got = await self._ask_checks("getFileHashes", location, offset)
         return [h for h in got if isinstance(h, FileHash)]
 
     async def get_file_checksums(self, location: FileLocation, offset: int) -> list[BlockCheck]:
-        kept = await self._kept_checks(location, offset)
-        if kept is not None:
-            return kept
         if not self._no_checksums:
             try:
                 return await self._ask_checks("getFileChecksums", location, offset)
@@ -686,50 +543,10 @@ class HttpRemote:
                 self._no_checksums = True
         return await self.get_file_hashes(location, offset)
 
-    async def _kept_checks(self, location: FileLocation, offset: int) -> list[BlockCheck] | None:
-        """The checks kept for ``offset``'s window from a getFile answer (see get_file) or
-        an earlier request, from ``offset``'s block on; None if none are.  Documents never
-        change, so kept checks stay right, and the getFile call for the same window reports
-        that window's errors (FILE_REFERENCE_EXPIRED, ...)."""
-        if not _valid_hash_offset(offset):
-            return None
-        key = (location.id, location.access_hash, offset // WINDOW)
-        pending = self._hash_pending.get(key)
-        if pending is not None:
-            # A request that brings this window is on its way (a read-ahead asks for many
-            # windows at once): wait for it instead of asking again.
-            await pending.wait()
-        kept = self._hashes.get(key)
-        if kept is None:
-            return None
-        self._hashes.move_to_end(key)
-        first = offset // HASH_BLOCK * HASH_BLOCK
-        return [h for h in kept if h.offset >= first]
-
     async def _ask_checks(self, method: str, location: FileLocation, offset: int
                           ) -> list[BlockCheck]:
-        """Ask ``method`` (getFileHashes or getFileChecksums) for HASH_PREFETCH windows (the
-        server's ``windows=N`` extension) and keep the ones after ``offset``'s."""
-        valid = _valid_hash_offset(offset)
-        want = offset // WINDOW if valid else 0
-        events = {}
-        if valid:
-            for w in range(want + 1, want + HASH_PREFETCH):
-                k = (location.id, location.access_hash, w)
-                if k not in self._hashes and k not in self._hash_pending:
-                    events[k] = self._hash_pending[k] = trio.Event()
-        try:
-            got = wire.checks_from_json(await self._json(method, query={
-                "id": location.id, "access_hash": location.access_hash, "offset": offset,
-                "windows": HASH_PREFETCH if valid and HASH_PREFETCH > 1 else None}))
-            self._keep_checks((location.id, location.access_hash), got, skip=want)
-            # The whole answer: it starts at the offset's block and reaches at least the end
-            # of its window, as the interface asks (more is allowed, and saves calls).
-            return got
-        finally:
-            for k, ev in events.items():
-                del self._hash_pending[k]
-                ev.set()
+        return wire.checks_from_json(await self._json(method, query={
+            "id": location.id, "access_hash": location.access_hash, "offset": offset}))
 
     async def get_document_by_hash(self, sha256: str, size: int, mime_type: str) -> Document | None:
         res = await self._json("getDocumentByHash",

@@ -31,7 +31,7 @@ import trio
 
 from . import errors
 from .memory import tune_malloc
-from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD
+from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD, DEFAULT_READ_AHEAD_MAX
 from .remote import Remote
 from .upload import DEFAULT_WRITE_MEMORY
 
@@ -63,6 +63,7 @@ class MountConfig:
     options: set[str] = field(default_factory=set)
     cache_bytes: int = DEFAULT_CACHE_BYTES
     read_ahead: int = DEFAULT_READ_AHEAD
+    read_ahead_max: int = DEFAULT_READ_AHEAD_MAX
     foreground: bool = False
     log_file: str | None = None
     read_ahead_kb: int = READ_AHEAD_KB
@@ -244,6 +245,7 @@ async def serve(config: MountConfig, factory: RemoteFactory,
             remote,
             cache_bytes=config.cache_bytes,
             read_ahead=config.read_ahead,
+            read_ahead_max=config.read_ahead_max,
             read_only=config.read_only,
             cache_dir=config.cache_dir,
             write_memory=config.write_memory,

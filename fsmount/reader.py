@@ -42,9 +42,10 @@ import trio
 from cachetools import LRUCache
 
 from . import errors
+from .bdp import LinkEstimator
 from .nursery import open_nursery
 from .protocol import HASH_BLOCK, WINDOW
-from .remote import BlockCheck, Document, Remote, checks_by_window
+from .remote import MAX_RUN_WINDOWS, BlockCheck, Document, Remote, checks_by_window
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ CHUNK = WINDOW
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 DEFAULT_READ_AHEAD = 16 * CHUNK
+#: Read-ahead a mount may grow to where the link's bandwidth-delay product asks for it.
+DEFAULT_READ_AHEAD_MAX = 128 * CHUNK
 #: Chunks a sequential stream has read past stay this long (in bytes, most recent first)
 #: before their memory is reused; see :meth:`ChunkCache.release`.
 STREAMED_BYTES = 8 * CHUNK
@@ -75,13 +78,28 @@ class _Cancelled(Exception):
 
 @dataclass(eq=False)
 class _Fetch:
+    """One chunk being fetched, as part of a :class:`_Run`."""
+
     key: ChunkKey
     doc: Document
+    run: _Run
     done: trio.Event = field(default_factory=trio.Event)
     data: bytes | None = None
     error: BaseException | None = None
     waiters: int = 0
+
+
+@dataclass(eq=False)
+class _Run:
+    """Consecutive chunks of one document fetched by one ``get_file_windows`` call."""
+
+    doc: Document
+    first: int  #: chunk index of the first chunk
+    fetches: list[_Fetch] = field(default_factory=list)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    def wanted(self) -> bool:
+        return any(f.waiters for f in self.fetches)
 
 
 @dataclass
@@ -96,6 +114,7 @@ class CacheStats:
     cancelled: int = 0
     mismatches: int = 0
     hash_fetches: int = 0
+    runs: int = 0  #: get_file_windows calls (one per run of consecutive chunks)
 
 
 class ChunkCache:
@@ -105,9 +124,12 @@ class ChunkCache:
     """
 
     def __init__(self, remote: Remote, cache_bytes: int = DEFAULT_CACHE_BYTES,
-                 streamed_bytes: int = STREAMED_BYTES) -> None:
+                 streamed_bytes: int = STREAMED_BYTES,
+                 link: LinkEstimator | None = None) -> None:
         self.remote = remote
         self.cache_bytes = cache_bytes
+        #: What the fetches observed of the link (read-ahead sizes itself from it).
+        self.link = link or LinkEstimator()
         self._lru: LRUCache[ChunkKey, bytes] = LRUCache(maxsize=max(cache_bytes, 1), getsizeof=len)
         # Chunks released by sequential streams: a scan does not push the random-access
         # working set out of the main LRU, and its own memory is reused within a few MiB.
@@ -169,7 +191,7 @@ class ChunkCache:
             fetch = self._inflight.get(key)
             if fetch is None:
                 self.stats.misses += 1
-                fetch = self._start(doc, index)
+                fetch = self._start(doc, index, 1)[0]
             else:
                 self.stats.joined += 1
             fetch.waiters += 1
@@ -185,74 +207,115 @@ class ChunkCache:
             raise fetch.error
         raise errors.TransportError(f"chunk {index} of document {doc.id} kept being cancelled")
 
-    def prefetch(self, doc: Document, index: int) -> _Fetch | None:
-        """Start fetching a chunk in the background unless cached or in flight already."""
-        if self.has(doc, index):
-            return None
-        self.stats.prefetches += 1
-        return self._start(doc, index)
+    def prefetch(self, doc: Document, first: int, count: int = 1) -> list[_Fetch]:
+        """Start fetching chunks ``first`` .. ``first + count - 1`` of ``doc`` in the
+        background, those not cached or in flight already, in runs of consecutive chunks
+        of at most MAX_RUN_WINDOWS (one ``get_file_windows`` call each)."""
+        started: list[_Fetch] = []
+        index, end = first, first + count
+        while index < end:
+            if self.has(doc, index):
+                index += 1
+                continue
+            stop = index + 1
+            while stop < end and stop - index < MAX_RUN_WINDOWS and not self.has(doc, stop):
+                stop += 1
+            self.stats.prefetches += stop - index
+            started += self._start(doc, index, stop - index)
+            index = stop
+        return started
 
     def cancel(self, fetch: _Fetch) -> None:
-        """Cancel a read-ahead fetch nobody waits for (a no-op otherwise)."""
-        if fetch.waiters == 0 and not fetch.done.is_set():
-            fetch.scope.cancel()
+        """Cancel a read-ahead fetch's run if nobody waits for any chunk of it (a no-op
+        otherwise)."""
+        run = fetch.run
+        if not run.wanted() and not all(f.done.is_set() for f in run.fetches):
+            run.scope.cancel()
 
     # --- fetching --------------------------------------------------------------------
 
-    def _start(self, doc: Document, index: int) -> _Fetch:
+    def _start(self, doc: Document, first: int, count: int) -> list[_Fetch]:
         if self._nursery is None:
             raise RuntimeError("ChunkCache.start() was not called")
-        fetch = _Fetch((doc.id, index), doc)
-        self._inflight[fetch.key] = fetch
-        self._nursery.start_soon(self._run, fetch)
-        return fetch
+        run = _Run(doc, first)
+        for index in range(first, first + count):
+            fetch = _Fetch((doc.id, index), doc, run)
+            run.fetches.append(fetch)
+            self._inflight[fetch.key] = fetch
+        self._nursery.start_soon(self._run, run)
+        return run.fetches
 
-    async def _run(self, fetch: _Fetch) -> None:
+    async def _run(self, run: _Run) -> None:
         try:
-            with fetch.scope:
-                fetch.data = await self._fetch_verified(fetch.doc, fetch.key[1])
-                self._lru[fetch.key] = fetch.data
-            if fetch.scope.cancelled_caught:
-                self.stats.cancelled += 1
-                fetch.error = _Cancelled()
-        except Exception as exc:  # delivered to every waiter
-            fetch.error = exc
+            with run.scope:
+                await self._fetch_run(run)
+            if run.scope.cancelled_caught:
+                self.stats.cancelled += sum(1 for f in run.fetches if f.data is None)
+        except Exception as exc:  # delivered to every waiter of a chunk not done yet
+            for f in run.fetches:
+                if f.data is None and f.error is None:
+                    f.error = exc
         finally:
-            if fetch.data is None and fetch.error is None:
-                fetch.error = _Cancelled()
-            self._inflight.pop(fetch.key, None)
-            fetch.done.set()
+            for f in run.fetches:
+                if f.data is None and f.error is None:
+                    f.error = _Cancelled()
+                if self._inflight.get(f.key) is f:
+                    del self._inflight[f.key]
+                f.done.set()
 
-    async def _fetch_verified(self, doc: Document, index: int) -> bytes:
+    def _finish(self, fetch: _Fetch, data: bytes) -> None:
+        fetch.data = data
+        self._lru[fetch.key] = data
+        if self._inflight.get(fetch.key) is fetch:
+            del self._inflight[fetch.key]
+        fetch.done.set()
+
+    async def _fetch_run(self, run: _Run) -> None:
+        """Fetch a run's chunks, each verified against its block checks: one
+        ``get_file_windows`` call brings the chunks and their checks (more calls only if
+        the store answers fewer windows than asked, or sends no checks)."""
+        doc = run.doc
+        pending = [f for f in run.fetches]
+        for _ in range(len(pending) + 1):
+            if not pending:
+                return
+            first = pending[0].key[1]
+            offset = first * CHUNK
+            if offset >= doc.size:
+                raise errors.OffsetInvalid(f"chunk {first} is past the end of document {doc.id}")
+            count = min(len(pending), chunk_count(doc.size) - first)
+            self.stats.runs += 1
+            self.stats.fetches += count
+            ticket = self.link.begin()
+            got = await self.remote.get_file_windows(doc.location, offset, count)
+            nbytes = sum(len(w.bytes) for w in got.windows)
+            # Only full-sized runs are latency samples: the estimate compares like with like.
+            self.link.end(ticket, nbytes, full=nbytes == MAX_RUN_WINDOWS * CHUNK)
+            by_window = checks_by_window(got.checks) if got.checks is not None else {}
+            for i, window in enumerate(got.windows[:count]):
+                index = first + i
+                blocks = by_window.get(index)
+                hashes = tuple(blocks) if blocks else await self._window_hashes(doc, index)
+                self._finish(pending[i], await self._verified(doc, index, window.bytes, hashes))
+            taken = min(len(got.windows), count)
+            if taken == 0:
+                raise errors.TransportError(
+                    f"the store answered no window at chunk {first} of document {doc.id}")
+            pending = pending[taken:]
+
+    async def _verified(self, doc: Document, index: int, data: bytes,
+                        hashes: tuple[BlockCheck, ...]) -> bytes:
+        """``data`` if it is chunk ``index`` of ``doc`` as its block checks say, else the
+        chunk fetched once more and checked again.
+
+        Raises ChecksumMismatch when the second copy fails too.
+        """
         offset = index * CHUNK
         expected = min(CHUNK, doc.size - offset)
-        if expected <= 0:
-            raise errors.OffsetInvalid(f"chunk {index} is past the end of document {doc.id}")
-        self.stats.fetches += 1
-        hashes = self._hashes.get((doc.id, index))
-        if hashes is None:
-            # The window's checksums and its first fetch go out at the same time.
-            got: list[tuple[BlockCheck, ...]] = []
-
-            async def get_hashes() -> None:
-                got.append(await self._window_hashes(doc, index))
-
-            try:
-                async with trio.open_nursery() as n:
-                    n.start_soon(get_hashes)
-                    res = await self.remote.get_file(doc.location, offset, CHUNK)
-            except BaseExceptionGroup as group:
-                # Report the remote's error itself (e.g. FileReferenceExpired), not a
-                # group: both requests can fail with it at once.
-                raise group.exceptions[0] from None
-            hashes = got[0]
-        else:
-            res = await self.remote.get_file(doc.location, offset, CHUNK)
         for attempt in range(2):
             if attempt:
                 self.stats.fetches += 1
-                res = await self.remote.get_file(doc.location, offset, CHUNK)
-            data = res.bytes
+                data = (await self.remote.get_file(doc.location, offset, CHUNK)).bytes
             # Verified on the trio thread: CRC32C runs at over 20 GB/s (SHA-256, for stores
             # without CRC32Cs, at over 1 GB/s), and a hand-off to a worker thread per chunk
             # cost more (GIL and wake-ups) than it let run in parallel (docs/performance.md,
@@ -378,10 +441,15 @@ class FileReader:
         *,
         read_ahead: int = DEFAULT_READ_AHEAD,
         max_streams: int = MAX_STREAMS,
+        read_ahead_max: int | None = None,
     ) -> None:
         self.cache = cache
         self.name = name
-        self.max_window = max(0, read_ahead // CHUNK)
+        #: Read-ahead in flight per file, in bytes: at least ``read_ahead``, and up to
+        #: ``read_ahead_max`` (default: the same) where the link's bandwidth-delay product
+        #: asks for more (:meth:`max_window`).
+        self.read_ahead = max(0, read_ahead)
+        self.read_ahead_max = max(self.read_ahead, read_ahead_max or 0)
         self.max_streams = max(1, max_streams)
         #: The documents this reader reads (the file's content when it was opened).
         self.segments = tuple(segments)
@@ -402,6 +470,15 @@ class FileReader:
         self._closed = False
 
     # --- public ----------------------------------------------------------------------
+
+    @property
+    def max_window(self) -> int:
+        """Chunks of read-ahead this file may have in flight now: about two of the link's
+        bandwidth-delay products (:class:`fsmount.bdp.LinkEstimator`), within the
+        configured bounds."""
+        if self.read_ahead_max == self.read_ahead:
+            return self.read_ahead // CHUNK
+        return self.cache.link.target(self.read_ahead, self.read_ahead_max) // CHUNK
 
     async def read(self, offset: int, size: int) -> bytes | memoryview:
         """Up to ``size`` bytes at ``offset`` (short at the end of the file, empty past it).
@@ -519,15 +596,47 @@ class FileReader:
         for s in self.streams:
             s.fetches = {f for f in s.fetches if not f.done.is_set()}
             inflight += len(s.fetches)
+        budget = self.max_window - inflight
+        if budget <= 0:
+            return
         limit = min(self.size, stream.pos + stream.window * CHUNK)
-        pos = stream.pos
-        while pos < limit and inflight < self.max_window:
+        # Top up in whole runs (one get_file_windows call each) once reads have started
+        # the stream: a chunk at a time would make every run one window long.
+        missing = self._missing(stream.pos, limit, budget)
+        if inflight and sum(n for _, _, n in missing) < min(
+                MAX_RUN_WINDOWS, stream.window, self._chunks_between(stream.pos, self.size)):
+            return
+        for doc, first, count in missing:
+            stream.fetches.update(self.cache.prefetch(doc, first, count))
+
+    def _missing(self, start: int, limit: int, budget: int
+                 ) -> list[tuple[Document, int, int]]:
+        """(document, first chunk, count) of the chunks from file offset ``start`` to
+        ``limit`` that are neither cached nor in flight, at most ``budget`` of them, as
+        runs of consecutive chunks within one document."""
+        runs: list[tuple[Document, int, int]] = []
+        pos = start
+        while pos < limit and budget > 0:
             seg, index, in_chunk = self._locate(pos)
-            fetch = self.cache.prefetch(seg.doc, index)
-            if fetch is not None:
-                stream.fetches.add(fetch)
-                inflight += 1
+            if not self.cache.has(seg.doc, index):
+                if runs and runs[-1][0] is seg.doc and runs[-1][1] + runs[-1][2] == index:
+                    doc, first, count = runs[-1]
+                    runs[-1] = (doc, first, count + 1)
+                else:
+                    runs.append((seg.doc, index, 1))
+                budget -= 1
             pos = min(seg.end, pos - in_chunk + CHUNK)
+        return runs
+
+    def _chunks_between(self, start: int, end: int) -> int:
+        """Chunks that hold the file's bytes from ``start`` to ``end`` (at most a run's
+        worth are counted)."""
+        n, pos = 0, start
+        while pos < end and n < MAX_RUN_WINDOWS:
+            seg, _, in_chunk = self._locate(pos)
+            pos = min(seg.end, pos - in_chunk + CHUNK)
+            n += 1
+        return n
 
 
 def chunk_count(size: int) -> int:
@@ -538,6 +647,7 @@ def chunk_count(size: int) -> int:
 __all__ = [
     "CHUNK",
     "HASH_BLOCK",
+    "DEFAULT_READ_AHEAD_MAX",
     "CacheStats",
     "ChunkCache",
     "FileReader",

@@ -25,7 +25,7 @@ import enum
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import crc32c
 
@@ -156,6 +156,19 @@ def checks_by_window(checks: Iterable[BlockCheck]) -> dict[int, list[BlockCheck]
     return {w: [blocks[o] for o in sorted(blocks)] for w, blocks in by_window.items()}
 
 
+class WindowRun(NamedTuple):
+    """Consecutive whole 1 MiB windows of one document, as ``get_file_windows`` answers:
+    each window what ``get_file`` would answer for it, and the block checks the store sent
+    along (``None`` when it sent none: ask ``get_file_checksums``)."""
+
+    windows: list[UploadFile]
+    checks: list[BlockCheck] | None
+
+
+#: Most windows one ``get_file_windows`` call answers (8 MiB: one request's worth).
+MAX_RUN_WINDOWS = 8
+
+
 class NodeKind(enum.StrEnum):
     FILE = "file"
     DIR = "dir"
@@ -253,6 +266,23 @@ class Remote(Protocol):
         """Read ``limit`` bytes at ``offset`` (short at the end of the document, empty past it).
 
         Raises OffsetInvalid, LimitInvalid, FileIdInvalid, FileReferenceExpired.
+        """
+        ...
+
+    async def get_file_windows(
+        self, location: FileLocation, offset: int, count: int, hashes: bool = True,
+        crc32c: bool = True
+    ) -> WindowRun:
+        """Up to ``count`` (1..``MAX_RUN_WINDOWS``) consecutive whole windows from ``offset``
+        (a multiple of 1 MiB) in one call, with the block checks of the windows returned:
+        with ``hashes`` the SHA-256 block hashes, with ``crc32c`` as well the CRC32Cs where
+        the store has them (what ``get_file_checksums`` answers).  Stops after the short
+        window at the end of the document (an empty one past it); a store may answer fewer
+        windows than asked, and no checks (``WindowRun.checks`` is None).  The reader's one
+        call per run of read-ahead, and its one call for a small file's content and checks.
+
+        Raises OffsetInvalid, InvalidArgument (``count`` out of range), FileIdInvalid,
+        FileReferenceExpired.
         """
         ...
 

@@ -18,22 +18,34 @@ import trio
 from fsmount import errors
 from fsmount.embedded import EmbeddedRemote
 from fsmount.reader import CHUNK, ChunkCache, FileReader, open_chunk_cache
-from fsmount.remote import Document, FileLocation, UploadFile
+from fsmount.remote import Document, FileLocation, UploadFile, WindowRun
 from fsmount.upload import upload_file
 
 MIB = 1024 * 1024
 
 
 class Counting:
-    """Forwards to a real remote, counting get_file calls per (document, chunk)."""
+    """Forwards to a real remote, counting the chunks fetched per (document, chunk) by
+    get_file_windows (the reader's runs) and get_file (its re-fetches).  With
+    ``send_checks`` False the runs come without block checks, as from a store that sends
+    none, so the reader asks get_file_checksums."""
 
-    def __init__(self, remote: Any) -> None:
+    def __init__(self, remote: Any, *, send_checks: bool = True) -> None:
         self.remote = remote
         self.calls: Counter[tuple[int, int]] = Counter()
+        self.runs: list[int] = []  # chunks asked for per get_file_windows call
         self.hash_calls = 0
-        self.gate: trio.Event | None = None  # when set, get_file waits for it
+        self.gate: trio.Event | None = None  # when set, fetches wait for it
         self.corrupt: set[tuple[int, int]] = set()  # flip a byte of these chunks
         self.started = 0
+        self.send_checks = send_checks
+
+    def _bad(self, key: tuple[int, int], res: UploadFile) -> UploadFile:
+        if key not in self.corrupt:
+            return res
+        data = bytearray(res.bytes)
+        data[7] ^= 0xFF
+        return UploadFile(res.type, res.mtime, bytes(data))
 
     async def get_file(self, location: FileLocation, offset: int, limit: int,
                        precise: bool = False) -> UploadFile:
@@ -42,12 +54,20 @@ class Counting:
         self.started += 1
         if self.gate is not None:
             await self.gate.wait()
-        res = await self.remote.get_file(location, offset, limit, precise)
-        if key in self.corrupt:
-            data = bytearray(res.bytes)
-            data[7] ^= 0xFF
-            return UploadFile(res.type, res.mtime, bytes(data))
-        return res
+        return self._bad(key, await self.remote.get_file(location, offset, limit, precise))
+
+    async def get_file_windows(self, location: FileLocation, offset: int, count: int,
+                               hashes: bool = True, crc32c: bool = True) -> WindowRun:
+        self.runs.append(count)
+        self.started += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        got = await self.remote.get_file_windows(location, offset, count, hashes, crc32c)
+        first = offset // CHUNK
+        for i in range(len(got.windows)):
+            self.calls[(location.id, first + i)] += 1
+        windows = [self._bad((location.id, first + i), w) for i, w in enumerate(got.windows)]
+        return WindowRun(windows, got.checks if self.send_checks else None)
 
     async def get_file_checksums(self, location: FileLocation, offset: int) -> Any:
         self.hash_calls += 1
@@ -88,8 +108,9 @@ async def test_sequential_reads_grow_the_window(remote: EmbeddedRemote) -> None:
                 await trio.sleep(0.001)
         assert max(c for _, c in counting.calls) >= 10
         assert set(counting.calls.values()) == {1}
-        # Hashes come per 1 MiB window, once each.
-        assert counting.hash_calls == len(counting.calls)
+        # Block checks come with the chunks; read-ahead asks for runs of several chunks.
+        assert counting.hash_calls == 0
+        assert max(counting.runs) > 1 and len(counting.runs) < len(counting.calls)
         r.close()
 
 
@@ -333,7 +354,7 @@ async def test_hashes_beyond_the_window_are_kept_only_when_complete(
         remote: EmbeddedRemote) -> None:
     size = 6 * MIB + 300 * 1024
     doc = await upload(remote, DATA[:size])
-    counting = LongHashes(remote)
+    counting = LongHashes(remote, send_checks=False)
     async with open_chunk_cache(counting) as cache:  # type: ignore[arg-type]
         r = FileReader(cache, (doc,), "f", read_ahead=0)
         for off in range(0, size, MIB):

@@ -467,20 +467,22 @@ async def test_embedded_remote_reads_several_windows_in_one_call(tmp_path: Path)
     try:
         data = os.urandom(3 * MIB + 5)
         doc = put(remote.store, remote.user_id, "f", data, 1).segments[0]
-        got, hashes = await remote.get_file_windows(doc.location, MIB, 8)
+        got, hashes = await remote.get_file_windows(doc.location, MIB, 8, hashes=False)
         assert hashes == []  # not asked for
         # Stops after the short last window.
         assert [len(r.bytes) for r in got] == [MIB, MIB, 5]
         assert b"".join(r.bytes for r in got) == data[MIB:]
         # With hashes: exactly what getFileHashes answers for those windows.
-        got, hashes = await remote.get_file_windows(doc.location, MIB, 8, hashes=True)
+        got, hashes = await remote.get_file_windows(doc.location, MIB, 8, hashes=True,
+                                                    crc32c=False)
         assert b"".join(r.bytes for r in got) == data[MIB:]
         assert hashes == remote.store.get_file_hashes(remote.user_id, doc.location, MIB, windows=3)
         assert [h.offset for h in hashes] == list(range(MIB, 3 * MIB + 5, 128 * 1024))
         assert all(h.hash == hashlib.sha256(data[h.offset:h.offset + h.limit]).digest()
                    for h in hashes)
         # Fewer windows than the document has: hashes of those only, the next one prefetched.
-        got, hashes = await remote.get_file_windows(doc.location, 0, 2, hashes=True)
+        got, hashes = await remote.get_file_windows(doc.location, 0, 2, hashes=True,
+                                                    crc32c=False)
         assert [len(r.bytes) for r in got] == [MIB, MIB]
         assert hashes[-1].offset + hashes[-1].limit == 2 * MIB and len(hashes) == 16
         # Past the end: one empty window, as getFile answers there, and no hashes.
@@ -495,6 +497,12 @@ async def test_embedded_remote_reads_several_windows_in_one_call(tmp_path: Path)
             await remote.get_file_windows(doc.location, 4096, 2)
         with pytest.raises(errors.InvalidArgument):
             await remote.get_file_windows(doc.location, 0, 0)
+        with pytest.raises(errors.InvalidArgument):
+            await remote.get_file_windows(doc.location, 0, 9)  # more than MAX_RUN_WINDOWS
+        # By default the checks are what a reader verifies with (CRC32Cs here).
+        got, checks = await remote.get_file_windows(doc.location, 0, 8)
+        assert checks == await remote.get_file_checksums(doc.location, 0) + [
+            c for w in (1, 2, 3) for c in await remote.get_file_checksums(doc.location, w * MIB)]
     finally:
         await remote.aclose()
 

@@ -13,7 +13,7 @@ import pytest
 from fsmount import errors, protocol
 from fsmount.embedded import EmbeddedRemote
 from fsmount.fsck import check as fsck
-from fsmount.remote import Document, UploadFile
+from fsmount.remote import Document, UploadFile, WindowRun
 from fsmount.upload import StagingFile, read_document, read_segments, upload_file
 
 MIB = protocol.MIB
@@ -40,6 +40,21 @@ class Counting:
             bad[len(bad) // 2] ^= 0xFF
             return UploadFile(reply.type, reply.mtime, bytes(bad))
         return reply
+
+    async def get_file_windows(self, location: Any, offset: int, count: int,
+                               hashes: bool = True, crc32c: bool = True) -> WindowRun:
+        """The reader's runs, counted per window like get_file calls."""
+        run = await self.inner.get_file_windows(location, offset, count, hashes, crc32c)
+        windows = []
+        for i, reply in enumerate(run.windows):
+            self.get_file_calls.append(offset + i * MIB)
+            if self.corrupt_next and reply.bytes:
+                self.corrupt_next -= 1
+                bad = bytearray(reply.bytes)
+                bad[len(bad) // 2] ^= 0xFF
+                reply = UploadFile(reply.type, reply.mtime, bytes(bad))
+            windows.append(reply)
+        return WindowRun(windows, run.checks)
 
 
 @pytest.fixture

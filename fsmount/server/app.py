@@ -324,11 +324,14 @@ async def _get_windows(remote: EmbeddedRemote, loc: FileLocation, offset: int, l
     well, ``X-Block-Crc32c`` carries their CRC32Cs instead when the store has them (what
     getFileChecksums would answer).
 
-    Raises InvalidArgument unless offset is window-aligned, limit is 1 MiB, not precise,
-    and N is in 1..MAX_GETFILE_WINDOWS; otherwise what getFile raises for the first window.
+    Raises OffsetInvalid unless offset is window-aligned, InvalidArgument unless limit is
+    1 MiB, not precise, and N is in 1..MAX_GETFILE_WINDOWS; otherwise what getFile raises
+    for the first window.
     """
-    if (not 1 <= windows <= wire.MAX_GETFILE_WINDOWS or precise or limit != WINDOW
-            or offset % WINDOW):
+    if offset < 0 or offset % WINDOW:
+        raise errors.OffsetInvalid(
+            f"windows=N and hashes need an offset that is a multiple of {WINDOW}, not {offset}")
+    if not 1 <= windows <= wire.MAX_GETFILE_WINDOWS or precise or limit != WINDOW:
         raise errors.InvalidArgument(
             f"windows=N (1..{wire.MAX_GETFILE_WINDOWS}) and hashes need whole 1 MiB windows, "
             "not precise")

@@ -18,6 +18,7 @@ from typing import Any
 from .. import errors
 from ..protocol import HASH_BLOCK, FileType
 from ..remote import (
+    MAX_RUN_WINDOWS,
     BlockCheck,
     BlockChecksum,
     Document,
@@ -68,7 +69,7 @@ MAX_HASH_WINDOWS = 16
 #: answer, cut by its ``X-Window-Sizes`` header; with ``hashes=true`` the answer's
 #: ``X-Block-Hashes`` header carries the block hashes of those windows (or, asked with
 #: ``checksums=crc32c`` too, ``X-Block-Crc32c`` their CRC32Cs when the store has them).
-MAX_GETFILE_WINDOWS = 8
+MAX_GETFILE_WINDOWS = MAX_RUN_WINDOWS
 
 
 def _bad(what: str) -> errors.InvalidArgument:

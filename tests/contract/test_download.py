@@ -181,3 +181,34 @@ async def test_create_file_from_found_document_without_upload(harness: Harness, 
     assert node.size == len(data)
     await harness.remote.unlink(1, "data.bin")
     assert await read_all(harness.remote, node.segments[0]) == data
+
+
+async def test_get_file_windows_is_a_run_of_get_file_answers_with_their_checks(
+        harness: Harness, doc_and_data) -> None:  # type: ignore[no-untyped-def]
+    """The reader's call: consecutive whole windows with the checks get_file_checksums
+    gives for them, short after the last window, one empty window past the end; only whole
+    aligned windows, 1..MAX_RUN_WINDOWS of them, are accepted."""
+    from fsmount.remote import MAX_RUN_WINDOWS
+
+    doc, data = doc_and_data
+    r = harness.remote
+    run = await r.get_file_windows(doc.location, 0, MAX_RUN_WINDOWS)
+    assert [w.bytes for w in run.windows] == [data[:MIB], data[MIB:2 * MIB], data[2 * MIB:]]
+    assert all(w.type.value == "storage.filePartial" or w.type for w in run.windows)
+    assert run.checks is not None
+    assert run.checks == [c for w in range(3) for c in
+                          await r.get_file_checksums(doc.location, w * MIB)]
+    assert all(c.matches(data[c.offset:c.offset + c.limit]) for c in run.checks)
+    one = await r.get_file_windows(doc.location, MIB, 1)
+    assert [w.bytes for w in one.windows] == [data[MIB:2 * MIB]]
+    assert one.checks == await r.get_file_checksums(doc.location, MIB)
+    past = await r.get_file_windows(doc.location, 4 * MIB, 2)
+    assert [w.bytes for w in past.windows] == [b""] and not past.checks
+    for offset, count in [(4 * KIB, 1), (-MIB, 1)]:
+        with pytest.raises(errors.OffsetInvalid):
+            await r.get_file_windows(doc.location, offset, count)
+    for count in (0, MAX_RUN_WINDOWS + 1):
+        with pytest.raises(errors.InvalidArgument):
+            await r.get_file_windows(doc.location, 0, count)
+    with pytest.raises(errors.FileIdInvalid):
+        await r.get_file_windows(FileLocation(doc.id, doc.access_hash + 1), 0, 1)

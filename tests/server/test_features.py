@@ -240,10 +240,10 @@ async def test_retry_after_a_dropped_connection_does_not_repeat_a_mkdir(srv: Srv
         nursery.cancel_scope.cancel()
 
 
-async def test_hash_prefetch_answers_match_the_store(tmp_path, manual_clock) -> None:
-    """One getFileHashes request brings several windows; every answer starts at the
-    offset's block, reaches at least the end of its window, and agrees with the store's
-    own hashes (the embedded remote of the same user)."""
+async def test_hash_answers_match_the_store(tmp_path, manual_clock) -> None:
+    """Every getFileHashes answer through the client starts at the offset's block, reaches
+    at least the end of its window, and agrees with the store's own hashes (the embedded
+    remote of the same user)."""
     from fsmount.protocol import Limits
 
     store = Store(tmp_path / "store", limits=Limits(), clock=manual_clock)
@@ -269,7 +269,6 @@ async def _check_hash_prefetch(remote: HttpRemote, embedded) -> None:  # type: i
             truth.update((h.offset, h) for h in more)
             off = more[-1].offset + more[-1].limit
         first = await remote.get_file_hashes(doc.location, 0)
-        assert {k[2] for k in remote._hashes} >= set(range(1, 8))  # kept for later calls
         for off in [0, MIB, MIB + 200 * 1024, 2 * MIB, 7 * MIB, 8 * MIB, 11 * MIB, 11 * MIB + 4096]:
             got = first if off == 0 else await remote.get_file_hashes(doc.location, off)
             assert got[0].offset == off // (128 * 1024) * (128 * 1024)
@@ -283,41 +282,39 @@ async def _check_hash_prefetch(remote: HttpRemote, embedded) -> None:  # type: i
         await remote.aclose()
 
 
-async def test_sequential_reads_batch_windows_and_return_the_same_bytes(srv: Srv) -> None:
-    """A sequential reader (many windows in flight, as the mount's read-ahead does) gets
-    several windows per request; every window equals the store's, and random reads stay
-    one window per request."""
+async def test_a_run_of_windows_is_one_request_with_the_same_bytes_and_checks(srv: Srv) -> None:
+    """get_file_windows (the reader's run of read-ahead) is one getFile request: every
+    window equals what the store answers for it, the block checks come along and match the
+    bytes, the run stops after the short window at the end, and the client keeps nothing
+    of its own between calls (the reader owns the access pattern)."""
 
     remote = HttpRemote(srv.url, srv.tok_a)
     _, embedded = await srv.running.state.user_remote("alice")
     try:
         data = os.urandom(4 * MIB - 1000)  # 8 parts: one upload of the small test limits
         doc = await upload_big(remote, 5, data, "s.bin")
-        got: dict[int, bytes] = {}
-
-        async def one(w: int) -> None:
-            got[w] = (await remote.get_file(doc.location, w * MIB, MIB)).bytes
-
-        got[0] = (await remote.get_file(doc.location, 0, MIB)).bytes
-        async with trio.open_nursery() as nursery:
-            for w in range(1, 5):  # window 4 is past the end: empty
-                nursery.start_soon(one, w)
-                await trio.sleep(0)
-        for w in range(5):
-            assert got[w] == data[w * MIB:(w + 1) * MIB], w
-            assert got[w] == (await embedded.get_file(doc.location, w * MIB, MIB)).bytes
-        assert not remote._windows and not remote._win_pending  # all handed out
-        # Not sequential (window 2 after nothing near it in a fresh client): one window.
-        fresh = HttpRemote(srv.url, srv.tok_a)
-        assert (await fresh.get_file(doc.location, 2 * MIB, MIB)).bytes == data[2 * MIB:3 * MIB]
-        assert not fresh._windows
-        await fresh.aclose()
+        before = remote.requests["getFile"]
+        run = await remote.get_file_windows(doc.location, 0, 8)
+        assert remote.requests["getFile"] == before + 1
+        assert [len(w.bytes) for w in run.windows] == [MIB, MIB, MIB, MIB - 1000]
+        for w, window in enumerate(run.windows):
+            assert window.bytes == data[w * MIB:(w + 1) * MIB], w
+            assert window.bytes == (await embedded.get_file(doc.location, w * MIB, MIB)).bytes
+        assert run.checks == await embedded.get_file_checksums(doc.location, 0) + [
+            c for w in range(1, 4)
+            for c in await embedded.get_file_checksums(doc.location, w * MIB)]
+        assert all(c.matches(data[c.offset:c.offset + c.limit]) for c in run.checks)
+        one = await remote.get_file_windows(doc.location, 2 * MIB, 1)
+        assert [w.bytes for w in one.windows] == [data[2 * MIB:3 * MIB]]
+        assert vars(remote).keys() == vars(HttpRemote(srv.url, srv.tok_a)).keys()
+        with pytest.raises(errors.InvalidArgument):
+            await remote.get_file_windows(doc.location, 0, 9)
         # The server refuses windows=N for anything but whole aligned windows.
         async with srv.client() as c:
             r = await c.get("/api/v1/proto/getFile", headers=srv.h(), params={
                 "id": doc.id, "access_hash": doc.access_hash, "offset": 4096, "limit": MIB,
                 "windows": 2})
-            assert r.status_code == 400 and r.json()["error"] == "INVALID_ARGUMENT"
+            assert r.status_code == 400 and r.json()["error"] == "OFFSET_INVALID"
             r = await c.get("/api/v1/proto/getFile", headers=srv.h(), params={
                 "id": doc.id, "access_hash": doc.access_hash, "offset": MIB, "limit": MIB,
                 "windows": 8})
@@ -363,11 +360,12 @@ async def test_getfile_answers_carry_the_block_hashes_of_their_windows(srv: Srv)
         assert await digests(offset=MIB, windows=8) == await truth(MIB, 3)
         assert len(await digests(offset=MIB, windows=8)) == (2 * 8 + 1) * 32
         assert await digests(offset=4 * MIB) == b""  # past the end: no bytes, no hashes
-        for bad in ({"offset": 4096}, {"offset": 0, "precise": "true"},
-                    {"offset": 0, "limit": 512 * 1024}):
+        for bad, error in (({"offset": 4096}, "OFFSET_INVALID"),
+                           ({"offset": 0, "precise": "true"}, "INVALID_ARGUMENT"),
+                           ({"offset": 0, "limit": 512 * 1024}, "INVALID_ARGUMENT")):
             r = await c.get("/api/v1/proto/getFile", headers=srv.h(),
                             params={**loc, "hashes": "true", **bad})
-            assert r.status_code == 400 and r.json()["error"] == "INVALID_ARGUMENT", bad
+            assert r.status_code == 400 and r.json()["error"] == error, bad
 
 
 async def test_getfile_answers_carry_crc32c_checksums_when_asked(srv: Srv) -> None:
@@ -422,7 +420,9 @@ async def test_a_sequential_read_needs_no_getfilehashes_and_still_catches_corrup
             assert await read_through_cache(remote, docs[0]) == data
             assert remote.requests["getFileHashes"] == 0
             assert remote.requests["getFileChecksums"] == 0
-            assert 0 < remote.requests["getFile"] <= 5  # 21 windows, up to 8 per request
+            # 21 windows: runs of up to 8 once the stream is sequential, smaller while its
+            # read-ahead window grows (1, 2, 4, ...).
+            assert 0 < remote.requests["getFile"] <= 7
 
             # Same bytes uploaded again: the store keeps one blob; flip a byte 5.5 MiB in.
             target, pos = 5 * MIB + MIB // 2, 0
