@@ -56,6 +56,7 @@ def test_get_of_a_corrupted_file_is_one_line_and_leaves_nothing(tmp_path) -> Non
     src = tmp_path / "src"
     src.write_bytes(bytes(range(256)) * 12_000)  # 3 MB: three windows
     store_dir = tmp_path / "store"
+    assert run("init", "--store", str(store_dir)).returncode == 0
     assert run("put", "--store", str(store_dir), str(src), "/f").returncode == 0
     with Store(store_dir) as store:
         uid = store.default_user_id
