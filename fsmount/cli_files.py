@@ -112,8 +112,10 @@ async def _get(args: argparse.Namespace) -> int:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
                 progress = Progress(node.name, node.size)
-                await download(remote, node, fd, progress)
-                progress.close()
+                try:
+                    await download(remote, node, fd, progress)
+                finally:
+                    progress.close()  # ends the bar's line, so an error line starts afresh
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -182,10 +184,12 @@ async def _put(args: argparse.Namespace) -> int:
         parent, name = await _parent_and_name(remote, args.remote_path, args.local)
         progress = Progress(name, size) if args.local != "-" else None
         source = args.local if args.local != "-" else sys.stdin.buffer
-        docs = await upload_file(remote, source, name, parallel=max(1, args.parallel),
-                                 progress=progress.update if progress else None)
-        if progress:
-            progress.close()
+        try:
+            docs = await upload_file(remote, source, name, parallel=max(1, args.parallel),
+                                     progress=progress.update if progress else None)
+        finally:
+            if progress:
+                progress.close()  # ends the bar's line, so an error line starts afresh
         await remote.create_file(parent, name, tuple(d.location for d in docs), mode=mode,
                                  mtime_ns=mtime_ns, replace=True)
         return 0
