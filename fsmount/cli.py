@@ -1,9 +1,10 @@
 """The ``fsmount`` command: parses arguments and dispatches to the verb modules.
 
 Each verb module exposes ``register(subparsers)``, which adds its sub-commands and sets
-``func`` (a callable taking the parsed namespace and returning an exit status).  Any
-:class:`~fsmount.errors.FsmountError` or ``OSError`` that escapes a verb becomes one line on
-stderr and exit status 1, never a traceback.
+``func`` (a callable taking the parsed namespace and returning an exit status).  Whatever
+escapes a verb (a domain error, an ``OSError``, Ctrl-C, a group of them from a trio
+nursery, a bug) becomes one line on stderr and an exit status, never a traceback: see
+:func:`fsmount.cli_errors.describe`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import FsmountError
+from .cli_errors import describe
 
 #: Modules that contribute verbs, in the order their verbs appear in ``--help``.
 VERB_MODULES = (
+    "fsmount.cli_init",
     "fsmount.cli_mount",
     "fsmount.cli_files",
     "fsmount.server.cli",
@@ -51,26 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=getattr(logging, args.log_level),
-        format="fsmount: %(levelname)s %(name)s: %(message)s",
-    )
+    """Run the command line; returns the exit status (argparse exits by itself, with 2, for
+    a malformed command line)."""
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return 2
+        logging.basicConfig(
+            level=getattr(logging, args.log_level),
+            format="fsmount: %(levelname)s %(name)s: %(message)s",
+        )
         return int(args.func(args) or 0)
-    except FsmountError as exc:
-        print(f"fsmount: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"fsmount: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
-              file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    except SystemExit:
+        raise
+    except BaseException as exc:  # every failure, Ctrl-C included, becomes one line
+        failure = describe(exc)
+        print(f"fsmount: {failure.message}", file=sys.stderr)
+        return failure.status
 
 
 if __name__ == "__main__":

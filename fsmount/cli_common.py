@@ -4,6 +4,12 @@ resolution on a remote, size arguments, and a progress bar for terminals.
 ``--store DIR`` (default ``$XDG_DATA_HOME/fsmount``, else ``~/.local/share/fsmount``) names
 the embedded store; ``--server URL`` with a token (``--token-file`` or ``$FSMOUNT_TOKEN``)
 uses the HTTP client instead.
+
+A store is never created by accident: only ``mount``, ``serve`` and ``init`` make a new one
+(and say so on stderr), every other verb fails on a directory that holds none, so that a
+mistyped ``--store`` is an error rather than an empty store (:func:`store_dir`).  A
+``--server`` is checked with one call before it is used (:func:`open_remote`), so that a
+wrong URL, scheme or token fails the command at once, in one line.
 """
 
 from __future__ import annotations
@@ -14,10 +20,19 @@ import os
 import re
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+import trio
 
 from . import errors
+from .cli_errors import StoreMissing, StoreNotADirectory, UsageError
 from .remote import ROOT_ID, Node, Remote
+
+if TYPE_CHECKING:
+    from .httpremote import HttpRemote
+
+#: The file that makes a directory a store: its metadata database (see fsmount.store).
+STORE_DB = "meta.sqlite"
 
 
 def default_store_dir() -> str:
@@ -50,31 +65,78 @@ def _token(args: argparse.Namespace) -> str:
     else:
         token = os.environ.get("FSMOUNT_TOKEN", "").strip()
     if not token:
-        raise errors.InvalidArgument("--server needs a token: --token-file PATH or $FSMOUNT_TOKEN")
+        raise UsageError("--server needs a token: --token-file PATH or $FSMOUNT_TOKEN")
     return token
+
+
+def store_dir(args: argparse.Namespace, *, create: bool = False) -> str:
+    """The absolute store directory that ``--store`` (or the default) names, checked.
+
+    A directory that holds no store is an error, unless ``create`` (``mount``, ``serve``,
+    ``init``): then a new empty store is made there and one line on stderr says so.
+
+    Raises:
+        StoreNotADirectory: the path exists and is not a directory.
+        StoreMissing: no store there, and not ``create``.
+        OSError: the store cannot be created (e.g. a parent is a file, no permission).
+    """
+    path = os.path.abspath(args.store or default_store_dir())
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise StoreNotADirectory(path)
+    if os.path.isfile(os.path.join(path, STORE_DB)):
+        return path
+    if not create:
+        raise StoreMissing(path)
+    from .store import Store
+
+    os.makedirs(path, exist_ok=True)
+    Store(path).close()
+    print(f"fsmount: created a new empty store in {path}", file=sys.stderr, flush=True)
+    return path
 
 
 async def open_remote(args: argparse.Namespace, *, exclusive: bool) -> Remote:
     """The remote the options name, opened (call inside trio; ``aclose`` it after use).
 
-    Raises StoreLocked (another mount holds the store and ``exclusive``), InvalidArgument
-    (bad options), TransportError.
+    An embedded store must exist already (see :func:`store_dir`).  A server is asked for the
+    root folder's attributes first, which every fsmount server answers.
+
+    Raises StoreLocked (another mount holds the store and ``exclusive``), UsageError (bad
+    options), StoreMissing, StoreNotADirectory, Unauthorized (the server refused the token),
+    ServerURLNotFound (the URL is not the server's base URL), Unreachable.
     """
     if getattr(args, "server", None):
         if args.store:
-            raise errors.InvalidArgument("--store and --server exclude each other")
+            raise UsageError("--store and --server exclude each other")
         from .httpremote import HttpRemote
 
-        return HttpRemote(args.server, _token(args))
+        return await _checked(HttpRemote(args.server, _token(args)))
     from .embedded import EmbeddedRemote
 
-    store = args.store or default_store_dir()
-    os.makedirs(store, exist_ok=True)
-    opened = EmbeddedRemote.open(store, user=getattr(args, "user", "default"),
+    opened = EmbeddedRemote.open(store_dir(args), user=getattr(args, "user", "default"),
                                  exclusive=exclusive)
     if inspect.isawaitable(opened):
         opened = await opened
     return opened  # type: ignore[no-any-return]
+
+
+async def _checked(remote: HttpRemote) -> HttpRemote:
+    """``remote`` after one call every fsmount server answers, so that a wrong token, URL
+    or scheme fails here, in one line, instead of at the first file operation (for a
+    mount: as EACCES or ESTALE on every path).  Raises as :func:`open_remote`."""
+    from .server.wire import PROTO_PREFIX
+
+    try:
+        await remote.getattr(ROOT_ID)
+    except BaseException as exc:
+        with trio.CancelScope(shield=True):
+            await remote.aclose()
+        if isinstance(exc, errors.NotFound):
+            # The root always exists: a 404 means the calls went to the wrong place.
+            raise errors.ServerURLNotFound(
+                f"{remote.base_url.rstrip('/')}{PROTO_PREFIX}getattr") from None
+        raise
+    return remote
 
 
 # --- paths -----------------------------------------------------------------------------

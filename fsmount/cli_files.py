@@ -9,6 +9,7 @@ is drawn on stderr when it is a terminal.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import stat
 import sys
@@ -18,6 +19,7 @@ import trio
 
 from . import errors
 from .cli_common import Progress, add_remote_options, human, open_remote, resolve, split_remote_path
+from .cli_errors import LocalFileExists
 from .memory import tune_malloc
 from .reader import CHUNK, FileReader, open_chunk_cache
 from .remote import ROOT_ID, Node, NodeKind, Remote
@@ -41,9 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        description="Download REMOTE_PATH to LOCAL (a file, a directory, or - "
                                    "for stdout). Every chunk is checked against the store's "
                                    "block checksums (CRC32C, or SHA-256 for content stored "
-                                   "before it kept them).")
+                                   "before it kept them). An existing file is replaced only "
+                                   "with --force; the download goes to a temporary name "
+                                   "first, so a failed or interrupted one leaves nothing.")
     g.add_argument("remote_path", metavar="REMOTE_PATH")
     g.add_argument("local", metavar="LOCAL")
+    g.add_argument("--force", action="store_true",
+                   help="overwrite LOCAL (or the file of that name in directory LOCAL) if "
+                        "it exists")
     add_remote_options(g)
     g.set_defaults(func=cmd_get)
 
@@ -83,6 +90,8 @@ async def download(remote: Remote, node: Node, out: int, progress: Progress | No
 
 
 async def _get(args: argparse.Namespace) -> int:
+    if args.local != "-" and not os.path.isdir(args.local):
+        _check_overwrite(args.local, args.force)  # before any transfer
     remote = await open_remote(args, exclusive=False)
     try:
         node = await resolve(remote, args.remote_path)
@@ -94,25 +103,39 @@ async def _get(args: argparse.Namespace) -> int:
         target = args.local
         if os.path.isdir(target):
             target = os.path.join(target, node.name)
+            _check_overwrite(target, args.force)
+        # Into a temporary name, renamed at the end: a failed or interrupted download
+        # leaves neither a partial file nor a damaged old one.
         tmp = f"{target}.fsmount-part"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        ok = False
+        done = False
         try:
-            progress = Progress(node.name, node.size)
-            await download(remote, node, fd, progress)
-            progress.close()
-            os.fsync(fd)
-            ok = True
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                progress = Progress(node.name, node.size)
+                try:
+                    await download(remote, node, fd, progress)
+                finally:
+                    progress.close()  # ends the bar's line, so an error line starts afresh
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.utime(tmp, ns=(node.mtime_ns, node.mtime_ns))
+            os.replace(tmp, target)
+            done = True
         finally:
-            os.close(fd)
-            if not ok:
-                os.unlink(tmp)
-        os.utime(tmp, ns=(node.mtime_ns, node.mtime_ns))
-        os.replace(tmp, target)
+            if not done:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
         return 0
     finally:
         with trio.CancelScope(shield=True):
             await remote.aclose()
+
+
+def _check_overwrite(path: str, force: bool) -> None:
+    """Raises LocalFileExists if ``path`` exists and not ``force``."""
+    if not force and os.path.lexists(path):
+        raise LocalFileExists(path)
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -161,10 +184,12 @@ async def _put(args: argparse.Namespace) -> int:
         parent, name = await _parent_and_name(remote, args.remote_path, args.local)
         progress = Progress(name, size) if args.local != "-" else None
         source = args.local if args.local != "-" else sys.stdin.buffer
-        docs = await upload_file(remote, source, name, parallel=max(1, args.parallel),
-                                 progress=progress.update if progress else None)
-        if progress:
-            progress.close()
+        try:
+            docs = await upload_file(remote, source, name, parallel=max(1, args.parallel),
+                                     progress=progress.update if progress else None)
+        finally:
+            if progress:
+                progress.close()  # ends the bar's line, so an error line starts afresh
         await remote.create_file(parent, name, tuple(d.location for d in docs), mode=mode,
                                  mtime_ns=mtime_ns, replace=True)
         return 0

@@ -8,11 +8,10 @@ shows up as orphan part files).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from . import errors, fsck
-from .cli_common import default_store_dir
+from . import fsck
+from .cli_common import default_store_dir, store_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,9 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    path = args.store or default_store_dir()
-    if not os.path.exists(os.path.join(path, "meta.sqlite")):
-        raise errors.NotFound(f"no store at {path}")
+    path = store_dir(args)
     problems = fsck.check(path, deep=args.deep)
     for line in problems:
         print(line)

@@ -7,9 +7,9 @@ import argparse
 import logging
 import os
 
-from . import errors
-from .cli_common import add_remote_options, open_remote, parse_size
-from .mount import MountConfig, run, unmount
+from .cli_common import add_remote_options, open_remote, parse_size, store_dir
+from .cli_errors import UsageError
+from .mount import MountConfig, check_mountpoint, prepare_cache_dir, run, unmount
 from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD, DEFAULT_READ_AHEAD_MAX
 from .remote import Remote
 from .upload import DEFAULT_WRITE_MEMORY
@@ -20,7 +20,7 @@ KNOWN_OPTIONS = {"allow_other", "allow_root", "default_permissions", "ro", "rw",
 
 
 def parse_options(values: list[str]) -> set[str]:
-    """``-o a,b -o c`` -> {a, b, c}.  Raises InvalidArgument for an unknown option."""
+    """``-o a,b -o c`` -> {a, b, c}.  Raises UsageError for an unknown option."""
     out: set[str] = set()
     for value in values:
         for opt in value.split(","):
@@ -28,7 +28,7 @@ def parse_options(values: list[str]) -> set[str]:
             if not opt:
                 continue
             if opt not in KNOWN_OPTIONS:
-                raise errors.InvalidArgument(
+                raise UsageError(
                     f"unknown mount option {opt!r} (known: {', '.join(sorted(KNOWN_OPTIONS))})")
             out.add(opt)
     out.discard("rw")
@@ -38,7 +38,9 @@ def parse_options(values: list[str]) -> set[str]:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("mount", help="mount a store as a directory",
                        description="Mount the store at MOUNTPOINT. Returns once the mount is "
-                                   "ready; the filesystem keeps running in the background.")
+                                   "ready; the filesystem keeps running in the background. "
+                                   "An embedded store that does not exist yet is created "
+                                   "(and the command says so).")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     add_remote_options(p)
     p.add_argument("-f", "--foreground", action="store_true",
@@ -78,22 +80,28 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    # The daemon changes to / before it opens the store or reads the token.
-    if args.store:
-        args.store = os.path.abspath(args.store)
+    options = parse_options(args.options)
+    if args.server and args.store:
+        raise UsageError("--store and --server exclude each other")
+    # The cheap checks first, so that a mount that cannot happen creates no store.
+    mountpoint = check_mountpoint(args.mountpoint)
+    cache_dir = prepare_cache_dir(args.cache_dir)
+    if not args.server:
+        # Absolute: the daemon changes to / before it opens the store.
+        args.store = store_dir(args, create=True)
     if args.token_file:
         args.token_file = os.path.abspath(args.token_file)
     config = MountConfig(
-        mountpoint=args.mountpoint,
-        options=parse_options(args.options),
+        mountpoint=mountpoint,
+        options=options,
         cache_bytes=args.cache_size,
         write_memory=args.write_memory,
         read_ahead=args.read_ahead,
         read_ahead_max=args.read_ahead_max,
         foreground=args.foreground,
         log_file=os.path.abspath(args.log_file) if args.log_file else None,
-        cache_dir=os.path.abspath(args.cache_dir) if args.cache_dir else None,
-        fsname=f"fsmount:{args.server or args.store or 'default'}"[:120].replace(",", "_"),
+        cache_dir=cache_dir,
+        fsname=f"fsmount:{args.server or args.store}"[:120].replace(",", "_"),
     )
     logging.getLogger().setLevel(getattr(args, "log_level", "WARNING"))
 

@@ -43,6 +43,15 @@ __all__ = [
     "RateLimited",
     "StoreLocked",
     "TransportError",
+    "Unreachable",
+    "ConnectionRefused",
+    "HostNotFound",
+    "ConnectTimeout",
+    "ConnectionClosed",
+    "NotTlsServer",
+    "TlsCertificateRejected",
+    "TlsFailed",
+    "ServerURLNotFound",
     "ChecksumMismatch",
     "ERRNO",
     "errno_for",
@@ -239,6 +248,75 @@ class TransportError(FsmountError):
 
     name = "TRANSPORT_ERROR"
     http_status = 502
+
+
+class Unreachable(TransportError):
+    """The server at ``url`` could not be reached after every retry; the subclasses say why.
+
+    Raised by the HTTP client only, never sent by a server: the subclasses have no ``name``
+    of their own, so :func:`from_name` never builds one and a server that sent one would be
+    read back as a plain TransportError.  ``detail`` is the low-level reason, for humans.
+    """
+
+    #: What happened, in plain words (the subclasses say it more precisely).
+    what = "cannot reach the server"
+
+    def __init__(self, url: str, detail: str = "") -> None:
+        self.url = url
+        self.detail = detail
+        super().__init__(f"{url}: {self.what}" + (f" ({detail})" if detail else ""))
+
+
+class ConnectionRefused(Unreachable):
+    """Nothing listens at the URL's host and port."""
+
+    what = "connection refused"
+
+
+class HostNotFound(Unreachable):
+    """The URL's host name does not resolve to an address."""
+
+    what = "the host name does not resolve"
+
+
+class ConnectTimeout(Unreachable):
+    """The server took longer than the timeout to accept or to answer."""
+
+    what = "no answer in time"
+
+
+class ConnectionClosed(Unreachable):
+    """The server closed the connection without an answer (an https server asked in plain
+    http does this)."""
+
+    what = "the server closed the connection without answering"
+
+
+class NotTlsServer(Unreachable):
+    """An ``https://`` URL names a server that does not speak TLS."""
+
+    what = "the server does not speak TLS (https)"
+
+
+class TlsCertificateRejected(Unreachable):
+    """The server's TLS certificate failed verification (untrusted, wrong host name)."""
+
+    what = "the server's TLS certificate was rejected"
+
+
+class TlsFailed(Unreachable):
+    """The TLS handshake failed for another reason."""
+
+    what = "the TLS handshake failed"
+
+
+class ServerURLNotFound(NotFound):
+    """The server answered 404 at ``url`` for a call that always exists: the base URL is
+    wrong (e.g. a path after HOST:PORT).  Raised by the client's start-up check."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        super().__init__(f"the server answered 404 Not Found at {url}")
 
 
 class ChecksumMismatch(FsmountError):

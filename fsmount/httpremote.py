@@ -23,9 +23,10 @@ retried with jittered exponential back-off (full jitter, capped), honouring
 ``(file_id, file_part)`` so saving it twice stores it once; ``setattr`` sets absolute
 values; every other state-changing call carries an ``Idempotency-Key`` that the server
 uses to answer a repeated request with the first answer instead of running it twice.
-After the last attempt a connection failure raises TransportError; an error answer
-raises the error the server named (same class and ``.name`` via
-:func:`fsmount.errors.from_name`).
+After the last attempt a connection failure raises a subclass of
+:class:`~fsmount.errors.Unreachable` saying why (refused, unknown host, TLS on one side
+only, ...; see :func:`unreachable`); an error answer raises the error the server named
+(same class and ``.name`` via :func:`fsmount.errors.from_name`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import socket
 import ssl
 import urllib.parse
 import uuid
@@ -73,6 +75,54 @@ _KEEP_BUF = 4 << 20
 
 _NET_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError,
                trio.TooSlowError, ssl.SSLError, ConnectionError)
+
+
+#: OpenSSL's reasons for a handshake answered by something that is not TLS (a plain HTTP
+#: server answers a ClientHello with "HTTP/1.1 400 ...").
+_NOT_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL",
+                              "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE"})
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc``, its causes and contexts and the members of any group among them
+    (breadth first, bounded)."""
+    out: list[BaseException] = []
+    todo = [exc]
+    while todo and len(out) < 64:
+        e = todo.pop(0)
+        if any(e is seen for seen in out):
+            continue
+        out.append(e)
+        if isinstance(e, BaseExceptionGroup):
+            todo.extend(e.exceptions)
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+    return out
+
+
+def unreachable(url: str, exc: BaseException) -> errors.Unreachable:
+    """The domain error for a request to ``url`` that failed with the network error
+    ``exc`` on its last attempt: refused, unknown host, TLS on one side only, a
+    certificate, a timeout, a closed connection (see :class:`fsmount.errors.Unreachable`)."""
+    chain = _chain(exc)
+    for e in chain:
+        if isinstance(e, socket.gaierror):
+            return errors.HostNotFound(url, e.strerror or str(e))
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return errors.TlsCertificateRejected(url, e.verify_message or e.reason or str(e))
+        if isinstance(e, ssl.SSLError):
+            if e.reason in _NOT_TLS_REASONS:
+                return errors.NotTlsServer(url)
+            return errors.TlsFailed(url, e.reason or str(e))
+    for e in chain:
+        if isinstance(e, ConnectionRefusedError):
+            return errors.ConnectionRefused(url)
+        if isinstance(e, trio.TooSlowError):
+            return errors.ConnectTimeout(url)
+    first = chain[0]
+    if isinstance(first, trio.BrokenResourceError | ConnectionResetError):
+        return errors.ConnectionClosed(url)
+    return errors.Unreachable(url, f"{type(first).__name__}: {first}" if str(first)
+                              else type(first).__name__)
 
 
 class _Conn:
@@ -385,7 +435,8 @@ class HttpRemote:
                        json_body: Any = None, bulk: bool = False, idempotent_key: bool = False
                        ) -> _Answer:
         """One protocol call with retries.  Raises the server's named error, or
-        TransportError when the server cannot be reached after every retry."""
+        Unreachable (a TransportError) when the server cannot be reached after every
+        retry."""
         if self._closed:
             raise errors.TransportError("the remote is closed")
         target = f"{self._prefix}{wire.PROTO_PREFIX}{method_name}"
@@ -410,8 +461,7 @@ class HttpRemote:
                 ans = await self._once(pool, http, target, headers, body)
             except _NET_ERRORS as exc:
                 if attempt >= self.retries:
-                    raise errors.TransportError(
-                        f"{method_name}: {self.base_url} unreachable: {exc!r}") from exc
+                    raise unreachable(self.base_url, exc) from exc
                 log.debug("%s failed (%r), retrying", method_name, exc)
             else:
                 if ans.status < 400:

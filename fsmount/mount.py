@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from . import errors
+from .cli_errors import describe
 from .memory import tune_malloc
 from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD, DEFAULT_READ_AHEAD_MAX
 from .remote import Remote
@@ -302,16 +303,16 @@ def run(config: MountConfig, factory: RemoteFactory) -> int:
     """Mount per ``config``; returns the exit status.  In the background, returns once the
     mount is ready (or failed) with the daemon left running.
 
-    Raises MountError for a bad mountpoint; later failures are reported as one line.
+    Raises MountError for a bad mountpoint; in the foreground, whatever stops the mount
+    from starting (StoreLocked, the remote's errors; possibly in an exception group).
+    Failures of the background filesystem before it is ready are printed as one line
+    (:func:`fsmount.cli_errors.describe`) and return 1.
     """
     config.mountpoint = check_mountpoint(config.mountpoint)
     config.cache_dir = prepare_cache_dir(config.cache_dir)
     tune_malloc()
     if config.foreground:
-        try:
-            trio.run(serve, config, factory)
-        except BaseExceptionGroup as group:
-            raise _single(group) from None
+        trio.run(serve, config, factory)  # what fails becomes one line in fsmount.cli
         return 0
     return _daemonize(config, factory)
 
@@ -368,29 +369,12 @@ def _daemonize(config: MountConfig, factory: RemoteFactory) -> int:
         except BaseException as exc:  # reported to the parent as one line
             status = 1
             if not reported:
-                os.write(wfd, _one_line(exc).encode())
+                os.write(wfd, describe(exc).message.encode())
                 os.close(wfd)
             else:
                 log.exception("filesystem failed")
     finally:
         os._exit(status)
-
-
-def _single(exc: BaseException) -> BaseException:
-    """The one error inside (nested) single-exception groups, else the group itself."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, errors.FsmountError):
-        return str(exc)
-    if isinstance(exc, OSError):
-        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        return _one_line(exc.exceptions[0])
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _redirect_stdio(log_file: str | None) -> None:

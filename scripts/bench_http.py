@@ -179,6 +179,7 @@ def main() -> int:
     src = work / "src.bin"
     print(f"work dir {work}; file {size / MIB:.0f} MiB", file=sys.stderr)
     make_file(src, size)
+    sh([*FSMOUNT, "init", "--store", str(store)])
     token = sh([*FSMOUNT, "token", "add", "--store", str(store), "bench"]).stdout.decode().strip()
     tokfile = work / "token"
     tokfile.write_text(token)

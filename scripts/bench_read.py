@@ -206,6 +206,7 @@ def main() -> int:
                 n = min(left, 16 * MIB)
                 f.write(os.urandom(n))
                 left -= n
+        subprocess.run([*fs, "init", "--store", str(store)], check=True)
         t = time.perf_counter()
         subprocess.run([*fs, "put", "--store", str(store), str(src), "/big.bin"], check=True)
         results["put_mb_s"] = args.size / (time.perf_counter() - t) / 1e6

@@ -171,6 +171,8 @@ def main() -> int:
                 store = base / f"store-{kind}-{rnd}"
                 warm(src)
                 if kind == "put":
+                    subprocess.run(fsmount_cmd("init", "--store", str(store)), check=True,
+                                   capture_output=True)
                     puts.append(timed(fsmount_cmd("put", "--store", str(store), str(src),
                                                   "/big.bin")))
                     # Read back like the mount's file below (not timed): both writers'

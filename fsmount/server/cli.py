@@ -14,12 +14,6 @@ import time
 from typing import Any
 
 
-def _default_store() -> str:
-    from ..cli_common import default_store_dir
-
-    return default_store_dir()
-
-
 def _size(text: str) -> int:
     from ..cli_common import parse_size
 
@@ -82,9 +76,11 @@ def register(sub: Any) -> None:
 
 
 def _auth(args: argparse.Namespace) -> Any:
+    """The token database of an existing store.  Raises StoreMissing, StoreNotADirectory."""
+    from ..cli_common import store_dir
     from .auth import AuthDB
 
-    return AuthDB(args.store or _default_store())
+    return AuthDB(store_dir(args))
 
 
 def cmd_token_add(args: argparse.Namespace) -> int:
@@ -167,23 +163,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import trio
     from hypercorn.trio import serve
 
+    from ..cli_common import store_dir
+    from ..cli_errors import CannotListen, UsageError, leaf_errors
     from ..memory import tune_malloc
     from ..store import Store
     from .app import create_app
 
-    store_dir = args.store or _default_store()
-    host, port = args.listen
-    cfg = hypercorn_config(host, port, certfile=args.certfile, keyfile=args.keyfile,
-                           graceful_timeout=args.graceful_timeout)
+    # Every option is checked before the store is opened (or created).
+    if bool(args.certfile) != bool(args.keyfile):
+        raise UsageError("TLS needs both --certfile and --keyfile")
     if args.certfile:
         for path in (args.certfile, args.keyfile):
             if not os.path.isfile(path):
                 raise FileNotFoundError(2, "No such file", path)
-    store = Store(store_dir, exclusive=True)
+    host, port = args.listen
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    cfg = hypercorn_config(host, port, certfile=args.certfile, keyfile=args.keyfile,
+                           graceful_timeout=args.graceful_timeout)
+    store_path = store_dir(args, create=True)
+    store = Store(store_path, exclusive=True)
     tune_malloc()
 
     async def main() -> None:
-        app = create_app(store, store_dir, rate_limit=args.rate_limit, burst=args.burst,
+        app = create_app(store, store_path, rate_limit=args.rate_limit, burst=args.burst,
                          thumb_cache_bytes=args.thumbnail_cache)
 
         async def shutdown_trigger() -> None:
@@ -195,9 +197,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         try:
             async with trio.open_nursery() as nursery:
-                binds = await nursery.start(lambda task_status: serve(
-                    app, cfg, shutdown_trigger=shutdown_trigger, task_status=task_status))
-                print(f"fsmount: serving {store_dir} on {' '.join(binds)}", file=sys.stderr,
+                try:
+                    binds = await nursery.start(lambda task_status: serve(
+                        app, cfg, shutdown_trigger=shutdown_trigger, task_status=task_status))
+                except BaseException as exc:
+                    # Before serving, hypercorn fails only at binding the address (an
+                    # OSError inside its nurseries' groups).
+                    leaves = leaf_errors(exc)
+                    if len(leaves) == 1 and isinstance(leaves[0], OSError):
+                        raise CannotListen(address, leaves[0]) from None
+                    raise
+                print(f"fsmount: serving {store_path} on {' '.join(binds)}", file=sys.stderr,
                       flush=True)
         finally:
             await app.state.aclose()

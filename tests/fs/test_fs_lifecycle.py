@@ -134,6 +134,7 @@ def test_put_get_ls(tmp_path: Path) -> None:
     store = tmp_path / "store"
     data = random.Random(4).randbytes(3 * 1024 * 1024 + 99)
     (tmp_path / "in.bin").write_bytes(data)
+    fsmount("init", "--store", store, check=True)
     # The folder does not exist yet: a clear error, nothing written.
     res = fsmount("put", "--store", store, tmp_path / "in.bin", "/docs/")
     assert "NOT_FOUND" in one_line_error(res) or "not exist" in res.stderr
@@ -205,6 +206,7 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     import pty
 
     store = tmp_path / "store"
+    fsmount("init", "--store", store, check=True)
     (tmp_path / "in.bin").write_bytes(random.Random(9).randbytes(2 * 1024 * 1024))
     master, slave = pty.openpty()
     try:

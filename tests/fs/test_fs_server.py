@@ -34,6 +34,8 @@ def test_mount_over_http(tmp_path: Path) -> None:
     store = tmp_path / "store"
     data = random.Random(11).randbytes(5 * 1024 * 1024 + 77)
     fsmount = [sys.executable, "-m", "fsmount"]
+    subprocess.run([*fsmount, "init", "--store", str(store)], capture_output=True, check=True,
+                   timeout=60)
     token = subprocess.run([*fsmount, "token", "add", "--store", str(store), "alice"],
                            capture_output=True, text=True, check=True, timeout=60).stdout.strip()
     (tmp_path / "token").write_text(token)

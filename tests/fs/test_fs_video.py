@@ -32,6 +32,7 @@ def test_video_through_the_mount(tmp_path: Path) -> None:
         "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-g", "50",
         "-c:a", "aac", "-shortest", str(video))
     store = tmp_path / "store"
+    run(sys.executable, "-m", "fsmount", "init", "--store", str(store))
     run(sys.executable, "-m", "fsmount", "put", "--store", str(store), str(video), "/clip.mp4")
     with mount_store(store, tmp_path / "mnt") as mp:
         mounted = mp.mnt / "clip.mp4"

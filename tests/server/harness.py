@@ -89,6 +89,8 @@ def serve_subprocess(store_dir: Path | str, user: str = "default") -> Iterator[t
     import sys
 
     store_dir = Path(store_dir)
+    subprocess.run([sys.executable, "-m", "fsmount", "init", "--store", str(store_dir)],
+                   capture_output=True, check=True, timeout=60)
     token = subprocess.run([sys.executable, "-m", "fsmount", "token", "add", "--store",
                             str(store_dir), user], capture_output=True, text=True, check=True,
                            timeout=60).stdout.strip()

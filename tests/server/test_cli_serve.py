@@ -65,7 +65,8 @@ def test_serve_refuses_a_second_server_on_the_same_store_and_bad_options(served,
     bad = run("serve", "--store", str(tmp_path / "s2"), "--listen", "nonsense")
     assert bad.returncode == 2 and "HOST:PORT" in bad.stderr
     tls = run("serve", "--store", str(tmp_path / "s3"), "--certfile", "x.pem")
-    assert tls.returncode == 1 and "keyfile" in tls.stderr
+    assert tls.returncode == 2 and "keyfile" in tls.stderr  # a usage error, as argparse's
+    assert not (tmp_path / "s3").exists()  # options are checked before a store is made
 
 
 def test_openapi_document_needs_no_token(served) -> None:
@@ -84,6 +85,7 @@ async def test_tls_with_certfile_and_keyfile(tmp_path: Path) -> None:
                     "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True,
                    timeout=60)
     store = tmp_path / "store"
+    assert run("init", "--store", str(store)).returncode == 0
     token = run("token", "add", "--store", str(store), "alice").stdout.strip()
     port = free_port()
     proc, log = start_serve(store, port, "--certfile", str(cert), "--keyfile", str(key))
