@@ -419,7 +419,7 @@ def test_fsck_verb(tmp_path: Path) -> None:
 
 
 def test_expiry_works_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fsmount.store as store_module
+    import fsmount.store.core as store_module
 
     monkeypatch.setattr(store_module, "EXPIRE_BATCH", 3)
     now = [1000.0]

@@ -53,9 +53,9 @@ from pathlib import Path
 
 import crc32c
 
-from . import errors, protocol
-from .protocol import HASH_BLOCK, WINDOW, FileType, Limits
-from .remote import (
+from .. import errors, protocol
+from ..protocol import HASH_BLOCK, WINDOW, FileType, Limits
+from ..remote import (
     ROOT_ID,
     BlockCheck,
     BlockChecksum,
