@@ -71,6 +71,7 @@ from ..remote import (
     Usage,
     UserConfig,
 )
+from .hooks import NO_HOOKS, HookPoint, StoreHooks
 
 __all__ = ["Store", "DEFAULT_USER", "MAX_NAME_BYTES", "blob_relpath", "upload_relpath",
            "sweep_files"]
@@ -97,9 +98,6 @@ INLINE_DELETE_FILES = 16
 SWEEP_INTERVAL = 30.0
 #: Parts / documents expired per transaction (bounds the latency a sweep adds to a call).
 EXPIRE_BATCH = 500
-#: Environment variable naming a test hook: ``NAME[:N]=PATH`` makes the N-th (default first)
-#: pass through hook point NAME create PATH and then block until the process is killed.
-HOOK_ENV = "FSMOUNT_STORE_TEST_HOOK"
 #: Environment variable with ``Limits`` fields (``name=value,...``) for a store opened
 #: without explicit limits, e.g. by ``fsmount mount`` in a test that needs a small part limit.
 LIMITS_ENV = "FSMOUNT_STORE_LIMITS"
@@ -441,7 +439,7 @@ class _Tx:
     #: Make the commit durable before running ``after`` (it deletes blob files).
     sync_before_cleanup: bool = False
     #: Test hook point passed right after the commit, before the files are cleaned up.
-    hook_after: str = ""
+    hook_after: HookPoint | None = None
 
     def q(self, sql: str, *args: object) -> sqlite3.Cursor:
         return self.db.execute(sql, args)
@@ -468,6 +466,8 @@ class Store:
     on ``DIR/mount.lock``.  Every opener holds a shared lock on ``DIR/gc.lock`` for its
     lifetime; the sweep of orphaned files runs at open only if the lock can be taken
     exclusively, so a concurrent ``fsmount put`` never loses an in-flight file.
+    ``hooks`` are for tests: named points where a crash test pauses the store
+    (:mod:`fsmount.store.hooks`); the default does nothing.
 
     Raises (at open):
         StoreLocked: ``exclusive`` and another process holds the store exclusively.
@@ -480,6 +480,7 @@ class Store:
         limits: Limits | None = None,
         clock: Callable[[], float] = time.time,
         exclusive: bool = False,
+        hooks: StoreHooks = NO_HOOKS,
     ) -> None:
         self.path = Path(path).absolute()
         self.limits = limits if limits is not None else limits_from_env()
@@ -493,7 +494,7 @@ class Store:
         self._deleter: threading.Thread | None = None
         self._last_sweep = float("-inf")
         self._closed = False
-        self._hooks = _parse_hook(os.environ.get(HOOK_ENV, ""))
+        self._hooks = hooks
         self._lock_fds: list[int] = []
         self.path.mkdir(parents=True, exist_ok=True)
         try:
@@ -613,18 +614,18 @@ class Store:
             tx = _Tx(self._db, self.clock())
             try:
                 yield tx
-                if self._hooks and write:
-                    self._hook("commit")  # every write transaction, just before COMMIT
+                if write:
+                    self._hooks.reached(HookPoint.COMMIT)  # every write transaction, before COMMIT
                 self._db.execute("COMMIT")
-                if self._hooks and write:
-                    self._hook("committed")  # ... and just after, before any cleanup
+                if write:
+                    self._hooks.reached(HookPoint.COMMITTED)  # ... and after, before any cleanup
                 if tx.sync_before_cleanup:
                     # synchronous=NORMAL does not sync the WAL at commit; a checkpoint
                     # does.  Blob files go only once the commit that dropped them is durable,
                     # so a power cut can never leave a reference to a deleted blob.
                     self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                if self._hooks and tx.hook_after:
-                    self._hook(tx.hook_after)
+                if tx.hook_after is not None:
+                    self._hooks.reached(tx.hook_after)
             except BaseException as exc:
                 try:
                     if self._db.in_transaction:
@@ -644,19 +645,6 @@ class Store:
             after = tx.after
         for fn in after:
             fn()
-
-    def _hook(self, name: str) -> None:
-        """Test-only pause point (see :data:`HOOK_ENV`); a no-op unless configured."""
-        if not self._hooks:
-            return
-        spec = self._hooks.get(name)
-        if spec is None:
-            return
-        spec[0] -= 1
-        if spec[0] > 0:
-            return
-        Path(spec[1]).write_text(f"{os.getpid()} {name}\n")
-        threading.Event().wait()  # until the test kills this process
 
     # --- deleting files ---------------------------------------------------------------
 
@@ -1279,8 +1267,8 @@ class Store:
                 tx.after_locked.append(_trash)
             if staged is not None and moved_dest is None:
                 tx.after.append(lambda: self._discard(staged))
-            self._hook("finalize-before-commit")
-            tx.hook_after = "finalize-after-commit"
+            self._hooks.reached(HookPoint.FINALIZE_BEFORE_COMMIT)
+            tx.hook_after = HookPoint.FINALIZE_AFTER_COMMIT
             self._forget_state(uid, fid)
             return Document(id=doc_id, access_hash=access_hash, size=size, mime_type=mime,
                             sha256=sha, md5=md5, date=tx.now, file_type=ftype)
@@ -1690,8 +1678,8 @@ class Store:
             tx.q("UPDATE users SET used_bytes = used_bytes + ? WHERE id = ?", size - row[5],
                  user_id)
             self._release_documents(tx, old_docs)
-            self._hook("set-content-before-commit")
-            tx.hook_after = "set-content-after-commit"
+            self._hooks.reached(HookPoint.SET_CONTENT_BEFORE_COMMIT)
+            tx.hook_after = HookPoint.SET_CONTENT_AFTER_COMMIT
             return self._node(tx, user_id, node_id)
 
     def symlink(self, user_id: int, parent: int, name: str, target: str) -> Node:
@@ -1774,8 +1762,8 @@ class Store:
             self._touch_dir(tx, user_id, parent)
             if new_parent != parent:
                 self._touch_dir(tx, user_id, new_parent)
-            self._hook("rename-before-commit")
-            tx.hook_after = "rename-after-commit"
+            self._hooks.reached(HookPoint.RENAME_BEFORE_COMMIT)
+            tx.hook_after = HookPoint.RENAME_AFTER_COMMIT
             return self._node(tx, user_id, src[0])
 
     def unlink(self, user_id: int, parent: int, name: str) -> None:
@@ -1823,18 +1811,6 @@ def _db_error(exc: sqlite3.Error, path: Path) -> BaseException:
     if "not a database" in low or "malformed" in low:
         return errors.InvalidArgument(f"{path / 'meta.sqlite'} is not a usable store database: {text}")
     return errors.FsmountError(f"store {path}: database error: {text}")
-
-
-def _parse_hook(spec: str) -> dict[str, list]:
-    """``NAME[:N]=PATH`` → {NAME: [N, PATH]}."""
-    if not spec or "=" not in spec:
-        return {}
-    name, path = spec.split("=", 1)
-    count = 1
-    if ":" in name:
-        name, n = name.split(":", 1)
-        count = int(n)
-    return {name: [count, path]}
 
 
 def _unlink_quiet(path: Path) -> None:
