@@ -272,7 +272,7 @@ def test_digests_are_right_whatever_the_arrival_order(tmp_path: Path, part_size:
                 assert isinstance(c, BlockChecksum)
                 crcs[c.offset] = c.crc32c
         assert [crcs[o] for o in sorted(crcs)] == expected_crcs(data)
-        assert store._pending_bytes == 0
+        assert store.states.pending_bytes == 0
     assert fsck.check(tmp_path / "s", deep=True) == []
 
 
@@ -368,7 +368,7 @@ def test_big_blobs_are_deleted_in_the_background(tmp_path: Path) -> None:
         store.unlink(uid, ROOT_ID, "big")
         now[0] += 11
         assert store.expire() == (0, 1)
-        store._wait_deletions(timeout=60)
+        store.deleter.wait(timeout=60)
         assert not files[0].parent.exists()
         # Deduplicated finalize: the new upload's parts are trash, deleted the same way.
         for i in range(20):
@@ -419,7 +419,7 @@ def test_fsck_verb(tmp_path: Path) -> None:
 
 
 def test_expiry_works_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fsmount.store.core as store_module
+    import fsmount.store.lifetime as store_module
 
     monkeypatch.setattr(store_module, "EXPIRE_BATCH", 3)
     now = [1000.0]
