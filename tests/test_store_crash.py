@@ -1,8 +1,9 @@
 """Crash safety: a process killed with SIGKILL in the middle of finalize, of a content swap
 and of rename leaves a store that fsck finds clean, with every file wholly old or wholly new.
 
-The child process runs the real store; the test hook (``FSMOUNT_STORE_TEST_HOOK``) makes it
-announce the hook point on a pipe and wait there, so the kill lands at a chosen moment
+The child process runs the real store; the test hook (a spec on its command line, turned into
+``Store(hooks=...)`` by :func:`fsmount.store.hooks_from_spec`) makes it announce the hook
+point on a pipe and wait there, so the kill lands at a chosen moment
 (before the transaction commits, or after it commits but before files are cleaned up).
 """
 
@@ -20,7 +21,7 @@ import pytest
 
 from fsmount import fsck
 from fsmount.remote import ROOT_ID
-from fsmount.store import HOOK_ENV, Store
+from fsmount.store import Store
 
 OLD = b"old content " * 50_000  # ~600 KB: two 512 KiB parts
 NEW = b"NEW CONTENT! " * 90_000  # ~1.2 MB: three parts
@@ -29,12 +30,12 @@ NEWER = b"newer, written by the child " * 40_000  # ~1.1 MB: three parts
 CHILD = textwrap.dedent(
     """
     import sys
-    from fsmount.store import Store
+    from fsmount.store import Store, hooks_from_spec
     from fsmount.remote import InputFileBig, ROOT_ID
 
-    path, op = sys.argv[1], sys.argv[2]
+    path, op, hook = sys.argv[1], sys.argv[2], sys.argv[3]
     new = b"newer, written by the child " * 40_000
-    store = Store(path)
+    store = Store(path, hooks=hooks_from_spec(hook))
     uid = store.default_user_id
     if op in ("finalize", "swap"):
         chunks = [new[i:i + 524288] for i in range(0, len(new), 524288)]
@@ -84,11 +85,12 @@ def run_until_hook(path: Path, op: str, hook: str) -> None:
 
 
 def kill_at_hook(argv: list[str], hook: str, timeout: float = 60.0) -> None:
-    """Start ``argv``, wait (bounded) until it reaches store hook ``hook``, then SIGKILL it."""
+    """Start ``argv`` with the hook spec ``hook=PIPE`` as its last argument, wait (bounded)
+    until it reaches store hook ``hook``, then SIGKILL it."""
     rfd, wfd = os.pipe()
-    env = dict(os.environ, **{HOOK_ENV: f"{hook}=/dev/fd/{wfd}"})
     proc = subprocess.Popen(
-        argv, env=env, pass_fds=(wfd,), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [*argv, f"{hook}=/dev/fd/{wfd}"], pass_fds=(wfd,), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     os.close(wfd)
     try:
@@ -178,13 +180,13 @@ def test_a_concurrent_opener_does_not_sweep_files_in_flight(tmp_path: Path) -> N
 BUSY_CHILD = textwrap.dedent(
     """
     import sys
-    from fsmount.store import Store
+    from fsmount.store import Store, hooks_from_spec
     from fsmount.remote import InputFileBig, ROOT_ID
 
     def version(i):
         return (b"version %d " % i) * (60_000 + 997 * i)   # 2..3 parts of 512 KiB
 
-    store = Store(sys.argv[1])
+    store = Store(sys.argv[1], hooks=hooks_from_spec(sys.argv[2]))
     uid = store.default_user_id
     for i in range(1, 1000):
         data = version(i)

@@ -17,7 +17,7 @@ import pytest
 from fsmount import errors, fsck
 from fsmount.protocol import KIB, MIB, Limits
 from fsmount.remote import ROOT_ID, BlockChecksum, FileHash, InputFile, InputFileBig
-from fsmount.store import Store
+from fsmount.store import NO_HOOKS, HookPoint, Store, StoreHooks, hooks_from_spec
 
 
 def put(store: Store, uid: int, name: str, data: bytes, fid: int, parent: int = ROOT_ID):
@@ -272,7 +272,7 @@ def test_digests_are_right_whatever_the_arrival_order(tmp_path: Path, part_size:
                 assert isinstance(c, BlockChecksum)
                 crcs[c.offset] = c.crc32c
         assert [crcs[o] for o in sorted(crcs)] == expected_crcs(data)
-        assert store._pending_bytes == 0
+        assert store.states.pending_bytes == 0
     assert fsck.check(tmp_path / "s", deep=True) == []
 
 
@@ -368,7 +368,7 @@ def test_big_blobs_are_deleted_in_the_background(tmp_path: Path) -> None:
         store.unlink(uid, ROOT_ID, "big")
         now[0] += 11
         assert store.expire() == (0, 1)
-        store._wait_deletions(timeout=60)
+        store.deleter.wait(timeout=60)
         assert not files[0].parent.exists()
         # Deduplicated finalize: the new upload's parts are trash, deleted the same way.
         for i in range(20):
@@ -380,6 +380,39 @@ def test_big_blobs_are_deleted_in_the_background(tmp_path: Path) -> None:
     assert not [p for p in (path / "parts").rglob("*") if p.is_file()]
     assert len(list((path / "blobs").glob("*/*"))) == 1
     assert fsck.check(path) == []
+
+
+class RecordingHooks(StoreHooks):
+    """Records the hook points the store passes, in order."""
+
+    def __init__(self) -> None:
+        self.points: list[HookPoint] = []
+
+    def reached(self, point: HookPoint) -> None:
+        self.points.append(point)
+
+
+def test_hooks_object_sees_the_points_of_a_rename_in_order(tmp_path: Path) -> None:
+    hooks = RecordingHooks()
+    with Store(tmp_path / "s", hooks=hooks) as store:
+        uid = store.default_user_id
+        store.create_file(uid, ROOT_ID, "a")
+        hooks.points.clear()
+        store.rename(uid, ROOT_ID, "a", ROOT_ID, "b")
+        assert hooks.points == [HookPoint.RENAME_BEFORE_COMMIT, HookPoint.COMMIT,
+                                HookPoint.COMMITTED, HookPoint.RENAME_AFTER_COMMIT]
+        hooks.points.clear()
+        store.lookup(uid, ROOT_ID, "b")  # a read transaction passes no point
+        assert hooks.points == []
+
+
+def test_hook_specs_are_parsed_in_one_place() -> None:
+    assert hooks_from_spec("") is NO_HOOKS
+    pause = hooks_from_spec("commit:3=/dev/null")
+    assert (pause.point, pause.path) == (HookPoint.COMMIT, "/dev/null")  # type: ignore[attr-defined]
+    for bad in ("commit", "nonsense=/dev/null", "commit:0=/dev/null", "commit:x=/dev/null"):
+        with pytest.raises(ValueError):
+            hooks_from_spec(bad)
 
 
 def test_a_damaged_database_is_a_clear_error(tmp_path: Path) -> None:
@@ -419,7 +452,7 @@ def test_fsck_verb(tmp_path: Path) -> None:
 
 
 def test_expiry_works_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fsmount.store as store_module
+    import fsmount.store.lifetime as store_module
 
     monkeypatch.setattr(store_module, "EXPIRE_BATCH", 3)
     now = [1000.0]

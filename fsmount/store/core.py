@@ -1,0 +1,374 @@
+"""The store facade: :class:`Store` opens a store directory and composes its components.
+
+Synchronous and thread-safe; :mod:`fsmount.embedded` calls it from worker threads and the
+HTTP server calls it per request.  Every method enforces the chunked transfer protocol's
+rules (:mod:`fsmount.protocol`) and raises the named errors of :mod:`fsmount.errors`.
+
+``Store`` holds no logic of its own beyond opening and closing; each call goes to the
+component of its concept:
+
+* :mod:`~fsmount.store.users` (users, quotas), :mod:`~fsmount.store.namespace` (the tree),
+  :mod:`~fsmount.store.parts` (saving parts, incremental hashing),
+  :mod:`~fsmount.store.finalize` (documents and blobs), :mod:`~fsmount.store.reads`,
+  :mod:`~fsmount.store.lifetime` (expiry, reclamation, the orphan sweep),
+  :mod:`~fsmount.store.deleter` (background deletion);
+* below them the two seams: the metadata backend (:mod:`~fsmount.store.meta`; SQLite in
+  :mod:`~fsmount.store.sqlite_meta`), whose transactions :mod:`~fsmount.store.txn` runs,
+  and the content backend (:mod:`~fsmount.store.content`; a local directory in
+  :mod:`~fsmount.store.localdir`).
+
+A store directory ``DIR`` holds ``meta.sqlite`` (the metadata), ``blobs/`` and ``parts/``
+(the content) and ``mount.lock`` / ``gc.lock`` (:mod:`~fsmount.store.locks`).
+
+Crash safety: every state change is one metadata transaction.  Blob bytes are durable
+before the transaction that creates their document commits; content is deleted only after
+the transaction that unreferences it has committed (blobs: and has been made durable).  A
+crash can therefore leave content nobody references (never references to missing content);
+the next opener that has the store to itself sweeps it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .. import errors
+from ..protocol import Limits
+from ..remote import (
+    BlockCheck,
+    Document,
+    FileHash,
+    FileLocation,
+    InputFile,
+    InputFileBig,
+    Listing,
+    Node,
+    UploadFile,
+    Usage,
+    UserConfig,
+)
+from .deleter import Deleter
+from .finalize import Finalizer
+from .hooks import NO_HOOKS, StoreHooks
+from .lifetime import Lifetime
+from .localdir import LocalDir
+from .locks import StoreLocks
+from .namespace import Namespace
+from .parts import Parts, UploadStates
+from .reads import HASH_WINDOWS, Reads
+from .sqlite_meta import SqliteMeta
+from .txn import TxRunner
+from .users import DEFAULT_USER, Users
+
+__all__ = ["LIMITS_ENV", "Store", "limits_from_env"]
+
+#: Environment variable with ``Limits`` fields (``name=value,...``) for a store opened
+#: without explicit limits, e.g. by ``fsmount mount`` in a test that needs a small part limit.
+LIMITS_ENV = "FSMOUNT_STORE_LIMITS"
+
+
+def limits_from_env(text: str | None = None) -> Limits:
+    """``Limits`` from :data:`LIMITS_ENV` (or ``text``): defaults for fields not named.
+
+    Raises:
+        InvalidArgument: an unknown field or a value that is not a number.
+    """
+    spec = os.environ.get(LIMITS_ENV, "") if text is None else text
+    values: dict[str, float | int] = {}
+    fields = {f.name: f for f in dataclasses.fields(Limits)}
+    for item in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, raw = item.partition("=")
+        name = name.strip()
+        if name not in fields:
+            raise errors.InvalidArgument(f"{LIMITS_ENV}: unknown field {name!r}")
+        try:
+            values[name] = int(raw) if isinstance(getattr(Limits(), name), int) else float(raw)
+        except ValueError:
+            raise errors.InvalidArgument(f"{LIMITS_ENV}: {name}={raw!r} is not a number") from None
+    return Limits(**values)  # type: ignore[arg-type]
+
+
+class Store:
+    """A store directory opened by this process.
+
+    ``exclusive=True`` (``fsmount mount`` and ``fsmount serve``) takes the mount lock; the
+    sweep of orphaned files runs at open only for an opener that has the store to itself
+    (see :mod:`fsmount.store.locks`).  ``hooks`` are for tests (:mod:`fsmount.store.hooks`).
+
+    Raises (at open):
+        StoreLocked: ``exclusive`` and another process holds the store exclusively.
+        InvalidArgument: the metadata database is not usable; bad :data:`LIMITS_ENV`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.time,
+        exclusive: bool = False,
+        hooks: StoreHooks = NO_HOOKS,
+    ) -> None:
+        self.path = Path(path).absolute()
+        self.limits = limits if limits is not None else limits_from_env()
+        self.clock = clock
+        self._closed = False
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._locks = StoreLocks(self.path)
+        meta: SqliteMeta | None = None
+        try:
+            if exclusive:
+                self._locks.take_mount_lock()
+            alone = self._locks.take_gc_lock()
+            self.content = LocalDir(self.path)
+            self.content.open()
+            meta = SqliteMeta(self.path)
+            self.meta = meta
+            self.txn = TxRunner(meta, clock, hooks)
+            with self.txn.run() as tx:
+                meta.init_schema(tx)
+            self.deleter = Deleter(self.content)
+            self.states = UploadStates(self.content)
+            self.users = Users(self.txn, self.limits)
+            self.lifetime = Lifetime(self.txn, self.content, self.deleter, self.limits,
+                                     self.states.forget)
+            self.parts = Parts(self.txn, self.content, self.users, self.lifetime, self.states,
+                               self.limits)
+            self.finalizer = Finalizer(self.txn, self.content, self.deleter, self.users,
+                                       self.lifetime, self.states, self.limits, hooks)
+            self.reads = Reads(self.txn, self.content, self.lifetime)
+            self.namespace = Namespace(self.txn, self.users, self.reads, self.lifetime, hooks)
+            if alone:
+                self.lifetime.sweep_orphans()
+                self._locks.share_gc_lock()
+            self.default_user_id = self.ensure_user(DEFAULT_USER)
+            self.expire()
+        except BaseException:
+            if meta is not None:
+                meta.close()
+            self._locks.release()
+            raise
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Wait for background deletions, close the metadata and release the locks;
+        idempotent."""
+        with self.txn.lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.txn.closed = True
+            self.deleter.wait()
+            try:
+                self.meta.close()
+            finally:
+                self._locks.release()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- users ----------------------------------------------------------------------------
+
+    def ensure_user(self, name: str, *, quota_bytes: int = 0, premium: bool = False) -> int:
+        """Return the id of user ``name``, creating it (with an empty root folder) if needed.
+
+        An existing user keeps its settings; change them with :meth:`set_user`.
+        Raises InvalidArgument (an empty name).
+        """
+        return self.users.ensure(name, quota_bytes=quota_bytes, premium=premium)
+
+    def user_id(self, name: str) -> int:
+        """Raises NotFound if there is no user ``name``."""
+        return self.users.user_id(name)
+
+    def set_user(
+        self, user_id: int, *, quota_bytes: int | None = None, premium: bool | None = None
+    ) -> None:
+        """Change a user's quota (0 = unlimited) or premium flag.  Raises NotFound."""
+        self.users.set(user_id, quota_bytes=quota_bytes, premium=premium)
+
+    def get_config(self, user_id: int) -> UserConfig:
+        """Raises NotFound."""
+        return self.users.config(user_id)
+
+    def statfs(self, user_id: int) -> Usage:
+        """Raises NotFound."""
+        return self.users.usage(user_id)
+
+    # --- expiry ---------------------------------------------------------------------------
+
+    def expire(self, now: float | None = None) -> tuple[int, int]:
+        """Delete parts and unlinked documents whose lifetime has passed; returns (parts
+        removed, documents reclaimed)."""
+        return self.lifetime.expire(now)
+
+    # --- upload ---------------------------------------------------------------------------
+
+    def save_file_part(self, user_id: int, file_id: int, file_part: int, data: bytes) -> bool:
+        """``upload.saveFilePart``: save part ``file_part`` of a file of at most 10 MB.
+
+        Raises FilePartEmpty, FilePartTooBig, FilePartInvalid (number out of range, or the
+        part would start beyond the small-file threshold), FilePartSizeInvalid,
+        FilePartSizeChanged.
+        """
+        return self.parts.save(user_id, file_id, file_part, None, data, big=False)
+
+    def save_big_file_part(
+        self, user_id: int, file_id: int, file_part: int, file_total_parts: int, data: bytes
+    ) -> bool:
+        """``upload.saveBigFilePart``.  ``file_total_parts`` is the true count or
+        :data:`~fsmount.protocol.TOTAL_PARTS_UNKNOWN`; known counts must agree.
+
+        Raises FilePartsInvalid (bad or disagreeing total), FilePartInvalid, FilePartEmpty,
+        FilePartTooBig, FilePartSizeInvalid, FilePartSizeChanged.
+        """
+        return self.parts.save(user_id, file_id, file_part, file_total_parts, data, big=True)
+
+    def upload_media(self, user_id: int, file: InputFile | InputFileBig) -> Document:
+        """Finalize an upload into a fresh document (``messages.uploadMedia``).
+
+        The document lives for the part lifetime unless a file links it.
+
+        Raises FilePartsInvalid, FilePartMissing, Md5ChecksumInvalid, QuotaExceeded.
+        """
+        return self.finalizer.upload_media(user_id, file)
+
+    # --- download -------------------------------------------------------------------------
+
+    def get_file(self, user_id: int, location: FileLocation, offset: int, limit: int,
+                 precise: bool = False) -> UploadFile:
+        """``upload.getFile``: ``limit`` bytes at ``offset``, short at the end of the document
+        and empty past it; hashes are not verified here (the reader does that).
+
+        Raises OffsetInvalid, LimitInvalid, FileIdInvalid, FileReferenceExpired.
+        """
+        return self.reads.get_file(user_id, location, offset, limit, precise)
+
+    def get_file_windows(self, user_id: int, location: FileLocation, offset: int, count: int,
+                         hashes: bool = False, crc32c: bool = False
+                         ) -> tuple[list[UploadFile], list[BlockCheck]]:
+        """Up to ``count`` consecutive whole-window getFile answers from ``offset`` (what
+        ``count`` calls of ``get_file(offset + k MiB, 1 MiB)`` would answer, in one
+        transaction), and with ``hashes`` the block hashes of the windows returned (what
+        getFileHashes would answer for them) -- or with ``crc32c`` as well, what
+        :meth:`get_file_checksums` would.  Stops after a short window (the end of the
+        document); a document deleted while reading ends the answer early, or raises
+        FileReferenceExpired if not even the first window was read.
+
+        Raises OffsetInvalid (not a non-negative multiple of 1 MiB), InvalidArgument
+        (``count`` below 1), FileIdInvalid, FileReferenceExpired.
+        """
+        return self.reads.get_file_windows(user_id, location, offset, count, hashes, crc32c)
+
+    def get_file_hashes(self, user_id: int, location: FileLocation, offset: int,
+                        windows: int = HASH_WINDOWS) -> list[FileHash]:
+        """``upload.getFileHashes``: block hashes from the block holding ``offset`` through
+        the end of that offset's 1 MiB window (fewer at the end; none past it).  With
+        ``windows`` = N, through the end of the N-th window from there (one transaction for
+        what N calls would answer; the server's ``windows=N`` extension).
+
+        Raises OffsetInvalid (negative or not a multiple of 1 KiB), FileIdInvalid,
+        FileReferenceExpired, InvalidArgument (``windows`` below 1).
+        """
+        return self.reads.get_file_hashes(user_id, location, offset, windows)
+
+    def get_file_checksums(self, user_id: int, location: FileLocation, offset: int,
+                           windows: int = HASH_WINDOWS) -> list[BlockCheck]:
+        """The blocks ``get_file_hashes`` would answer, as CRC32C :class:`BlockChecksum` s
+        when this document's blob has them (every blob stored since the store kept them),
+        else as its SHA-256 hashes.
+
+        Raises what ``get_file_hashes`` raises.
+        """
+        return self.reads.get_file_checksums(user_id, location, offset, windows)
+
+    def get_document_by_hash(self, user_id: int, sha256: str | bytes, size: int,
+                             mime_type: str = "") -> Document | None:
+        """This user's own document with that SHA-256 and size, or None.  ``mime_type`` is
+        not compared (the content decides the type)."""
+        return self.reads.document_by_hash(user_id, sha256, size)
+
+    def get_document(self, user_id: int, location: FileLocation) -> Document:
+        """The document at ``location``.  Raises FileIdInvalid, FileReferenceExpired."""
+        return self.reads.document(user_id, location)
+
+    def blob_files(self, user_id: int, location: FileLocation) -> list[Path]:
+        """The files holding a document's bytes, in order (for tests that corrupt content
+        on disk, and for diagnostics).  Raises FileIdInvalid, FileReferenceExpired."""
+        return self.reads.blob_files(user_id, location)
+
+    # --- namespace ------------------------------------------------------------------------
+
+    def getattr(self, user_id: int, node_id: int) -> Node:
+        """Raises NotFound."""
+        return self.namespace.getattr(user_id, node_id)
+
+    def lookup(self, user_id: int, parent: int, name: str) -> Node:
+        """Raises NotFound, NotADirectory."""
+        return self.namespace.lookup(user_id, parent, name)
+
+    def list_folder(self, user_id: int, folder_id: int, after: str | None = None,
+                    limit: int = 1000) -> Listing:
+        """One page of a folder's entries in name order.  Raises NotFound, NotADirectory,
+        InvalidArgument (limit not in 1..10000)."""
+        return self.namespace.list_folder(user_id, folder_id, after, limit)
+
+    def mkdir(self, user_id: int, parent: int, name: str, mode: int = 0o755) -> Node:
+        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName."""
+        return self.namespace.mkdir(user_id, parent, name, mode)
+
+    def create_file(self, user_id: int, parent: int, name: str,
+                    segments: tuple[FileLocation, ...] = (), *, mode: int = 0o644,
+                    mtime_ns: int | None = None, replace: bool = False) -> Node:
+        """Create a file from documents; with ``replace`` an existing file (or symlink) of
+        that name is replaced in the same transaction (the new file gets a new node id).
+
+        Raises AlreadyExists, IsADirectory, NotFound, NotADirectory, InvalidName,
+        FileIdInvalid, FileReferenceExpired, QuotaExceeded.
+        """
+        return self.namespace.create_file(user_id, parent, name, segments, mode=mode,
+                                          mtime_ns=mtime_ns, replace=replace)
+
+    def set_content(self, user_id: int, node_id: int, segments: tuple[FileLocation, ...], *,
+                    mtime_ns: int | None = None) -> Node:
+        """Atomically replace a file's content; bumps its version.
+
+        Raises NotFound, IsADirectory, InvalidArgument (a symlink), FileIdInvalid,
+        FileReferenceExpired, QuotaExceeded.
+        """
+        return self.namespace.set_content(user_id, node_id, segments, mtime_ns=mtime_ns)
+
+    def symlink(self, user_id: int, parent: int, name: str, target: str) -> Node:
+        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName, InvalidArgument."""
+        return self.namespace.symlink(user_id, parent, name, target)
+
+    def setattr(self, user_id: int, node_id: int, *, mode: int | None = None,
+                mtime_ns: int | None = None) -> Node:
+        """Change permission bits or mtime.  Raises NotFound."""
+        return self.namespace.setattr(user_id, node_id, mode=mode, mtime_ns=mtime_ns)
+
+    def rename(self, user_id: int, parent: int, name: str, new_parent: int, new_name: str, *,
+               replace: bool = True) -> Node:
+        """Move a node (a folder moves as one row change).  Over an existing file, or an
+        empty folder for a folder, it replaces the target in the same transaction.
+
+        Raises NotFound, NotADirectory, AlreadyExists (``replace=False``), NotEmpty,
+        IsADirectory, InvalidArgument (a folder into its own subtree), InvalidName.
+        """
+        return self.namespace.rename(user_id, parent, name, new_parent, new_name,
+                                     replace=replace)
+
+    def unlink(self, user_id: int, parent: int, name: str) -> None:
+        """Remove a file or symlink.  Raises NotFound, NotADirectory, IsADirectory."""
+        self.namespace.unlink(user_id, parent, name)
+
+    def rmdir(self, user_id: int, parent: int, name: str) -> None:
+        """Remove an empty folder.  Raises NotFound, NotEmpty, NotADirectory."""
+        self.namespace.rmdir(user_id, parent, name)

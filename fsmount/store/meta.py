@@ -1,0 +1,186 @@
+"""The metadata backend seam: what the store asks of the database behind it.
+
+A :class:`MetaBackend` hands out one transaction at a time (:meth:`MetaBackend.begin`);
+the transaction (:class:`MetaTx`) is the bottom layer of the store: every read and write of
+the namespace, documents, blobs, uploads, parts and users is one of its named queries,
+answering the rows of :mod:`fsmount.store.rows`.  The store's logic above it
+(:mod:`~fsmount.store.namespace`, :mod:`~fsmount.store.parts`, ...) holds no SQL, so a
+second backend (PostgreSQL, say) is one new module implementing these two protocols; the
+SQLite one is :mod:`fsmount.store.sqlite_meta`.
+
+Contract for an implementation:
+
+* ``begin(write=True)`` takes the write lock of the database at once (no later upgrade);
+  reads inside a transaction see one snapshot.
+* Queries raise the backend's own exceptions; :meth:`MetaBackend.domain_error` maps them to
+  the errors of :mod:`fsmount.errors` (the transaction runner raises what it returns).
+* :meth:`MetaBackend.make_durable` returns once every committed transaction survives a
+  power cut (the store calls it before deleting blob files a commit unreferenced).
+* Numbering: node ids per user from 2 (1 is the root), document ids from 1, never reused.
+
+The store's side effects of a transaction (files to delete after the commit, renames to
+undo on rollback) ride on the transaction object as :class:`TxEffects`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..remote import Document
+from .hooks import HookPoint
+from .rows import (
+    BlobRow,
+    DocumentLife,
+    DocumentRef,
+    NodeRow,
+    PartKey,
+    PartRow,
+    ReadableDocument,
+    SavedPart,
+    Tombstone,
+    UploadKey,
+    UploadRow,
+    UserRow,
+)
+
+__all__ = ["MetaBackend", "MetaTx", "TxEffects"]
+
+
+@dataclass
+class TxEffects:
+    """What the store does around one transaction's commit, and its clock reading.
+
+    ``after_locked`` runs after the commit under the store lock, ``after`` after it without
+    the lock, ``on_rollback`` if the transaction does not commit.
+    """
+
+    now: float
+    after_locked: list[Callable[[], None]] = field(default_factory=list)
+    after: list[Callable[[], None]] = field(default_factory=list)
+    on_rollback: list[Callable[[], None]] = field(default_factory=list)
+    #: Make the commit durable before running ``after`` (it deletes blob files).
+    sync_before_cleanup: bool = False
+    #: Test hook point passed right after the commit, before the files are cleaned up.
+    hook_after: HookPoint | None = None
+
+
+class MetaTx(Protocol):
+    """One open transaction of a metadata backend: named queries on named rows.
+
+    ``user_id`` is the store's user id; an :class:`~fsmount.store.rows.UploadKey` carries
+    the signed 64-bit file id.  Queries for one row answer None when there is none.
+    """
+
+    now: float
+    after_locked: list[Callable[[], None]]
+    after: list[Callable[[], None]]
+    on_rollback: list[Callable[[], None]]
+    sync_before_cleanup: bool
+    hook_after: HookPoint | None
+
+    # --- users ---
+    def user_id_by_name(self, name: str) -> int | None: ...
+    def insert_user(self, name: str, quota_bytes: int, premium: bool) -> int:
+        """A new user without nodes (the caller inserts its root); returns its id."""
+    def user(self, user_id: int) -> UserRow | None: ...
+    def set_user_quota(self, user_id: int, quota_bytes: int) -> None: ...
+    def set_user_premium(self, user_id: int, premium: bool) -> None: ...
+    def allocate_node_id(self, user_id: int, used_delta: int) -> int:
+        """The user's next node id; counts one more node and ``used_delta`` more bytes."""
+    def adjust_usage(self, user_id: int, *, nodes: int = 0, used_bytes: int = 0) -> None: ...
+
+    # --- nodes ---
+    def insert_node(self, user_id: int, node: NodeRow) -> None: ...
+    def node(self, user_id: int, node_id: int) -> NodeRow | None: ...
+    def child(self, user_id: int, parent: int, name: str) -> NodeRow | None: ...
+    def children(self, user_id: int, parent: int, after: str, limit: int) -> list[NodeRow]:
+        """Up to ``limit`` entries of ``parent`` named above ``after``, in name order (the
+        root, its own parent, is among the root's)."""
+    def has_children(self, user_id: int, node_id: int) -> bool: ...
+    def touch_node(self, user_id: int, node_id: int, ns: int) -> None:
+        """Set both mtime and ctime."""
+    def set_node_mode(self, user_id: int, node_id: int, mode: int) -> None: ...
+    def set_node_mtime(self, user_id: int, node_id: int, mtime_ns: int) -> None: ...
+    def set_node_ctime(self, user_id: int, node_id: int, ctime_ns: int) -> None: ...
+    def move_node(self, user_id: int, node_id: int, parent: int, name: str,
+                  ctime_ns: int) -> None: ...
+    def set_node_content(self, user_id: int, node_id: int, size: int, mtime_ns: int,
+                         ctime_ns: int) -> None:
+        """New size and times, and one more version."""
+    def delete_node(self, user_id: int, node_id: int) -> None: ...
+
+    # --- segments (a file's documents, in order) ---
+    def segment_doc_ids(self, user_id: int, node_id: int) -> list[int]: ...
+    def delete_segments(self, user_id: int, node_id: int) -> None: ...
+    def insert_segment(self, user_id: int, node_id: int, idx: int, doc_id: int) -> None: ...
+    def segments(self, user_id: int, node_ids: list[int]) -> dict[int, list[Document]]:
+        """The documents of each of those file nodes, in segment order (none: absent)."""
+    def document_is_linked(self, doc_id: int) -> bool: ...
+
+    # --- documents ---
+    def document(self, doc_id: int) -> Document | None: ...
+    def document_by_hash(self, user_id: int, sha256: str, size: int,
+                         now: float) -> Document | None:
+        """The user's unexpired document of that content, linked ones first, newest first."""
+    def document_life(self, doc_id: int, user_id: int | None = None) -> DocumentLife | None: ...
+    def set_document_expiry(self, doc_id: int, expires_at: float | None) -> None: ...
+    def document_ref(self, doc_id: int) -> DocumentRef | None: ...
+    def expired_documents(self, now: float, limit: int) -> list[int]: ...
+    def next_document_id(self) -> int:
+        """Take the next document id (never reused)."""
+    def insert_document(self, doc: Document, user_id: int, expires_at: float | None) -> None: ...
+    def delete_document(self, doc_id: int, tombstone: Tombstone) -> None:
+        """Delete the document, leaving ``tombstone`` under its id."""
+    def tombstone(self, doc_id: int) -> Tombstone | None: ...
+    def readable_document(self, doc_id: int, blocks: tuple[int, int] | None = None,
+                          crc: bool = False) -> ReadableDocument | None:
+        """The document joined with its blob; with ``blocks`` = (first, count) the slice of
+        its block hashes (fewer at the end), with ``crc`` too that of its CRC32Cs."""
+
+    # --- blobs (by SHA-256) ---
+    def blob_key(self, sha256: str) -> str | None: ...
+    def blob_in_use(self, sha256: str) -> bool:
+        """Whether any document still has that content."""
+    def insert_blob(self, blob: BlobRow) -> None: ...
+    def delete_blob(self, sha256: str) -> None: ...
+    def blob_keys(self) -> set[str]: ...
+
+    # --- uploads and parts ---
+    def upload(self, up: UploadKey) -> UploadRow | None: ...
+    def ensure_upload(self, up: UploadKey, total_parts: int | None) -> None:
+        """Create the upload if needed; a known ``total_parts`` is recorded."""
+    def delete_upload(self, up: UploadKey) -> None:
+        """The upload and all its parts."""
+    def uploads(self) -> list[UploadKey]: ...
+    def upload_has_parts(self, up: UploadKey) -> bool: ...
+    def part_exists(self, up: UploadKey, part: int) -> bool: ...
+    def put_part(self, up: UploadKey, part: PartRow) -> None:
+        """Insert or replace the part's row."""
+    def delete_part(self, up: UploadKey, part: int) -> None: ...
+    def parts(self, up: UploadKey) -> list[PartRow]:
+        """The upload's parts in part order."""
+    def highest_other_parts(self, up: UploadKey, part: int, count: int) -> list[PartRow]:
+        """The ``count`` highest-numbered parts other than ``part``, highest first."""
+    def stale_parts(self, cutoff: float, limit: int) -> list[PartKey]:
+        """Up to ``limit`` parts of any upload saved at or before ``cutoff``."""
+    def stale_upload_parts(self, up: UploadKey, cutoff: float) -> list[int]: ...
+    def all_parts(self) -> list[SavedPart]: ...
+
+
+class MetaBackend(Protocol):
+    """A store's metadata database (see the module docstring for the contract)."""
+
+    def begin(self, now: float, *, write: bool) -> MetaTx:
+        """Open a transaction whose clock reading is ``now``."""
+    def commit(self, tx: MetaTx) -> None: ...
+    def rollback(self, tx: MetaTx) -> None:
+        """Roll back the open transaction, if any; never raises."""
+    def make_durable(self) -> None:
+        """Return once every commit so far survives a power cut."""
+    def init_schema(self, tx: MetaTx) -> None:
+        """Create (or upgrade) the schema inside ``tx``."""
+    def domain_error(self, exc: BaseException) -> BaseException | None:
+        """The :mod:`fsmount.errors` error for a backend exception; None for others."""
+    def close(self) -> None: ...

@@ -1,0 +1,340 @@
+"""The namespace: each user's tree of folders, files and symlinks on stable node ids.
+
+A file is an ordered tuple of documents (its segments).  Every change is one transaction:
+creating a file over an existing one, replacing a file's content and renaming over a target
+are atomic, and the documents a change unlinks are released to their grace period
+(:meth:`fsmount.store.lifetime.Lifetime.release_documents`).  Usage (bytes of files, count
+of nodes) is kept per user as nodes change; growth is checked against the quota.
+"""
+
+from __future__ import annotations
+
+from .. import errors
+from ..remote import ROOT_ID, Document, FileLocation, Listing, Node, NodeKind
+from .hooks import HookPoint, StoreHooks
+from .lifetime import Lifetime
+from .meta import MetaTx
+from .reads import Reads
+from .rows import NodeRow
+from .txn import TxRunner
+from .users import Users
+
+__all__ = ["MAX_LIST_LIMIT", "MAX_NAME_BYTES", "MAX_SYMLINK_BYTES", "Namespace", "check_name"]
+
+MAX_NAME_BYTES = 255
+MAX_SYMLINK_BYTES = 4096
+MAX_LIST_LIMIT = 10_000
+
+
+def check_name(name: str) -> None:
+    """Raises InvalidName unless ``name`` may name a node."""
+    if not isinstance(name, str) or not name:
+        raise errors.InvalidName("empty name")
+    if name in (".", ".."):
+        raise errors.InvalidName(f"{name!r} is reserved")
+    if "/" in name or "\0" in name:
+        raise errors.InvalidName(f"{name!r} contains '/' or NUL")
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise errors.InvalidName(f"{name!r} is not valid UTF-8") from None
+    if len(encoded) > MAX_NAME_BYTES:
+        raise errors.InvalidName(f"name of {len(encoded)} bytes exceeds {MAX_NAME_BYTES}")
+
+
+def _name_ok(name: object) -> bool:
+    try:
+        check_name(name)  # type: ignore[arg-type]
+    except errors.InvalidName:
+        return False
+    return True
+
+
+def _file_size(row: NodeRow) -> int:
+    """What a node counts against its user's bytes (only files do)."""
+    return row.size if row.kind is NodeKind.FILE else 0
+
+
+class Namespace:
+    """The users' trees."""
+
+    def __init__(self, txn: TxRunner, users: Users, reads: Reads, lifetime: Lifetime,
+                 hooks: StoreHooks) -> None:
+        self.txn = txn
+        self.users = users
+        self.reads = reads
+        self.lifetime = lifetime
+        self.hooks = hooks
+
+    # --- rows -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _row(tx: MetaTx, uid: int, node_id: int) -> NodeRow:
+        row = tx.node(uid, node_id)
+        if row is None:
+            raise errors.NotFound(f"no node {node_id}")
+        return row
+
+    def _dir_row(self, tx: MetaTx, uid: int, node_id: int) -> NodeRow:
+        row = self._row(tx, uid, node_id)
+        if row.kind is not NodeKind.DIR:
+            raise errors.NotADirectory(f"node {node_id} is not a folder")
+        return row
+
+    @staticmethod
+    def _with_segments(tx: MetaTx, uid: int, row: NodeRow) -> Node:
+        if row.kind is not NodeKind.FILE:
+            return row.node()
+        segs = tx.segments(uid, [row.id]).get(row.id)
+        return row.node(tuple(segs or ()))
+
+    def _node(self, tx: MetaTx, uid: int, node_id: int) -> Node:
+        return self._with_segments(tx, uid, self._row(tx, uid, node_id))
+
+    def _new_node(self, tx: MetaTx, uid: int, parent: int, name: str, kind: NodeKind,
+                  mode: int, size: int, mtime_ns: int | None, target: str | None = None) -> int:
+        node_id = tx.allocate_node_id(uid, size if kind is NodeKind.FILE else 0)
+        ns = int(tx.now * 1e9)
+        tx.insert_node(uid, NodeRow(node_id, parent, name, kind, mode & 0o7777, size,
+                                    ns if mtime_ns is None else int(mtime_ns), ns, 0, target))
+        return node_id
+
+    @staticmethod
+    def _touch_dir(tx: MetaTx, uid: int, dir_id: int) -> None:
+        tx.touch_node(uid, dir_id, int(tx.now * 1e9))
+
+    def _delete_node(self, tx: MetaTx, uid: int, row: NodeRow) -> None:
+        """Delete a file, symlink or empty folder row and reclaim its content."""
+        docs = tx.segment_doc_ids(uid, row.id)
+        tx.delete_segments(uid, row.id)
+        tx.delete_node(uid, row.id)
+        tx.adjust_usage(uid, nodes=-1, used_bytes=-_file_size(row))
+        self.lifetime.release_documents(tx, docs)
+
+    def _documents_for(self, tx: MetaTx, uid: int, segments: tuple[FileLocation, ...]
+                       ) -> list[tuple[int, int]]:
+        """(doc id, size) of each location; raises FileIdInvalid, FileReferenceExpired."""
+        if not isinstance(segments, tuple | list):
+            raise errors.InvalidArgument("segments must be a tuple of FileLocation")
+        return [(loc.id, self.reads.resolve(tx, uid, loc).size) for loc in segments]
+
+    def _check_quota(self, tx: MetaTx, uid: int, grow: int) -> None:
+        if grow > 0:
+            self.users.check_quota(self.users.row(tx, uid), grow)
+
+    @staticmethod
+    def _set_segments(tx: MetaTx, uid: int, node_id: int, docs: list[tuple[int, int]]) -> None:
+        for idx, (doc_id, _) in enumerate(docs):
+            tx.insert_segment(uid, node_id, idx, doc_id)
+            tx.set_document_expiry(doc_id, None)
+
+    # --- reading --------------------------------------------------------------------------
+
+    def getattr(self, uid: int, node_id: int) -> Node:
+        """Raises NotFound."""
+        with self.txn.run(write=False) as tx:
+            return self._node(tx, uid, node_id)
+
+    def lookup(self, uid: int, parent: int, name: str) -> Node:
+        """Raises NotFound, NotADirectory."""
+        with self.txn.run(write=False) as tx:
+            self._dir_row(tx, uid, parent)
+            if not _name_ok(name):
+                raise errors.NotFound(f"no {name!r} in folder {parent}")
+            row = tx.child(uid, parent, name)
+            if row is None:
+                raise errors.NotFound(f"no {name!r} in folder {parent}")
+            return self._with_segments(tx, uid, row)
+
+    def list_folder(self, uid: int, folder_id: int, after: str | None = None,
+                    limit: int = 1000) -> Listing:
+        """One page of a folder's entries in name order.  Raises NotFound, NotADirectory,
+        InvalidArgument (limit not in 1..10000)."""
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+            raise errors.InvalidArgument(f"limit {limit!r} is not in 1..{MAX_LIST_LIMIT}")
+        with self.txn.run(write=False) as tx:
+            self._dir_row(tx, uid, folder_id)
+            rows = [r for r in tx.children(uid, folder_id, after or "", limit + 1)
+                    if r.id != ROOT_ID]
+            more = len(rows) > limit
+            rows = rows[:limit]
+            segs: dict[int, list[Document]] = tx.segments(
+                uid, [r.id for r in rows if r.kind is NodeKind.FILE])
+            entries = tuple(r.node(tuple(segs.get(r.id) or ())) for r in rows)
+        return Listing(entries=entries, next_after=rows[-1].name if more and rows else None)
+
+    # --- changing -------------------------------------------------------------------------
+
+    def mkdir(self, uid: int, parent: int, name: str, mode: int = 0o755) -> Node:
+        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName."""
+        check_name(name)
+        with self.txn.run() as tx:
+            self._dir_row(tx, uid, parent)
+            if tx.child(uid, parent, name):
+                raise errors.AlreadyExists(f"{name!r} exists in folder {parent}")
+            nid = self._new_node(tx, uid, parent, name, NodeKind.DIR, mode, 0, None)
+            self._touch_dir(tx, uid, parent)
+            return self._node(tx, uid, nid)
+
+    def create_file(self, uid: int, parent: int, name: str,
+                    segments: tuple[FileLocation, ...] = (), *, mode: int = 0o644,
+                    mtime_ns: int | None = None, replace: bool = False) -> Node:
+        """Create a file from documents; with ``replace`` an existing file (or symlink) of
+        that name is replaced in the same transaction (the new file gets a new node id).
+
+        Raises AlreadyExists, IsADirectory, NotFound, NotADirectory, InvalidName,
+        FileIdInvalid, FileReferenceExpired, QuotaExceeded.
+        """
+        check_name(name)
+        with self.txn.run() as tx:
+            self.lifetime.maybe_sweep(tx)
+            self._dir_row(tx, uid, parent)
+            docs = self._documents_for(tx, uid, tuple(segments))
+            size = sum(s for _, s in docs)
+            old = tx.child(uid, parent, name)
+            old_size = 0
+            if old is not None:
+                if old.kind is NodeKind.DIR:
+                    raise errors.IsADirectory(f"{name!r} is a folder")
+                if not replace:
+                    raise errors.AlreadyExists(f"{name!r} exists in folder {parent}")
+                old_size = _file_size(old)
+            self._check_quota(tx, uid, size - old_size)
+            if old is not None:
+                self._delete_node(tx, uid, old)
+            nid = self._new_node(tx, uid, parent, name, NodeKind.FILE, mode, size, mtime_ns)
+            self._set_segments(tx, uid, nid, docs)
+            self._touch_dir(tx, uid, parent)
+            return self._node(tx, uid, nid)
+
+    def set_content(self, uid: int, node_id: int, segments: tuple[FileLocation, ...], *,
+                    mtime_ns: int | None = None) -> Node:
+        """Atomically replace a file's content; bumps its version.
+
+        Raises NotFound, IsADirectory, InvalidArgument (a symlink), FileIdInvalid,
+        FileReferenceExpired, QuotaExceeded.
+        """
+        with self.txn.run() as tx:
+            self.lifetime.maybe_sweep(tx)
+            row = self._row(tx, uid, node_id)
+            if row.kind is NodeKind.DIR:
+                raise errors.IsADirectory(f"node {node_id} is a folder")
+            if row.kind is not NodeKind.FILE:
+                raise errors.InvalidArgument(f"node {node_id} is not a regular file")
+            docs = self._documents_for(tx, uid, tuple(segments))
+            size = sum(s for _, s in docs)
+            self._check_quota(tx, uid, size - row.size)
+            old_docs = tx.segment_doc_ids(uid, node_id)
+            tx.delete_segments(uid, node_id)
+            self._set_segments(tx, uid, node_id, docs)
+            ns = int(tx.now * 1e9)
+            tx.set_node_content(uid, node_id, size, ns if mtime_ns is None else int(mtime_ns), ns)
+            tx.adjust_usage(uid, used_bytes=size - row.size)
+            self.lifetime.release_documents(tx, old_docs)
+            self.hooks.reached(HookPoint.SET_CONTENT_BEFORE_COMMIT)
+            tx.hook_after = HookPoint.SET_CONTENT_AFTER_COMMIT
+            return self._node(tx, uid, node_id)
+
+    def symlink(self, uid: int, parent: int, name: str, target: str) -> Node:
+        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName, InvalidArgument."""
+        check_name(name)
+        if not isinstance(target, str) or not target or "\0" in target:
+            raise errors.InvalidArgument("a symlink target is a non-empty string without NUL")
+        size = len(target.encode("utf-8", "surrogateescape"))
+        if size > MAX_SYMLINK_BYTES:
+            raise errors.InvalidArgument(f"symlink target of {size} bytes is too long")
+        with self.txn.run() as tx:
+            self._dir_row(tx, uid, parent)
+            if tx.child(uid, parent, name):
+                raise errors.AlreadyExists(f"{name!r} exists in folder {parent}")
+            nid = self._new_node(tx, uid, parent, name, NodeKind.SYMLINK, 0o777, size, None,
+                                 target)
+            self._touch_dir(tx, uid, parent)
+            return self._node(tx, uid, nid)
+
+    def setattr(self, uid: int, node_id: int, *, mode: int | None = None,
+                mtime_ns: int | None = None) -> Node:
+        """Change permission bits or mtime.  Raises NotFound."""
+        with self.txn.run() as tx:
+            self._row(tx, uid, node_id)
+            ns = int(tx.now * 1e9)
+            if mode is not None:
+                tx.set_node_mode(uid, node_id, int(mode) & 0o7777)
+            if mtime_ns is not None:
+                tx.set_node_mtime(uid, node_id, int(mtime_ns))
+            tx.set_node_ctime(uid, node_id, ns)
+            return self._node(tx, uid, node_id)
+
+    def rename(self, uid: int, parent: int, name: str, new_parent: int, new_name: str, *,
+               replace: bool = True) -> Node:
+        """Move a node (a folder moves as one row change).  Over an existing file, or an
+        empty folder for a folder, it replaces the target in the same transaction.
+
+        Raises NotFound, NotADirectory, AlreadyExists (``replace=False``), NotEmpty,
+        IsADirectory, InvalidArgument (a folder into its own subtree), InvalidName.
+        """
+        check_name(new_name)
+        with self.txn.run() as tx:
+            self._dir_row(tx, uid, parent)
+            self._dir_row(tx, uid, new_parent)
+            src = tx.child(uid, parent, name) if _name_ok(name) else None
+            if src is None:
+                raise errors.NotFound(f"no {name!r} in folder {parent}")
+            src_is_dir = src.kind is NodeKind.DIR
+            if src_is_dir:
+                # Walk up from the destination: moving a folder below itself would cut the
+                # subtree off the root.
+                cur = new_parent
+                for _ in range(1_000_000):
+                    if cur == src.id:
+                        raise errors.InvalidArgument(f"cannot move folder {name!r} into itself")
+                    if cur == ROOT_ID:
+                        break
+                    cur = self._row(tx, uid, cur).parent
+            dst = tx.child(uid, new_parent, new_name)
+            if dst is not None and dst.id == src.id:
+                return self._node(tx, uid, src.id)
+            if dst is not None:
+                if not replace:
+                    raise errors.AlreadyExists(f"{new_name!r} exists in folder {new_parent}")
+                dst_is_dir = dst.kind is NodeKind.DIR
+                if src_is_dir and not dst_is_dir:
+                    raise errors.NotADirectory(f"{new_name!r} is not a folder")
+                if not src_is_dir and dst_is_dir:
+                    raise errors.IsADirectory(f"{new_name!r} is a folder")
+                if dst_is_dir and tx.has_children(uid, dst.id):
+                    raise errors.NotEmpty(f"folder {new_name!r} is not empty")
+                self._delete_node(tx, uid, dst)
+            tx.move_node(uid, src.id, new_parent, new_name, int(tx.now * 1e9))
+            self._touch_dir(tx, uid, parent)
+            if new_parent != parent:
+                self._touch_dir(tx, uid, new_parent)
+            self.hooks.reached(HookPoint.RENAME_BEFORE_COMMIT)
+            tx.hook_after = HookPoint.RENAME_AFTER_COMMIT
+            return self._node(tx, uid, src.id)
+
+    def unlink(self, uid: int, parent: int, name: str) -> None:
+        """Remove a file or symlink.  Raises NotFound, NotADirectory, IsADirectory."""
+        with self.txn.run() as tx:
+            self._dir_row(tx, uid, parent)
+            row = tx.child(uid, parent, name) if _name_ok(name) else None
+            if row is None:
+                raise errors.NotFound(f"no {name!r} in folder {parent}")
+            if row.kind is NodeKind.DIR:
+                raise errors.IsADirectory(f"{name!r} is a folder")
+            self._delete_node(tx, uid, row)
+            self._touch_dir(tx, uid, parent)
+
+    def rmdir(self, uid: int, parent: int, name: str) -> None:
+        """Remove an empty folder.  Raises NotFound, NotEmpty, NotADirectory."""
+        with self.txn.run() as tx:
+            self._dir_row(tx, uid, parent)
+            row = tx.child(uid, parent, name) if _name_ok(name) else None
+            if row is None:
+                raise errors.NotFound(f"no {name!r} in folder {parent}")
+            if row.kind is not NodeKind.DIR:
+                raise errors.NotADirectory(f"{name!r} is not a folder")
+            if tx.has_children(uid, row.id):
+                raise errors.NotEmpty(f"folder {name!r} is not empty")
+            self._delete_node(tx, uid, row)
+            self._touch_dir(tx, uid, parent)
