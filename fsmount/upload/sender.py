@@ -144,12 +144,14 @@ class PartSender(Generic[P]):
     async def _run(self, on_error: Callable[[Exception], None]) -> None:
         try:
             async for part in self._recv:
-                data = part.data
-                assert data is not None
-                await save_part(self.remote, self.name, part.file_id, part.number, data,
+                assert part.data is not None
+                size = len(part.data)
+                await save_part(self.remote, self.name, part.file_id, part.number, part.data,
                                 small=part.small, total=part.total)
+                # Dropped at once, not when the next part arrives: only retention (if any)
+                # keeps a saved part's bytes.
                 part.data = None
-                self._on_saved(part, len(data))
+                self._on_saved(part, size)
         except Exception as exc:  # noqa: BLE001 - handed to the upload, raised to its writer
             on_error(exc)
 
