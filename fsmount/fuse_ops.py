@@ -23,7 +23,7 @@ import pyfuse3
 import trio
 
 from . import errors
-from .inodes import ATTR_TIMEOUT, DirHandle, FileHandle, HandleTable, NodeCache, WriteState
+from .inodes import ATTR_TIMEOUT, DirHandle, FileHandle, HandleTable, NodeCache
 from .mount import default_cache_dir
 from .reader import (
     DEFAULT_CACHE_BYTES,
@@ -34,6 +34,7 @@ from .reader import (
 )
 from .remote import ROOT_ID, Document, Node, NodeKind, Remote
 from .upload import DEFAULT_WRITE_MEMORY, RetainBudget
+from .writestate import WriteSettings, WriteState, WriteStates
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +164,16 @@ class Operations(pyfuse3.Operations):
         self.cache_dir = cache_dir or default_cache_dir()
         #: Shared by all streaming uploads, so that many writers at once stay bounded.
         self.write_budget = RetainBudget(write_memory)
+        #: Builds every write state (set by start: they run uploads in its nursery).
+        self._write_states: WriteStates | None = None
         self._nursery: trio.Nursery | None = None
         self._reply = _ReplyBuffer()
 
     def start(self, nursery: trio.Nursery) -> None:
         self.cache.start(nursery)
         self._nursery = nursery
+        self._write_states = WriteStates(WriteSettings(
+            self.remote, nursery, cache_dir=self.cache_dir, budget=self.write_budget))
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -380,12 +385,15 @@ class Operations(pyfuse3.Operations):
         self._opened_version[node.id] = version
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=direct)
 
+    def _new_write_state(self, node: Node, *, truncate: bool = False) -> WriteState:
+        if self._write_states is None:
+            raise errors.FsmountError("the filesystem was not started")
+        return self._write_states.open(node, truncate=truncate)
+
     def _writer_for(self, node: Node, *, truncate: bool) -> WriteState:
         state = self.writers.get(node.id)
         if state is None:
-            state = WriteState(self.remote, self._nursery, node, cache_dir=self.cache_dir,
-                               base=() if truncate else None, fetch=None,
-                               budget=self.write_budget)
+            state = self._new_write_state(node, truncate=truncate)
             self.writers[node.id] = state
         state.handles += 1
         return state
@@ -569,7 +577,7 @@ class Operations(pyfuse3.Operations):
             if state is not None:
                 await state.truncate(attr.st_size)
             elif attr.st_size != node.size:
-                state = WriteState(self.remote, self._nursery, node, cache_dir=self.cache_dir)
+                state = self._new_write_state(node)
                 try:
                     await state.truncate(attr.st_size)
                     committed = await state.commit()

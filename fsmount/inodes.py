@@ -9,7 +9,7 @@ Node ids are the inode numbers, so there is no id translation: this module keeps
 * :class:`HandleTable`: open file and directory handles by number;
 * the handle classes themselves: :class:`DirHandle` pages through a folder listing lazily,
   :class:`FileHandle` holds the node as it was when opened (its segments) and the reader,
-  and leaves room for the writer of a file open for writing.
+  and the write state of a file open for writing (:mod:`fsmount.writestate`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
-
-import trio
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from . import errors
 from .reader import FileReader
-from .remote import Document, Listing, Node, Remote
+from .remote import Listing, Node, Remote
+
+if TYPE_CHECKING:
+    from .writestate import WriteState
 
 #: Seconds the kernel (and this cache) may trust attributes and directory entries.
 ATTR_TIMEOUT = 1.0
@@ -186,165 +187,8 @@ class FileHandle:
     node: Node
     reader: FileReader
     flags: int = 0
-    #: The writer of a file open for writing (see fsmount.upload); None while read-only.
-    writer: Any = None
+    #: The content of a file open for writing (see fsmount.writestate); None while read-only.
+    writer: WriteState | None = None
     path_hint: str = "?"
     #: Opened with direct_io (the kernel's page cache bypassed).
     direct: bool = False
-
-
-class WriteState:
-    """The content of a file open for writing, shared by every handle of that inode so that
-    reads from any handle see what was written.
-
-    A file written sequentially from offset 0 streams through a
-    :class:`~fsmount.upload.StreamingUpload`; any other write (seek back, append to existing
-    content, truncate to a non-zero size) moves the content to a
-    :class:`~fsmount.upload.StagingFile` that is uploaded as a whole on commit.
-    :meth:`commit` (close, fsync) finalizes and links the new content atomically.
-    Operations are serialized by ``lock``.
-    """
-
-    def __init__(self, remote: Remote, nursery: Any, node: Node, *, cache_dir: str,
-                 base: tuple[Document, ...] | None = None, parallel: int = 4,
-                 fetch: Callable[[int, int], Any] | None = None,
-                 budget: Any = None) -> None:
-        self.remote = remote
-        self.nursery = nursery
-        self.node_id = node.id
-        self.name = node.name
-        self.cache_dir = cache_dir
-        self.parallel = parallel
-        self.fetch = fetch
-        #: The mount's RetainBudget for streaming uploads (None: each upload its own).
-        self.budget = budget
-        #: Content the new bytes build on (None: the file starts empty, e.g. O_TRUNC).
-        self.base: tuple[Document, ...] = node.segments if base is None else base
-        self.size = sum(d.size for d in self.base)
-        self.upload: Any = None  # StreamingUpload
-        self.staging: Any = None  # StagingFile
-        self.dirty = base is not None and base != node.segments
-        self.mtime_ns: int | None = None  #: set by utimes while open; used at commit
-        self.handles = 0
-        #: Handles of this writer opened with direct_io (see fsmount.fuse_ops.Operations._file_handle).
-        self.direct_handles = 0
-        self.lock = trio.Lock()
-
-    async def _to_staging(self) -> Any:
-        from .upload import StagingFile
-
-        if self.staging is None:
-            if self.upload is not None:
-                self.staging = await self.upload.into_staging(self.cache_dir)
-                self.upload = None
-            else:
-                self.staging = await StagingFile.create(self.cache_dir, self.remote, self.base,
-                                                        fetch=self.fetch)
-        return self.staging
-
-    async def write(self, offset: int, data: bytes) -> int:
-        """Raises the upload's errors, OSError from the staging file."""
-        from .upload import STREAM_SEGMENT_PARTS, StreamingUpload
-
-        async with self.lock:
-            if self.staging is None and offset == self.size and (
-                    self.upload is not None or self.size == 0):
-                if self.upload is None:
-                    self.upload = await StreamingUpload.open(
-                        self.nursery, self.remote, self.name, parallel=self.parallel,
-                        spill_dir=self.cache_dir, budget=self.budget,
-                        segment_parts=STREAM_SEGMENT_PARTS)
-                await self.upload.write(data)
-            else:
-                staging = await self._to_staging()
-                await staging.pwrite(offset, data)
-            self.size = max(self.size, offset + len(data))
-            self.dirty = True
-            return len(data)
-
-    async def defer_mtime(self, mtime_ns: int) -> bool:
-        """Keep ``mtime_ns`` for the commit if content is pending (the commit links the
-        content with that mtime, so the store needs no separate setattr); False when nothing
-        is pending, and the caller must set it on the store.  Under the lock, so that a
-        commit in progress either takes this mtime or has finished before it is checked."""
-        async with self.lock:
-            if not self.dirty:
-                return False
-            self.mtime_ns = mtime_ns
-            return True
-
-    async def read(self, offset: int, size: int) -> tuple[bytes | None, tuple[Document, ...]]:
-        """What a reader of the open file sees: the written bytes, or ``(None, base)`` when
-        the content is exactly the documents ``base`` (read those through the chunk cache).
-        Waits for a write, truncate or commit in progress, so a read never sees a commit
-        half done."""
-        async with self.lock:
-            if self.staging is not None:
-                return bytes(await self.staging.pread(offset, size)), self.base
-            if self.upload is not None:
-                return bytes(await self.upload.read(offset, size)), self.base
-            if self.dirty:
-                return b"", self.base  # truncated to 0, nothing written yet
-            return None, self.base
-
-    @property
-    def reads_from_base(self) -> bool:
-        """True while the content is still exactly ``base`` (reads go to the chunk cache)."""
-        return self.staging is None and self.upload is None and not self.dirty
-
-    async def truncate(self, size: int) -> None:
-        async with self.lock:
-            if size == self.size:
-                return
-            if size == 0:
-                await self.discard()
-                self.base = ()
-                self.size = 0
-                self.dirty = True
-                return
-            staging = await self._to_staging()
-            await staging.truncate(size)
-            self.size = size
-            self.dirty = True
-
-    async def commit(self) -> Node | None:
-        """Upload what is pending and link it as the file's content; None if nothing was
-        pending.  Raises the upload's errors and the remote's (NotFound if the file is gone).
-        """
-        async with self.lock:
-            if not self.dirty:
-                return None
-            if self.staging is not None:
-                docs = await self.staging.upload(self.name, parallel=self.parallel)
-            elif self.upload is not None:
-                up, self.upload = self.upload, None
-                try:
-                    docs = await up.finish()
-                except BaseException:
-                    # The written bytes are gone with the upload: the file keeps its old
-                    # content, and this close reports the error.
-                    self.size = sum(d.size for d in self.base)
-                    self.dirty = False
-                    raise
-            else:
-                docs = self.base
-            mtime = self.mtime_ns if self.mtime_ns is not None else time.time_ns()
-            node = await self.remote.set_content(self.node_id, tuple(d.location for d in docs),
-                                                 mtime_ns=mtime)
-            self.base = tuple(node.segments)
-            self.size = node.size
-            self.dirty = False
-            self.mtime_ns = None
-            if self.staging is not None:
-                await self.staging.aclose()
-                self.staging = None
-            return node
-
-    async def discard(self) -> None:
-        """Drop pending content (the upload is aborted, the staging file deleted)."""
-        if self.upload is not None:
-            await self.upload.abort()
-            self.upload = None
-        if self.staging is not None:
-            await self.staging.aclose()
-            self.staging = None

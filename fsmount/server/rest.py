@@ -8,8 +8,12 @@ the store behind the protocol's back:
   bytes into 512 KiB protocol parts, use ``saveFilePart`` + ``inputFile`` (with MD5) for
   uploads of at most 10 MB and ``saveBigFilePart`` + ``inputFileBig`` above, and split a
   file larger than one upload may hold (the user's max parts x 512 KiB) into several
-  uploads, the segments of one file.  Uploading a name that exists makes a new version of
-  that file: same id, content replaced atomically (``set_content``).
+  uploads, the segments of one file, balanced to about the same number of parts.  The
+  cutting is the write path's segment policy (:mod:`fsmount.upload.policy`); a multipart
+  body goes through the same uploader as ``fsmount put`` (:func:`fsmount.upload.upload_file`),
+  a session's parts through its part sender (:mod:`fsmount.upload.sender`).  Uploading a
+  name that exists makes a new version of that file: same id, content replaced atomically
+  (``set_content``).
 * Downloads read 1 MiB ``getFile`` windows and stream them; ``Range`` gives 206.
 * File ids are ``fil_<user>_<node>`` and folder ids ``fld_<user>_<node>`` (``root`` is the
   caller's root folder).  Another user's file is visible only with the ``share-secret`` of
@@ -55,9 +59,10 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from .. import errors
-from ..nursery import open_nursery
 from ..protocol import MAX_PART_SIZE, WINDOW
 from ..remote import ROOT_ID, Document, InputFile, InputFileBig, Node, NodeKind, Remote, UserConfig
+from ..upload import policy, sender
+from ..upload.files import upload_file as upload_body
 from . import thumbnails, wire
 from .app import ServerState, UserCtx, error_answer
 
@@ -348,23 +353,12 @@ async def content_response(request: Request, remote: Remote, node: Node) -> Resp
 
 
 def plan_segments(size: int, cfg: UserConfig) -> list[dict[str, Any]]:
-    """Split ``size`` bytes into uploads of at most ``max_parts`` 512 KiB parts, balanced so
-    that every segment has about the same number of parts."""
-    if size == 0:
-        return []
-    pieces = math.ceil(size / PIECE)
-    nseg = math.ceil(pieces / cfg.max_parts)
-    per = math.ceil(pieces / nseg)
-    out = []
-    first = 0
-    while first < pieces:
-        count = min(per, pieces - first)
-        seg_size = min(size, (first + count) * PIECE) - first * PIECE
-        out.append({"first": first, "count": count, "size": seg_size,
-                    "big": seg_size > cfg.big_file_threshold,
-                    "file_id": secrets.randbits(63) or 1})
-        first += count
-    return out
+    """A resumable session's segments as the session stores them (JSON): the segment
+    policy's balanced plan (:func:`fsmount.upload.policy.plan_segments`), each segment with
+    a new file id."""
+    return [{"first": seg.first_part, "count": seg.parts, "size": seg.size, "big": seg.big,
+             "file_id": sender.new_file_id()}
+            for seg in policy.plan_segments(size, cfg.max_parts, cfg.big_file_threshold)]
 
 
 def segment_of(plan: list[dict[str, Any]], piece: int) -> dict[str, Any]:
@@ -375,46 +369,35 @@ def segment_of(plan: list[dict[str, Any]], piece: int) -> dict[str, Any]:
 
 
 async def finalize_segment(remote: Remote, seg: dict[str, Any], name: str,
-                           get_piece: Callable[[int], Awaitable[bytes]] | None) -> Document:
-    """Upload (small segments: in order, with MD5) and finalize one segment.
+                           get_piece: Callable[[int], Awaitable[bytes]]) -> Document:
+    """Upload (small segments: in order, with MD5) and finalize one segment of a session.
 
     For a big segment the parts must already be in the store; ``get_piece`` is then unused.
+    A part the store reports missing is not sent again here: its chunk is the client's to
+    send again.
+
+    Raises:
+        FilePartMissing: a part of the segment expired in the store.
+        FsmountError: whatever the store's calls raise.
     """
     if seg["big"]:
-        return await remote.upload_media(InputFileBig(seg["file_id"], seg["count"], name))
-    assert get_piece is not None
-    md5 = hashlib.md5()
-    for i in range(seg["count"]):
-        data = await get_piece(seg["first"] + i)
-        md5.update(data)
-        await remote.save_file_part(seg["file_id"], i, data)
-    return await remote.upload_media(InputFile(seg["file_id"], seg["count"], name, md5.hexdigest()))
+        final: InputFile | InputFileBig = InputFileBig(seg["file_id"], seg["count"], name)
+    else:
+        md5 = hashlib.md5()
+        for i in range(seg["count"]):
+            data = await get_piece(seg["first"] + i)
+            md5.update(data)
+            await sender.save_part(remote, name, seg["file_id"], i, data, small=True,
+                                   total=seg["count"])
+        final = InputFile(seg["file_id"], seg["count"], name, md5.hexdigest())
+    return await sender.finalize_segment(remote, final, name=name, index=0, resend=None)
 
 
-async def save_big_piece(remote: Remote, seg: dict[str, Any], piece: int, data: bytes) -> None:
-    await remote.save_big_file_part(seg["file_id"], piece - seg["first"], seg["count"], data)
-
-
-async def upload_stream(remote: Remote, size: int, name: str,
-                        get_piece: Callable[[int], Awaitable[bytes]]) -> tuple[Document, ...]:
-    """Upload ``size`` bytes, read piece by piece, as one file's segments."""
-    cfg = await remote.get_config()
-    plan = plan_segments(size, cfg)
-    docs = []
-    for seg in plan:
-        if seg["big"]:
-            todo = iter(range(seg["first"], seg["first"] + seg["count"]))
-
-            async def worker(seg: dict[str, Any] = seg, todo: Any = todo) -> None:
-                # Workers share one iterator: at most PARALLEL_PARTS pieces in memory.
-                for piece in todo:
-                    await save_big_piece(remote, seg, piece, await get_piece(piece))
-
-            async with open_nursery() as nursery:
-                for _ in range(PARALLEL_PARTS):
-                    nursery.start_soon(worker)
-        docs.append(await finalize_segment(remote, seg, name, get_piece))
-    return tuple(docs)
+async def save_big_piece(remote: Remote, seg: dict[str, Any], piece: int, data: bytes,
+                         name: str) -> None:
+    """Save file piece ``piece`` as a part of its (big) segment, the part count known."""
+    await sender.save_part(remote, name, seg["file_id"], piece - seg["first"], data,
+                           small=False, total=seg["count"])
 
 
 # --- metadata shapes ---------------------------------------------------------------------------
@@ -509,14 +492,13 @@ def build_rest_app(st: ServerState) -> Starlette:
             folder = await resolver.folder(request, fid if isinstance(fid, str) else None)
             name = os.path.basename(up.filename or "") or "upload"
             size = up.size if up.size is not None else 0
-            lock = trio.Lock()
-
-            async def get_piece(i: int) -> bytes:
-                async with lock:
-                    await up.seek(i * PIECE)
-                    return await up.read(PIECE)
-
-            docs = await upload_stream(user.remote, size, name, get_piece)
+            cfg = await user.remote.get_config()
+            # The spooled body goes through the uploader, cut into balanced segments as a
+            # resumable session of that size would be; parts the store loses are re-read.
+            await up.seek(0)
+            docs = await upload_body(
+                user.remote, up.file, name, parallel=PARALLEL_PARTS, config=cfg,
+                segment_parts=policy.balanced_segment_parts(size, cfg.max_parts))
             out = await link_file(st, request, folder, name, docs,
                                   truthy(request.headers.get("restrict-access")))
             return JSONResponse(out, status_code=201)
@@ -695,19 +677,11 @@ def build_rest_app(st: ServerState) -> Starlette:
             data = bytes(buf[i * PIECE:(i + 1) * PIECE])
             seg = segment_of(state["plan"], piece)
             if seg["big"]:
-                await save_big_piece(user.remote, seg, piece, data)
+                await save_big_piece(user.remote, seg, piece, data, state["name"])
             else:
                 await trio.to_thread.run_sync(_write_piece, sdir, piece, data)
 
-        async with open_nursery() as nursery:
-            limiter = trio.Semaphore(PARALLEL_PARTS)
-
-            async def limited(i: int) -> None:
-                async with limiter:
-                    await one(i)
-
-            for i in range(count):
-                nursery.start_soon(limited, i)
+        await sender.send_parts(range(count), one, PARALLEL_PARTS)
         # Reload: other chunks may have arrived while this one was being saved.
         upload_id, state = load_session(request)
         if n not in state["received"]:

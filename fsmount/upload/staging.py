@@ -1,0 +1,249 @@
+"""Staging files: a file's content in a sparse local file, for writes at any offset.
+
+A file written anywhere but sequentially from 0 (seek back, read-write open of an existing
+file, append, truncate) cannot stream: its content is held in a sparse, unlinked file in the
+cache directory (nothing is left behind if the process dies) that fetches the old content
+lazily, one 1 MiB window at a time (verified, see :mod:`fsmount.upload.readback`), and is
+uploaded again as a whole by :meth:`StagingFile.upload`, through the same streaming uploader
+as everything else (re-reading the local file for any part the store loses, so nothing is
+retained).  Windows a write covers entirely are never fetched.  One lock serializes all
+operations on a staging file; an upload holds it, so writes wait for the upload.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from .. import errors, protocol
+from ..nursery import open_nursery
+from ..remote import Document, Remote, UserConfig
+from .readback import read_segments
+from .sender import DEFAULT_PARALLEL
+from .spill import pwrite_all
+from .streaming import ProgressFn, upload_reader
+
+#: Content is fetched (staging) and read back in windows of this size.
+WINDOW = protocol.WINDOW
+
+#: ``await fetch(offset, size) -> bytes`` of a file's old content (staging).
+FetchFn = Callable[[int, int], Awaitable[bytes]]
+
+
+class StagingFile:
+    """A file's content in a sparse local file, for writes at any offset.
+
+    Old content (``segments``) is fetched lazily, one 1 MiB window the first time it is read
+    or partly overwritten; windows that a write covers entirely are never fetched.  Holes
+    (writes past the end, truncate up) read as zeros.  All operations on one staging file
+    are serialized by a lock; :meth:`upload` holds it, so writes wait for an upload.
+    """
+
+    def __init__(
+        self,
+        fd: int,
+        remote: Remote,
+        segments: tuple[Document, ...],
+        fetch: FetchFn | None,
+        cache_dir: str,
+    ) -> None:
+        self._fd = fd
+        self.remote = remote
+        self.cache_dir = cache_dir
+        self._segments = segments
+        self._fetch_fn = fetch
+        #: Bytes of old content still relevant (shrinks when truncated below it).
+        self._orig = sum(d.size for d in segments)
+        self._fetched: set[int] = set()
+        self.size = self._orig
+        #: True once the content differs from what was last uploaded (or created from).
+        self.dirty = False
+        self._lock = trio.Lock()
+
+    @classmethod
+    async def create(
+        cls,
+        cache_dir: str | os.PathLike[str],
+        remote: Remote,
+        segments: tuple[Document, ...] = (),
+        *,
+        fetch: FetchFn | None = None,
+    ) -> StagingFile:
+        """A staging file in ``cache_dir`` whose content is the concatenation of ``segments``.
+
+        ``fetch(offset, size)`` reads old content (default: :func:`read_segments`, verified).
+
+        Raises:
+            OSError: the cache directory cannot be created or written.
+        """
+        cache = os.fspath(cache_dir)
+
+        def make() -> int:
+            os.makedirs(cache, exist_ok=True)
+            fd, path = tempfile.mkstemp(dir=cache, prefix="fsmount-staging-")
+            # Unlinked at once: nothing is left behind if the process dies.
+            os.unlink(path)
+            return fd
+
+        fd = await trio.to_thread.run_sync(make)
+        sf = cls(fd, remote, tuple(segments), fetch, cache)
+        try:
+            await trio.to_thread.run_sync(os.ftruncate, fd, sf._orig)
+        except BaseException:
+            os.close(fd)
+            raise
+        return sf
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def _check(self) -> None:
+        if self._fd < 0:
+            raise ValueError("staging file is closed")
+
+    async def _read_old(self, offset: int, size: int) -> bytes:
+        if self._fetch_fn is not None:
+            return await self._fetch_fn(offset, size)
+        return await read_segments(self.remote, self._segments, offset, size)
+
+    async def _ensure(self, start: int, end: int, *, skip_covered: bool = False) -> None:
+        """Fetch the old content of windows overlapping ``[start, end)`` (lock held).
+
+        With ``skip_covered``, windows lying entirely inside ``[start, end)`` are only
+        marked as present: the caller is about to overwrite them.
+        """
+        end = min(end, self._orig)
+        if start >= end:
+            return
+        for w in range(start // WINDOW, math.ceil(end / WINDOW)):
+            if w in self._fetched:
+                continue
+            lo = w * WINDOW
+            hi = min(lo + WINDOW, self._orig)
+            if skip_covered and start <= lo and hi <= end:
+                self._fetched.add(w)
+                continue
+            data = await self._read_old(lo, hi - lo)
+            if len(data) != hi - lo:
+                raise errors.ChecksumMismatch(
+                    f"old content at {lo}: got {len(data)} bytes, expected {hi - lo}"
+                )
+            await trio.to_thread.run_sync(os.pwrite, self._fd, data, lo)
+            self._fetched.add(w)
+
+    async def pread(self, offset: int, size: int) -> bytes:
+        """Read up to ``size`` bytes at ``offset`` (short at the end).
+
+        Raises:
+            FsmountError: fetching old content failed.
+            OSError: the local file could not be read.
+        """
+        if offset < 0 or size < 0:
+            raise errors.InvalidArgument("negative offset or size")
+        async with self._lock:
+            self._check()
+            end = min(offset + size, self.size)
+            if offset >= end:
+                return b""
+            await self._ensure(offset, end)
+            return await trio.to_thread.run_sync(os.pread, self._fd, end - offset, offset)
+
+    async def pwrite(self, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset``; a gap after the old end reads as zeros.
+
+        Raises:
+            FsmountError: fetching old content of a partly overwritten window failed.
+            OSError: the local file could not be written (e.g. ENOSPC in the cache dir).
+        """
+        if offset < 0:
+            raise errors.InvalidArgument("negative offset")
+        if not data:
+            return 0
+        async with self._lock:
+            self._check()
+            end = offset + len(data)
+            await self._ensure(offset, end, skip_covered=True)
+            written = await trio.to_thread.run_sync(pwrite_all, self._fd, data, offset)
+            self.size = max(self.size, end)
+            self.dirty = True
+            return written
+
+    async def truncate(self, size: int) -> None:
+        """Set the size; bytes past a shrink are gone, growth reads as zeros.
+
+        Raises:
+            InvalidArgument: ``size`` is negative.
+            OSError: the local file could not be truncated.
+        """
+        if size < 0:
+            raise errors.InvalidArgument("negative size")
+        async with self._lock:
+            self._check()
+            if size == self.size:
+                return
+            # Old content past the new size may never come back: a later growth is zeros.
+            self._orig = min(self._orig, size)
+            await trio.to_thread.run_sync(os.ftruncate, self._fd, size)
+            self.size = size
+            self.dirty = True
+
+    async def upload(
+        self,
+        name: str,
+        *,
+        parallel: int = DEFAULT_PARALLEL,
+        config: UserConfig | None = None,
+        progress: ProgressFn | None = None,
+    ) -> tuple[Document, ...]:
+        """Upload the whole current content and return its segments (``()`` if empty).
+
+        Old content that was never fetched is fetched first.  Clears :attr:`dirty`.
+
+        Raises:
+            FsmountError: fetching or uploading failed.
+            OSError: the local file could not be read.
+        """
+        async with self._lock:
+            self._check()
+            await self._ensure_all(parallel)
+            fd = self._fd
+            docs = await upload_reader(
+                self.remote,
+                lambda off, n: os.pread(fd, n, off),
+                self.size,
+                name,
+                parallel=parallel,
+                config=config,
+                progress=progress,
+                spill_dir=self.cache_dir,
+            )
+            self.dirty = False
+            return docs
+
+    async def _ensure_all(self, parallel: int) -> None:
+        missing = [w for w in range(math.ceil(self._orig / WINDOW)) if w not in self._fetched]
+        if not missing:
+            return
+        limiter = trio.CapacityLimiter(parallel)
+
+        async def one(w: int) -> None:
+            async with limiter:
+                await self._ensure(w * WINDOW, (w + 1) * WINDOW)
+
+        async with open_nursery() as n:
+            for w in missing:
+                n.start_soon(one, w)
+
+    async def aclose(self) -> None:
+        """Delete the local file.  Idempotent."""
+        async with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+

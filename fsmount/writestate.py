@@ -1,0 +1,301 @@
+"""The content of a file open for writing: one typed mode at a time, each change a method.
+
+A :class:`WriteState` is shared by every handle of one inode (so reads from any handle see
+what was written) and is in exactly one *mode*, each a type of its own (as mountpoint-s3's
+``fs/handles.rs`` gives a handle's upload state one enum variant per state):
+
+* :class:`Unchanged`: the content is exactly the documents ``base``; reads go through the
+  chunk cache and a commit has nothing to do;
+* :class:`Emptied`: truncated to 0 (or opened with ``O_TRUNC``) and nothing written since;
+  a commit links the empty content;
+* :class:`Streaming`: written sequentially from offset 0, uploaded while it grows by a
+  :class:`~fsmount.upload.StreamingUpload`;
+* :class:`Staging`: written anywhere else (seek back, append to existing content, truncate
+  to a non-zero size), held in a :class:`~fsmount.upload.StagingFile` and uploaded as a
+  whole on commit.
+
+A future write-back journal (issue 15) is one more mode here: a ``Journaled`` type holding
+the journal, entered from :meth:`WriteState.write` instead of :class:`Streaming`, committed
+by :meth:`WriteState.commit` like the others.
+
+The transitions: a write at the end of an empty :class:`Unchanged` or :class:`Emptied`
+content starts :class:`Streaming`; any other write, or a truncate to a non-zero size, moves
+the content to :class:`Staging` (a streaming upload hands over what it has); a truncate to 0
+goes to :class:`Emptied`, dropping what was pending; :meth:`WriteState.commit` (close, fsync)
+finalizes and links the content atomically and goes back to :class:`Unchanged`;
+:meth:`WriteState.discard` drops pending content.  Operations are serialized by one lock.
+
+:class:`WriteStates` is the one factory the FUSE adapter builds write states with: it holds
+what every write state of a mount shares (remote, nursery, cache directory, memory budget).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import trio
+
+from .remote import Document, Node, Remote
+from .upload import (
+    DEFAULT_PARALLEL,
+    STREAM_SEGMENT_PARTS,
+    RetainBudget,
+    StagingFile,
+    StreamingUpload,
+)
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """The content is exactly ``base``: nothing pending."""
+
+    #: Whether the content differs from what the store links (False: nothing to commit).
+    dirty = False
+
+
+@dataclass(frozen=True)
+class Emptied:
+    """Truncated to 0 with nothing written since: the empty content waits to be linked."""
+
+    dirty = True
+
+
+@dataclass(eq=False)
+class Streaming:
+    """Written sequentially from 0, streaming to the store."""
+
+    upload: StreamingUpload
+    #: Whether a commit is due: False only while no write into it has succeeded yet and
+    #: the content it started from was linked already.
+    dirty: bool = False
+
+
+@dataclass(eq=False)
+class Staging:
+    """Held in a local staging file, uploaded as a whole on commit."""
+
+    staging: StagingFile
+    #: Whether a commit is due: False only while no change to it has succeeded yet and
+    #: the content it started from was linked already.
+    dirty: bool = False
+
+
+#: The modes of a file open for writing (a write-back journal would be one more).
+Mode = Unchanged | Emptied | Streaming | Staging
+
+
+@dataclass(frozen=True)
+class WriteSettings:
+    """What every write state of one mount shares."""
+
+    remote: Remote
+    nursery: trio.Nursery
+    cache_dir: str
+    #: The mount's budget for the retained parts of all its streaming uploads.
+    budget: RetainBudget
+    parallel: int = DEFAULT_PARALLEL
+
+
+class WriteState:
+    """The content of a file open for writing, shared by every handle of that inode.
+
+    Build with :meth:`WriteStates.open`.  :attr:`mode` says where the content is.
+    """
+
+    def __init__(self, settings: WriteSettings, node: Node, *, truncate: bool) -> None:
+        self._settings = settings
+        self.remote = settings.remote
+        self.node_id = node.id
+        self.name = node.name
+        #: Content the new bytes build on (the documents the store links, or () after a
+        #: truncate to 0).
+        self.base: tuple[Document, ...] = () if truncate else node.segments
+        self.size = sum(d.size for d in self.base)
+        self.mode: Mode = Emptied() if truncate and node.segments else Unchanged()
+        #: Set by utimes while content is pending; linked with it at commit.
+        self.mtime_ns: int | None = None
+        self.handles = 0
+        #: Handles of this writer opened with direct_io (see
+        #: fsmount.fuse_ops.Operations._file_handle).
+        self.direct_handles = 0
+        self.lock = trio.Lock()
+
+    @property
+    def dirty(self) -> bool:
+        """True while the content differs from what the store links (a commit is due)."""
+        return self.mode.dirty
+
+    @property
+    def reads_from_base(self) -> bool:
+        """True while the content is still exactly ``base`` (reads go to the chunk cache)."""
+        return isinstance(self.mode, Unchanged)
+
+    # -- transitions (lock held) -------------------------------------------------------
+
+    async def _start_streaming(self) -> Streaming:
+        s = self._settings
+        upload = await StreamingUpload.open(
+            s.nursery, s.remote, self.name, parallel=s.parallel, spill_dir=s.cache_dir,
+            budget=s.budget, segment_parts=STREAM_SEGMENT_PARTS)
+        mode = Streaming(upload, dirty=self.mode.dirty)
+        self.mode = mode
+        return mode
+
+    async def _to_staging(self) -> Staging:
+        mode = self.mode
+        if isinstance(mode, Staging):
+            return mode
+        if isinstance(mode, Streaming):
+            staging = await mode.upload.into_staging(self._settings.cache_dir)
+        else:
+            staging = await StagingFile.create(self._settings.cache_dir, self.remote, self.base)
+        new = Staging(staging, dirty=mode.dirty)
+        self.mode = new
+        return new
+
+    async def _drop_pending(self) -> None:
+        mode = self.mode
+        if isinstance(mode, Streaming):
+            await mode.upload.abort()
+        elif isinstance(mode, Staging):
+            await mode.staging.aclose()
+
+    # -- operations --------------------------------------------------------------------
+
+    async def write(self, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset``; returns its length.
+
+        Raises:
+            FsmountError: the streaming upload failed, or fetching old content did.
+            OSError: the staging file could not be written.
+        """
+        async with self.lock:
+            mode = self.mode
+            if isinstance(mode, Streaming) and offset == self.size:
+                await mode.upload.write(data)
+                mode.dirty = True
+            elif isinstance(mode, Unchanged | Emptied) and offset == self.size == 0:
+                streaming = await self._start_streaming()
+                await streaming.upload.write(data)
+                streaming.dirty = True
+            else:
+                staging = await self._to_staging()
+                await staging.staging.pwrite(offset, data)
+                staging.dirty = True
+            self.size = max(self.size, offset + len(data))
+            return len(data)
+
+    async def defer_mtime(self, mtime_ns: int) -> bool:
+        """Keep ``mtime_ns`` for the commit if content is pending (the commit links the
+        content with that mtime, so the store needs no separate setattr); False when nothing
+        is pending, and the caller must set it on the store.  Under the lock, so that a
+        commit in progress either takes this mtime or has finished before it is checked."""
+        async with self.lock:
+            if not self.dirty:
+                return False
+            self.mtime_ns = mtime_ns
+            return True
+
+    async def read(self, offset: int, size: int) -> tuple[bytes | None, tuple[Document, ...]]:
+        """What a reader of the open file sees: the written bytes, or ``(None, base)`` when
+        the content is exactly the documents ``base`` (read those through the chunk cache).
+        Waits for a write, truncate or commit in progress, so a read never sees a commit
+        half done.
+
+        Raises:
+            FsmountError: reading back from the upload or the staging file failed.
+            OSError: the staging file could not be read.
+        """
+        async with self.lock:
+            mode = self.mode
+            if isinstance(mode, Staging):
+                return bytes(await mode.staging.pread(offset, size)), self.base
+            if isinstance(mode, Streaming):
+                return bytes(await mode.upload.read(offset, size)), self.base
+            if isinstance(mode, Emptied):
+                return b"", self.base  # truncated to 0, nothing written yet
+            return None, self.base
+
+    async def truncate(self, size: int) -> None:
+        """Set the size: 0 drops pending content, anything else goes through staging.
+
+        Raises:
+            InvalidArgument: ``size`` is negative.
+            FsmountError, OSError: moving the content to staging failed.
+        """
+        async with self.lock:
+            if size == self.size:
+                return
+            if size == 0:
+                await self._drop_pending()
+                self.base = ()
+                self.size = 0
+                self.mode = Emptied()
+                return
+            staging = await self._to_staging()
+            await staging.staging.truncate(size)
+            staging.dirty = True
+            self.size = size
+
+    async def commit(self) -> Node | None:
+        """Upload what is pending and link it as the file's content; None if nothing was
+        pending.
+
+        Raises:
+            FsmountError: the upload's errors and the remote's (NotFound if the file is
+                gone).
+            OSError: the staging file could not be read.
+        """
+        async with self.lock:
+            mode = self.mode
+            if not mode.dirty:
+                return None
+            if isinstance(mode, Staging):
+                docs = await mode.staging.upload(self.name, parallel=self._settings.parallel)
+            elif isinstance(mode, Streaming):
+                # The upload is consumed whatever happens: afterwards the content is what
+                # it links (or, if the link fails, the empty rest of ``base``).
+                self.mode = Emptied()
+                try:
+                    docs = await mode.upload.finish()
+                except BaseException:
+                    # The written bytes are gone with the upload: the file keeps its old
+                    # content, and this close reports the error.
+                    self.size = sum(d.size for d in self.base)
+                    self.mode = Unchanged()
+                    raise
+            else:
+                docs = self.base
+            mtime = self.mtime_ns if self.mtime_ns is not None else time.time_ns()
+            node = await self.remote.set_content(self.node_id, tuple(d.location for d in docs),
+                                                 mtime_ns=mtime)
+            self.base = tuple(node.segments)
+            self.size = node.size
+            self.mtime_ns = None
+            if isinstance(mode, Staging):
+                await mode.staging.aclose()
+            self.mode = Unchanged()
+            return node
+
+    async def discard(self) -> None:
+        """Drop pending content (the upload is aborted, the staging file deleted).
+
+        Raises:
+            OSError: closing the staging file failed.
+        """
+        await self._drop_pending()
+        if isinstance(self.mode, Streaming | Staging):
+            self.mode = Unchanged() if not self.mode.dirty else Emptied()
+
+
+class WriteStates:
+    """The one factory of a mount's write states."""
+
+    def __init__(self, settings: WriteSettings) -> None:
+        self.settings = settings
+
+    def open(self, node: Node, *, truncate: bool = False) -> WriteState:
+        """A write state for ``node``: its content as the store has it, or (``truncate``)
+        empty, to be linked as such at commit."""
+        return WriteState(self.settings, node, truncate=truncate)
