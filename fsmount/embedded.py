@@ -186,6 +186,13 @@ class EmbeddedRemote:
             mtime_ns=mtime_ns, replace=replace,
         )
 
+    async def put_file(self, parent: int, name: str, data: bytes, *, md5_checksum: str,
+                       mode: int = 0o644, mtime_ns: int | None = None,
+                       replace: bool = True) -> Node:
+        return await self._run(self.store.put_file, parent, name, data,
+                               md5_checksum=md5_checksum, mode=mode, mtime_ns=mtime_ns,
+                               replace=replace)
+
     async def set_content(
         self, node_id: int, segments: tuple[FileLocation, ...], *, mtime_ns: int | None = None
     ) -> Node:

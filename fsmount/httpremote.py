@@ -627,6 +627,16 @@ class HttpRemote:
             "parent": parent, "name": name, "segments": [wire.location_to_json(s) for s in segments],
             "mode": mode, "mtime_ns": mtime_ns, "replace": replace}))
 
+    async def put_file(self, parent: int, name: str, data: bytes, *, md5_checksum: str,
+                       mode: int = 0o644, mtime_ns: int | None = None,
+                       replace: bool = True) -> Node:
+        # The metadata pool: a small file is one short request, and a burst of them (tar x)
+        # should not queue behind 1 MiB bodies.
+        return wire.node_from_json(await self._json("putFile", http="POST", body=bytes(data),
+                                                    idempotent_key=True, query={
+            "parent": parent, "name": name, "md5_checksum": md5_checksum, "mode": mode,
+            "mtime_ns": mtime_ns, "replace": replace}))
+
     async def set_content(self, node_id: int, segments: tuple[FileLocation, ...], *,
                           mtime_ns: int | None = None) -> Node:
         return wire.node_from_json(await self._post("setContent", {

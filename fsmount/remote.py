@@ -341,6 +341,27 @@ class Remote(Protocol):
         """
         ...
 
+    async def put_file(
+        self,
+        parent: int,
+        name: str,
+        data: bytes,
+        *,
+        md5_checksum: str,
+        mode: int = 0o644,
+        mtime_ns: int | None = None,
+        replace: bool = True,
+    ) -> Node:
+        """Create (or with ``replace`` atomically replace) a file of at most the small-file
+        threshold (10 MB) with its whole content, checked against ``md5_checksum``, in one
+        call: what saveFilePart, uploadMedia and createFile do one after another, in one
+        round trip (an extension, as ScaiDrive's multipart upload).
+
+        Raises InvalidArgument (too big), Md5ChecksumInvalid, QuotaExceeded, AlreadyExists
+        (``replace`` false), IsADirectory, NotFound, NotADirectory, InvalidName.
+        """
+        ...
+
     async def set_content(
         self, node_id: int, segments: tuple[FileLocation, ...], *, mtime_ns: int | None = None
     ) -> Node:

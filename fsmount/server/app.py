@@ -264,6 +264,14 @@ def q_int(params: dict[str, str], key: str, default: int | None = None) -> int:
     return val
 
 
+def q_str(params: dict[str, str], key: str) -> str:
+    """A text query parameter.  Raises InvalidArgument if missing."""
+    raw = params.get(key)
+    if raw is None:
+        raise errors.InvalidArgument(f"missing parameter {key!r}")
+    return raw
+
+
 def q_bool(params: dict[str, str], key: str) -> bool:
     raw = params.get(key, "").lower()
     if raw in ("", "0", "false", "no"):
@@ -292,6 +300,16 @@ async def proto_call(method: str, remote: EmbeddedRemote, scope: Scope, receive:
             ok = await remote.save_big_file_part(
                 q_int(p, "file_id"), q_int(p, "file_part"), q_int(p, "file_total_parts"), data)
         return 200, jh, json_bytes({"ok": bool(ok)})
+    if method == "putFile":
+        config = await remote.get_config()
+        data = await read_body(receive, config.big_file_threshold)
+        mtime = p.get("mtime_ns")
+        node = await remote.put_file(
+            q_int(p, "parent"), q_str(p, "name"), data,
+            md5_checksum=q_str(p, "md5_checksum"), mode=q_int(p, "mode", 0o644),
+            mtime_ns=q_int(p, "mtime_ns") if mtime is not None else None,
+            replace="replace" not in p or q_bool(p, "replace"))
+        return 200, jh, json_bytes(wire.node_to_json(node))
     if method == "getFile":
         loc = FileLocation(q_int(p, "id"), q_int(p, "access_hash"))
         offset, limit, precise = q_int(p, "offset"), q_int(p, "limit"), q_bool(p, "precise")

@@ -173,6 +173,12 @@ def _proto_paths() -> dict[str, Any]:
         p + "mkdir": {"post": _op("Make a folder", {"200": node}, params=[idem], tag=t,
                                   body=_json_body(_obj({"parent": _I, "name": _S, "mode": _I},
                                                        ["parent", "name"])))},
+        p + "putFile": {"post": _op(
+            "Extension: create (or replace) a small file with its whole content (raw body, at "
+            "most big_file_threshold bytes) in one call", {"200": node},
+            params=[_q("parent"), _q("name", "string"), _q("md5_checksum", "string"),
+                    _q("mode", required=False), _q("mtime_ns", required=False),
+                    _q("replace", "boolean", False), idem], body=part_body, tag=t)},
         p + "createFile": {"post": _op("Create (or replace) a file from documents", {"200": node},
                                        params=[idem], tag=t, body=_json_body(_obj({
                                            "parent": _I, "name": _S, "segments": segs, "mode": _I,

@@ -40,7 +40,8 @@ PROTO_PREFIX = "/api/v1/proto/"
 #: client sends an ``Idempotency-Key`` with them and the server answers a repeated key
 #: with the first answer instead of executing the call again.
 NON_IDEMPOTENT = frozenset(
-    {"uploadMedia", "mkdir", "createFile", "setContent", "symlink", "rename", "unlink", "rmdir"}
+    {"uploadMedia", "mkdir", "createFile", "setContent", "symlink", "rename", "unlink", "rmdir",
+     "putFile"}
 )
 
 #: Methods sent as GET with their arguments in the query string.
@@ -58,7 +59,10 @@ JSON_METHODS = frozenset(
      "unlink", "rmdir"}
 )
 
-ALL_METHODS = GET_METHODS | PART_METHODS | JSON_METHODS
+#: Methods whose request body is a whole small file, arguments in the query string.
+CONTENT_METHODS = frozenset({"putFile"})
+
+ALL_METHODS = GET_METHODS | PART_METHODS | JSON_METHODS | CONTENT_METHODS
 
 #: getFileHashes takes ``windows=N`` (an extension): the hashes of N consecutive 1 MiB
 #: windows from the offset's window on, so that a sequential reader needs one hash request

@@ -30,13 +30,15 @@ the next opener that has the store to itself sweeps it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from .. import errors
-from ..protocol import Limits
+from ..protocol import MAX_PART_SIZE, Limits
 from ..remote import (
     BlockCheck,
     Document,
@@ -56,7 +58,7 @@ from .hooks import NO_HOOKS, StoreHooks
 from .lifetime import Lifetime
 from .localdir import LocalDir
 from .locks import StoreLocks
-from .namespace import Namespace
+from .namespace import Namespace, check_name
 from .parts import Parts, UploadStates
 from .reads import HASH_WINDOWS, Reads
 from .sqlite_meta import SqliteMeta
@@ -335,6 +337,39 @@ class Store:
         """
         return self.namespace.create_file(user_id, parent, name, segments, mode=mode,
                                           mtime_ns=mtime_ns, replace=replace)
+
+    def put_file(self, user_id: int, parent: int, name: str, data: bytes, *,
+                 md5_checksum: str, mode: int = 0o644, mtime_ns: int | None = None,
+                 replace: bool = True) -> Node:
+        """Create (or, with ``replace``, replace) a small file with its whole content in one
+        call: the parts, the finalize with ``md5_checksum`` and the link, as the seed's
+        saveFilePart/uploadMedia and createFile would do them one after another (a crash
+        between them leaves an unlinked document, which expires).  The content is hashed
+        and checked as any upload's.
+
+        Raises InvalidArgument (more than the small-file threshold), Md5ChecksumInvalid,
+        QuotaExceeded, AlreadyExists (``replace`` false), IsADirectory, NotFound,
+        NotADirectory, InvalidName.
+        """
+        if len(data) > self.limits.big_file_threshold:
+            raise errors.InvalidArgument(
+                f"putFile takes at most {self.limits.big_file_threshold} bytes, "
+                f"not {len(data)}: upload bigger files in parts")
+        check_name(name)
+        if not data:
+            if md5_checksum.lower() != hashlib.md5(b"").hexdigest():
+                raise errors.Md5ChecksumInvalid("the MD5 of an empty file was expected")
+            return self.create_file(user_id, parent, name, (), mode=mode, mtime_ns=mtime_ns,
+                                    replace=replace)
+        file_id = secrets.randbits(62) + 1
+        view = memoryview(data)
+        parts = 0
+        for parts, start in enumerate(range(0, len(data), MAX_PART_SIZE), start=1):
+            self.save_file_part(user_id, file_id, parts - 1,
+                                bytes(view[start:start + MAX_PART_SIZE]))
+        doc = self.upload_media(user_id, InputFile(file_id, parts, name, md5_checksum))
+        return self.create_file(user_id, parent, name, (doc.location,), mode=mode,
+                                mtime_ns=mtime_ns, replace=replace)
 
     def set_content(self, user_id: int, node_id: int, segments: tuple[FileLocation, ...], *,
                     mtime_ns: int | None = None) -> Node:

@@ -313,3 +313,47 @@ async def test_statfs_counts_files_and_bytes(harness: Harness) -> None:
     assert usage.used_bytes == 6000
     assert usage.files == before.files + 3
     assert (await harness.remote_b.statfs()).used_bytes == 0
+
+
+async def test_put_file_creates_and_replaces_a_small_file_in_one_call(harness: Harness) -> None:
+    """putFile: a small file with its whole content, checked by MD5, created or replaced
+    by name (the node of a replaced file is a new one, as createFile replace= makes it),
+    hashed as any upload; the errors of its parts, finalize and link."""
+    import hashlib
+
+    r = harness.remote
+    data = os.urandom(700 * 1024 + 3)  # two parts
+    md5 = hashlib.md5(data).hexdigest()
+    node = await r.put_file(R, "small.bin", data, md5_checksum=md5, mode=0o600,
+                            mtime_ns=1_600_000_000_123_456_789)
+    assert node.kind is NodeKind.FILE and node.size == len(data) and node.mode == 0o600
+    assert node.mtime_ns == 1_600_000_000_123_456_789
+    assert (await r.lookup(R, "small.bin")).id == node.id
+    (doc,) = node.segments
+    assert doc.sha256 == hashlib.sha256(data).hexdigest() and doc.md5 == md5
+    assert await read_all(r, doc) == data
+    again = os.urandom(5000)
+    new = await r.put_file(R, "small.bin", again, md5_checksum=hashlib.md5(again).hexdigest())
+    assert new.id != node.id and new.size == 5000
+    assert [n.name for n in (await r.list_folder(R)).entries] == ["small.bin"]
+    assert await read_all(r, new.segments[0]) == again
+    empty = await r.put_file(R, "empty", b"", md5_checksum=hashlib.md5(b"").hexdigest())
+    assert empty.size == 0 and empty.segments == ()
+    with pytest.raises(errors.AlreadyExists):
+        await r.put_file(R, "empty", b"x", md5_checksum=hashlib.md5(b"x").hexdigest(),
+                         replace=False)
+    with pytest.raises(errors.Md5ChecksumInvalid):
+        await r.put_file(R, "bad", data, md5_checksum="0" * 32)
+    with pytest.raises(errors.NotFound):
+        await r.lookup(R, "bad")  # nothing linked
+    d = await r.mkdir(R, "dir")
+    with pytest.raises(errors.IsADirectory):
+        await r.put_file(R, "dir", b"x", md5_checksum=hashlib.md5(b"x").hexdigest())
+    with pytest.raises(errors.NotFound):
+        await r.put_file(999_999, "x", b"x", md5_checksum=hashlib.md5(b"x").hexdigest())
+    with pytest.raises(errors.InvalidName):
+        await r.put_file(d.id, "a/b", b"x", md5_checksum=hashlib.md5(b"x").hexdigest())
+    big = b"\0" * (harness.limits.big_file_threshold + 1)
+    with pytest.raises(errors.InvalidArgument):
+        await r.put_file(R, "big", big, md5_checksum=hashlib.md5(big).hexdigest())
+    assert harness.fsck() == []
