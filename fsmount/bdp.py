@@ -10,9 +10,10 @@ fetches themselves, without probes of its own:
   fetches delivered while this one was in flight, divided by its duration (so parallel
   fetches over several connections count together); the estimate is the highest recent
   sample;
-* the latency is the shortest duration of a full-sized run over the last
-  :data:`LATENCY_HORIZON` seconds (the link's round trip plus one run's transfer, with as
-  little queueing as was seen).  The horizon is long on purpose: once more in flight only
+* the latency is the shortest duration of a whole run of the size the reader sends now,
+  over the last :data:`LATENCY_HORIZON` seconds (the link's round trip plus one run's
+  transfer, with as little queueing as was seen; runs of each size are their own samples,
+  since a larger run takes longer on a window-limited connection).  The horizon is long on purpose: once more in flight only
   queues, every run takes longer, and a minimum over recent runs alone would follow the
   queue up and let the window grow again.
 
@@ -54,18 +55,18 @@ class LinkEstimator:
         self.gain = gain
         self.delivered = 0  #: bytes delivered by every fetch so far
         self._rates: deque[float] = deque(maxlen=SAMPLES)
-        #: (time, duration) of full-sized runs, durations increasing: a monotonic queue,
-        #: so the oldest entry is the minimum over the horizon.
-        self._latencies: deque[tuple[float, float]] = deque()
+        #: Per run size in bytes: (time, duration) of whole runs, durations increasing (a
+        #: monotonic queue, so the oldest entry is the minimum over the horizon).
+        self._latencies: dict[int, deque[tuple[float, float]]] = {}
 
     def begin(self) -> Ticket:
         """Note a fetch being sent."""
         return Ticket(self._clock(), self.delivered)
 
     def end(self, ticket: Ticket, nbytes: int, *, full: bool = True) -> None:
-        """Note that the fetch of ``ticket`` delivered ``nbytes``.  ``full``: it was a
-        full-sized run, whose duration is a latency sample (a short one at the end of a
-        file says less about the link)."""
+        """Note that the fetch of ``ticket`` delivered ``nbytes``.  ``full``: it delivered
+        all it asked for, so its duration is a latency sample for runs of ``nbytes`` (a
+        short one at the end of a file says less about the link)."""
         self.delivered += nbytes
         now = self._clock()
         elapsed = now - ticket.sent
@@ -73,7 +74,7 @@ class LinkEstimator:
             return
         self._rates.append((self.delivered - ticket.delivered) / elapsed)
         if full:
-            lat = self._latencies
+            lat = self._latencies.setdefault(nbytes, deque())
             while lat and lat[-1][1] >= elapsed:
                 lat.pop()  # never the minimum again while this newer, shorter one counts
             lat.append((now, elapsed))
@@ -83,19 +84,25 @@ class LinkEstimator:
         """Highest recent delivery rate in bytes per second (0 before any sample)."""
         return max(self._rates, default=0.0)
 
-    @property
-    def latency(self) -> float:
-        """Shortest duration of a full-sized fetch within the horizon, in seconds (0 before
-        any)."""
-        lat = self._latencies
-        while len(lat) > 1 and lat[0][0] < self._clock() - LATENCY_HORIZON:
-            lat.popleft()
-        return lat[0][1] if lat else 0.0
+    def latency(self, run_bytes: int | None = None) -> float:
+        """Shortest duration of a whole run of ``run_bytes`` (or of the nearest size sampled;
+        of any size when None) within the horizon, in seconds (0 before any)."""
+        cutoff = self._clock() - LATENCY_HORIZON
+        best: float | None = None
+        sizes = sorted(self._latencies, key=lambda n: abs(n - (run_bytes or n)))
+        for size in sizes:
+            lat = self._latencies[size]
+            while len(lat) > 1 and lat[0][0] < cutoff:
+                lat.popleft()
+            if run_bytes is not None:
+                return lat[0][1]
+            best = lat[0][1] if best is None else min(best, lat[0][1])
+        return best or 0.0
 
-    def target(self, floor: int, ceiling: int) -> int:
-        """Bytes of read-ahead to keep in flight: ``gain`` bandwidth-delay products,
-        clamped to ``floor`` .. ``ceiling``."""
-        want = int(self.gain * self.rate * self.latency)
+    def target(self, floor: int, ceiling: int, run_bytes: int | None = None) -> int:
+        """Bytes of read-ahead to keep in flight when fetching in runs of ``run_bytes``:
+        ``gain`` bandwidth-delay products, clamped to ``floor`` .. ``ceiling``."""
+        want = int(self.gain * self.rate * self.latency(run_bytes))
         return max(floor, min(ceiling, want))
 
 

@@ -207,10 +207,12 @@ class ChunkCache:
             raise fetch.error
         raise errors.TransportError(f"chunk {index} of document {doc.id} kept being cancelled")
 
-    def prefetch(self, doc: Document, first: int, count: int = 1) -> list[_Fetch]:
+    def prefetch(self, doc: Document, first: int, count: int = 1,
+                 run: int = MAX_RUN_WINDOWS) -> list[_Fetch]:
         """Start fetching chunks ``first`` .. ``first + count - 1`` of ``doc`` in the
-        background, those not cached or in flight already, in runs of consecutive chunks
-        of at most MAX_RUN_WINDOWS (one ``get_file_windows`` call each)."""
+        background, those not cached or in flight already, in runs of at most ``run``
+        (1..MAX_RUN_WINDOWS) consecutive chunks, one ``get_file_windows`` call each."""
+        run = max(1, min(MAX_RUN_WINDOWS, run))
         started: list[_Fetch] = []
         index, end = first, first + count
         while index < end:
@@ -218,7 +220,7 @@ class ChunkCache:
                 index += 1
                 continue
             stop = index + 1
-            while stop < end and stop - index < MAX_RUN_WINDOWS and not self.has(doc, stop):
+            while stop < end and stop - index < run and not self.has(doc, stop):
                 stop += 1
             self.stats.prefetches += stop - index
             started += self._start(doc, index, stop - index)
@@ -289,8 +291,9 @@ class ChunkCache:
             ticket = self.link.begin()
             got = await self.remote.get_file_windows(doc.location, offset, count)
             nbytes = sum(len(w.bytes) for w in got.windows)
-            # Only full-sized runs are latency samples: the estimate compares like with like.
-            self.link.end(ticket, nbytes, full=nbytes == MAX_RUN_WINDOWS * CHUNK)
+            # Only whole runs are latency samples (a short one at the end of a document
+            # says less about the link); each run size has its own.
+            self.link.end(ticket, nbytes, full=nbytes == count * CHUNK)
             by_window = checks_by_window(got.checks) if got.checks is not None else {}
             for i, window in enumerate(got.windows[:count]):
                 index = first + i
@@ -450,6 +453,9 @@ class FileReader:
         #: asks for more (:meth:`max_window`).
         self.read_ahead = max(0, read_ahead)
         self.read_ahead_max = max(self.read_ahead, read_ahead_max or 0)
+        #: Chunks per get_file_windows call of read-ahead (see _read_ahead).
+        self.run = _run_for(self.read_ahead // CHUNK)
+        self._logged_window = self.read_ahead // CHUNK  # last window size logged
         self.max_streams = max(1, max_streams)
         #: The documents this reader reads (the file's content when it was opened).
         self.segments = tuple(segments)
@@ -478,7 +484,8 @@ class FileReader:
         configured bounds."""
         if self.read_ahead_max == self.read_ahead:
             return self.read_ahead // CHUNK
-        return self.cache.link.target(self.read_ahead, self.read_ahead_max) // CHUNK
+        return self.cache.link.target(self.read_ahead, self.read_ahead_max,
+                                      self.run * CHUNK) // CHUNK
 
     async def read(self, offset: int, size: int) -> bytes | memoryview:
         """Up to ``size`` bytes at ``offset`` (short at the end of the file, empty past it).
@@ -596,7 +603,14 @@ class FileReader:
         for s in self.streams:
             s.fetches = {f for f in s.fetches if not f.done.is_set()}
             inflight += len(s.fetches)
-        budget = self.max_window - inflight
+        window = self.max_window
+        if 4 * window >= 5 * self._logged_window or 5 * window <= 4 * self._logged_window:
+            log.debug("%s: read-ahead %d MiB in runs of %d (link %.0f MB/s, %.0f ms)",
+                      self.name, window, _run_for(window), self.cache.link.rate / 1e6,
+                      self.cache.link.latency(self.run * CHUNK) * 1e3)
+            self._logged_window = window
+        self.run = _run_for(window)
+        budget = window - inflight
         if budget <= 0:
             return
         limit = min(self.size, stream.pos + stream.window * CHUNK)
@@ -604,10 +618,10 @@ class FileReader:
         # the stream: a chunk at a time would make every run one window long.
         missing = self._missing(stream.pos, limit, budget)
         if inflight and sum(n for _, _, n in missing) < min(
-                MAX_RUN_WINDOWS, stream.window, self._chunks_between(stream.pos, self.size)):
+                self.run, stream.window, self._chunks_between(stream.pos, self.size)):
             return
         for doc, first, count in missing:
-            stream.fetches.update(self.cache.prefetch(doc, first, count))
+            stream.fetches.update(self.cache.prefetch(doc, first, count, self.run))
 
     def _missing(self, start: int, limit: int, budget: int
                  ) -> list[tuple[Document, int, int]]:
@@ -632,11 +646,19 @@ class FileReader:
         """Chunks that hold the file's bytes from ``start`` to ``end`` (at most a run's
         worth are counted)."""
         n, pos = 0, start
-        while pos < end and n < MAX_RUN_WINDOWS:
+        while pos < end and n < self.run:
             seg, _, in_chunk = self._locate(pos)
             pos = min(seg.end, pos - in_chunk + CHUNK)
             n += 1
         return n
+
+
+def _run_for(window: int) -> int:
+    """Chunks per run for a read-ahead window of ``window`` chunks: a quarter of it, so
+    that read-ahead goes out over at least four connections at once (on a long link each
+    carries only a TCP window per round trip, and a smaller run also comes back sooner),
+    and at most MAX_RUN_WINDOWS (8 MiB: fewer, larger requests where the window is large)."""
+    return max(1, min(MAX_RUN_WINDOWS, window // 4))
 
 
 def chunk_count(size: int) -> int:
