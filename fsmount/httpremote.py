@@ -242,7 +242,7 @@ class HttpRemote:
     (seconds per attempt, default 60), ``connect_timeout`` (10), ``retries`` (attempts
     after the first, default 5), ``backoff`` (first back-off ceiling in seconds, 0.1),
     ``backoff_max`` (5), ``retry_after_max`` (60), ``meta_connections`` (4),
-    ``bulk_connections`` (16), ``ca_file`` (a CA bundle for https), ``verify`` (False
+    ``bulk_connections`` (32), ``ca_file`` (a CA bundle for https), ``verify`` (False
     turns certificate checks off).
     """
 
@@ -267,7 +267,7 @@ class HttpRemote:
         self.backoff_max = float(opts.pop("backoff_max", 5.0))
         self.retry_after_max = float(opts.pop("retry_after_max", 60.0))
         meta = int(opts.pop("meta_connections", 4))
-        bulk = int(opts.pop("bulk_connections", 16))
+        bulk = int(opts.pop("bulk_connections", 32))
         tls: ssl.SSLContext | None = None
         if url.scheme == "https":
             tls = ssl.create_default_context(cafile=opts.pop("ca_file", None))

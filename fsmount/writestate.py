@@ -39,6 +39,7 @@ import trio
 from .remote import Document, Node, Remote
 from .upload import (
     DEFAULT_PARALLEL,
+    PARALLEL_MAX,
     STREAM_SEGMENT_PARTS,
     RetainBudget,
     StagingFile,
@@ -95,6 +96,8 @@ class WriteSettings:
     #: The mount's budget for the retained parts of all its streaming uploads.
     budget: RetainBudget
     parallel: int = DEFAULT_PARALLEL
+    #: What the parts in flight may grow to over a long link (PartSender).
+    parallel_max: int = PARALLEL_MAX
 
 
 class WriteState:
@@ -136,7 +139,8 @@ class WriteState:
     async def _start_streaming(self) -> Streaming:
         s = self._settings
         upload = await StreamingUpload.open(
-            s.nursery, s.remote, self.name, parallel=s.parallel, spill_dir=s.cache_dir,
+            s.nursery, s.remote, self.name, parallel=s.parallel, parallel_max=s.parallel_max,
+            spill_dir=s.cache_dir,
             budget=s.budget, segment_parts=STREAM_SEGMENT_PARTS)
         mode = Streaming(upload, dirty=self.mode.dirty)
         self.mode = mode

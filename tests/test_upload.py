@@ -749,3 +749,59 @@ async def test_reads_concurrent_with_writes_never_see_a_gap(small_env: Env, tmp_
         docs = await up.finish()
     assert checked > 0
     assert await read_back(small_env.remote, docs) == data
+
+
+class _DistantRemote:
+    """A real EmbeddedRemote whose part saves each take a simulated round trip (50 ms of
+    trio time, like a far link), counting how many are in flight at once."""
+
+    def __init__(self, inner: EmbeddedRemote) -> None:
+        self.inner = inner
+        self.in_flight = 0
+        self.most = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def _save(self, call: Any, *args: Any) -> bool:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await trio.sleep(0.05)  # the link's delay, not a synchronisation
+            return await call(*args)
+        finally:
+            self.in_flight -= 1
+
+    async def save_file_part(self, *args: Any) -> bool:
+        return await self._save(self.inner.save_file_part, *args)
+
+    async def save_big_file_part(self, *args: Any) -> bool:
+        return await self._save(self.inner.save_big_file_part, *args)
+
+
+@pytest.mark.parametrize("parallel_max", [None, 16])
+async def test_parts_in_flight_grow_to_the_links_bandwidth_delay_product(
+        tmp_path: Path, parallel_max: int | None) -> None:
+    """Over a link whose saves take a round trip each, a stream keeps more than its
+    ``parallel`` parts in flight when ``parallel_max`` lets it (the link estimator sees the
+    rate grow with what is in flight), and exactly ``parallel`` when it does not; the
+    content arrives whole either way."""
+    from fsmount.upload import StreamingUpload, read_segments
+
+    inner = EmbeddedRemote.open(tmp_path / "store")
+    remote = _DistantRemote(inner)
+    data = random.Random(3).randbytes(24 * protocol.MIB)
+    try:
+        async with trio.open_nursery() as nursery:
+            up = await StreamingUpload.open(nursery, remote, "far.bin", parallel=2,  # type: ignore[arg-type]
+                                            parallel_max=parallel_max, spill_dir=tmp_path)
+            for off in range(0, len(data), protocol.MIB):
+                await up.write(data[off:off + protocol.MIB])
+            docs = await up.finish()
+        assert await read_segments(inner, docs, 0, len(data)) == data
+        if parallel_max is None:
+            assert remote.most == 2
+        else:
+            assert 2 < remote.most <= parallel_max
+    finally:
+        await inner.aclose()

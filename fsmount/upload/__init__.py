@@ -29,7 +29,7 @@ from .retain import (
     SPILL_QUEUE,
     RetainBudget,
 )
-from .sender import CONFIG_TTL, DEFAULT_PARALLEL, cached_config, new_file_id
+from .sender import CONFIG_TTL, DEFAULT_PARALLEL, PARALLEL_MAX, cached_config, new_file_id
 from .spill import DIRECT_ALIGN, SpillFile
 from .staging import WINDOW, FetchFn, StagingFile
 from .streaming import READ_CHUNK, ProgressFn, ReadAt, StreamingUpload
@@ -37,6 +37,7 @@ from .streaming import READ_CHUNK, ProgressFn, ReadAt, StreamingUpload
 __all__ = [
     "CONFIG_TTL",
     "DEFAULT_PARALLEL",
+    "PARALLEL_MAX",
     "DEFAULT_WRITE_MEMORY",
     "DIRECT_ALIGN",
     "MAX_FINALIZE_ATTEMPTS",

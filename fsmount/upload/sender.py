@@ -5,10 +5,14 @@ REST server alike:
 
 * :func:`save_part` saves one part with the call the segment policy picks
   (``saveFilePart`` or ``saveBigFilePart``);
-* :class:`PartSender` is a pool of ``parallel`` workers reading parts from one bounded
-  channel (so a producer waits for the store: back-pressure), started by
-  :meth:`PartSender.start` in the caller's nursery; a worker's failure goes to the caller's
-  ``on_error`` and each saved part to its ``on_saved``;
+* :class:`PartSender` is a pool of workers reading parts from one bounded channel (so a
+  producer waits for the store: back-pressure), started by :meth:`PartSender.start` in the
+  caller's nursery; a worker's failure goes to the caller's ``on_error`` and each saved
+  part to its ``on_saved``.  At least ``parallel`` parts are in flight, and more, up to
+  :data:`PARALLEL_MAX`, where the link's bandwidth-delay product asks for it: each save is
+  a sample of the remote's :class:`~fsmount.bdp.LinkEstimator` (one per remote, shared by
+  its uploads), as reads size their read-ahead (over a 100 ms link whose connections each
+  carry a TCP window per round trip, four 512 KiB parts in flight carry 20 MB/s);
 * :func:`send_parts` saves (or re-sends) a set of parts, at most ``parallel`` at a time;
 * :func:`finalize_segment` finalizes one segment (``uploadMedia``), sending parts again that
   the store reports missing, as the policy says, when the caller can still produce them.
@@ -30,6 +34,7 @@ from typing import Generic, Protocol, TypeVar
 import trio
 
 from .. import errors
+from ..bdp import LinkEstimator
 from ..nursery import open_nursery
 from ..remote import Document, InputFile, InputFileBig, Remote, UserConfig
 from . import policy
@@ -38,6 +43,20 @@ log = logging.getLogger(__name__)
 
 #: Parts saved at once per upload, unless the caller says otherwise.
 DEFAULT_PARALLEL = 4
+#: Parts a PartSender may grow to in flight where the link's bandwidth-delay product asks.
+PARALLEL_MAX = 32
+_links: weakref.WeakKeyDictionary[Remote, LinkEstimator] = weakref.WeakKeyDictionary()
+
+
+def upload_link(remote: Remote) -> LinkEstimator:
+    """The estimator of the upload direction of ``remote``'s link (one per remote)."""
+    try:
+        link = _links.get(remote)
+        if link is None:
+            link = _links[remote] = LinkEstimator()
+        return link
+    except TypeError:  # not weak-referenceable: a private one
+        return LinkEstimator()
 #: How long :func:`cached_config` trusts a remote's answer (limits change rarely, if ever).
 CONFIG_TTL = 60.0
 _configs: weakref.WeakKeyDictionary[Remote, tuple[float, UserConfig]] = (
@@ -106,26 +125,32 @@ P = TypeVar("P", bound=OutgoingPart)
 
 
 class PartSender(Generic[P]):
-    """``parallel`` workers that save the parts put on :attr:`inbox` (a bounded channel).
+    """Workers that save the parts put on :attr:`inbox` (a bounded channel), at least
+    ``parallel`` and at most ``parallel_max`` at a time (see the module docstring).
 
     Start with :meth:`start`.  Closing :attr:`inbox` lets the workers end once it is
     drained; :meth:`close` stops them taking parts at all (the upload ended).
     """
 
     def __init__(self, remote: Remote, name: str, parallel: int,
-                 on_saved: Callable[[P, int], None]) -> None:
+                 on_saved: Callable[[P, int], None], parallel_max: int | None = None) -> None:
         if parallel < 1:
             raise ValueError("parallel must be at least 1")
         self.remote = remote
         self.name = name
         self.parallel = parallel
+        self.parallel_max = max(parallel, parallel_max or parallel)
         self._on_saved = on_saved
         self.inbox, self._recv = trio.open_memory_channel[P](parallel)
+        self.link = upload_link(remote)
+        #: A worker takes a part only with a token: the tokens are the parts in flight.
+        self._tokens = trio.CapacityLimiter(parallel)
 
     @classmethod
     def start(cls, nursery: trio.Nursery, remote: Remote, name: str, *, parallel: int,
               on_saved: Callable[[P, int], None],
-              on_error: Callable[[Exception], None]) -> PartSender[P]:
+              on_error: Callable[[Exception], None],
+              parallel_max: int = PARALLEL_MAX) -> PartSender[P]:
         """Start the workers in ``nursery``.  ``on_saved(part, size)`` runs (on the trio
         thread) after each part is saved; a worker whose save failed hands the error to
         ``on_error`` and stops.
@@ -133,27 +158,49 @@ class PartSender(Generic[P]):
         Raises:
             ValueError: ``parallel`` is below 1.
         """
-        sender = cls(remote, name, parallel, on_saved)
-        for _ in range(parallel):
+        sender = cls(remote, name, parallel, on_saved, parallel_max)
+        for _ in range(sender.parallel_max):
             nursery.start_soon(sender._run, on_error)
         return sender
+
+    @property
+    def in_flight_limit(self) -> int:
+        """Parts that may be in flight now."""
+        return int(self._tokens.total_tokens)
 
     def close(self) -> None:
         self._recv.close()
 
     async def _run(self, on_error: Callable[[Exception], None]) -> None:
         try:
-            async for part in self._recv:
-                assert part.data is not None
-                size = len(part.data)
-                await save_part(self.remote, self.name, part.file_id, part.number, part.data,
-                                small=part.small, total=part.total)
-                # Dropped at once, not when the next part arrives: only retention (if any)
-                # keeps a saved part's bytes.
-                part.data = None
+            while True:
+                async with self._tokens:
+                    try:
+                        part = await self._recv.receive()
+                    except (trio.EndOfChannel, trio.ClosedResourceError):
+                        return
+                    assert part.data is not None
+                    size = len(part.data)
+                    ticket = self.link.begin()
+                    await save_part(self.remote, self.name, part.file_id, part.number,
+                                    part.data, small=part.small, total=part.total)
+                    self.link.end(ticket, size)
+                    # Dropped at once, not when the next part arrives: only retention (if
+                    # any) keeps a saved part's bytes.
+                    part.data = None
+                    self._resize(size)
                 self._on_saved(part, size)
         except Exception as exc:  # noqa: BLE001 - handed to the upload, raised to its writer
             on_error(exc)
+
+    def _resize(self, part_size: int) -> None:
+        target = self.link.target(self.parallel * part_size, self.parallel_max * part_size,
+                                  part_size)
+        tokens = max(self.parallel, min(self.parallel_max, target // max(1, part_size)))
+        if tokens != self._tokens.total_tokens:
+            log.debug("%s: %d parts in flight (link %.0f MB/s, %.0f ms)", self.name, tokens,
+                      self.link.rate / 1e6, self.link.latency(part_size) * 1e3)
+            self._tokens.total_tokens = tokens
 
 
 async def send_parts(numbers: Iterable[int], send: Callable[[int], Awaitable[None]],

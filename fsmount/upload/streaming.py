@@ -131,6 +131,7 @@ class StreamingUpload:
         budget: RetainBudget | None = None,
         segment_parts: int | None = None,
         refresh_after: float | None = None,
+        parallel_max: int | None = None,
     ) -> None:
         if parallel < 1:
             raise ValueError("parallel must be at least 1")
@@ -139,6 +140,8 @@ class StreamingUpload:
         self.remote = remote
         self.name = name
         self.parallel = parallel
+        #: Parts in flight may grow to this where the link asks (see PartSender).
+        self.parallel_max = max(parallel, parallel_max or parallel)
         self.spill_dir = os.fspath(spill_dir) if spill_dir is not None else None
         self.progress = progress
         self._config = config
@@ -184,6 +187,7 @@ class StreamingUpload:
         budget: RetainBudget | None = None,
         segment_parts: int | None = None,
         refresh_after: float | None = None,
+        parallel_max: int | None = None,
     ) -> StreamingUpload:
         """Start an upload whose background tasks run in ``nursery``.
 
@@ -197,7 +201,9 @@ class StreamingUpload:
         in memory).  A segment finalized while the file is still being written is uploaded
         again from the store once it is ``refresh_after`` seconds old (default: half the
         store's part lifetime), since no file links its document yet and the store would
-        reclaim it.  ``config`` saves a ``get_config`` call.
+        reclaim it.  ``config`` saves a ``get_config`` call.  At least ``parallel`` parts
+        are in flight, and up to ``parallel_max`` (default: ``parallel``) where the link's
+        bandwidth-delay product asks for more.
 
         Raises:
             ValueError: ``parallel`` or ``segment_parts`` is below 1.
@@ -213,6 +219,7 @@ class StreamingUpload:
             budget=budget,
             segment_parts=segment_parts,
             refresh_after=refresh_after,
+            parallel_max=parallel_max,
         )
         await nursery.start(up._run)
         return up
@@ -224,6 +231,7 @@ class StreamingUpload:
                 self._spiller = Spiller.start(inner, self._new_spill_file, self._fail)
                 self._sender = PartSender.start(inner, self.remote, self.name,
                                                 parallel=self.parallel,
+                                                parallel_max=self.parallel_max,
                                                 on_saved=self._part_saved, on_error=self._fail)
                 inner.start_soon(self._guard, self._hasher)
                 inner.start_soon(self._guard, self._keeper)
