@@ -241,7 +241,7 @@ class HttpRemote:
     The constructor does no I/O; connections open on first use.  Options: ``timeout``
     (seconds per attempt, default 60), ``connect_timeout`` (10), ``retries`` (attempts
     after the first, default 5), ``backoff`` (first back-off ceiling in seconds, 0.1),
-    ``backoff_max`` (5), ``retry_after_max`` (60), ``meta_connections`` (4),
+    ``backoff_max`` (5), ``retry_after_max`` (60), ``meta_connections`` (16),
     ``bulk_connections`` (32), ``ca_file`` (a CA bundle for https), ``verify`` (False
     turns certificate checks off).
     """
@@ -266,7 +266,7 @@ class HttpRemote:
         self.backoff = float(opts.pop("backoff", 0.1))
         self.backoff_max = float(opts.pop("backoff_max", 5.0))
         self.retry_after_max = float(opts.pop("retry_after_max", 60.0))
-        meta = int(opts.pop("meta_connections", 4))
+        meta = int(opts.pop("meta_connections", 16))
         bulk = int(opts.pop("bulk_connections", 32))
         tls: ssl.SSLContext | None = None
         if url.scheme == "https":
