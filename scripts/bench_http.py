@@ -98,6 +98,14 @@ def wait_until(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> No
         time.sleep(0.02)
 
 
+def in_mount_table(mnt: Path) -> bool:
+    """Whether the kernel's mount table lists ``mnt`` (``os.path.ismount`` says no for a
+    FUSE mount whose process died: its stat fails with ENOTCONN)."""
+    target = os.path.abspath(mnt).encode().replace(b" ", b"\\040")
+    with open("/proc/self/mounts", "rb") as f:
+        return any(line.split()[1] == target for line in f if len(line.split()) > 1)
+
+
 @contextlib.contextmanager
 def mounted(cmd: list[str], mnt: Path, log: Path) -> Iterator[None]:
     mnt.mkdir(exist_ok=True)
@@ -115,7 +123,7 @@ def mounted(cmd: list[str], mnt: Path, log: Path) -> Iterator[None]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=60)
-        if os.path.ismount(mnt):
+        if in_mount_table(mnt):  # also a dead mount, whose stat fails (ENOTCONN)
             subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True, timeout=60)
 
 

@@ -515,12 +515,17 @@ def main() -> int:
         return 2
     if args.size % 4096 or args.size < 4096:
         ap.error("--size must be a multiple of 4 KiB")
+    def terminated(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C (the finally blocks below)
+
+    signal.signal(signal.SIGTERM, terminated)
     work = args.dir or Path(tempfile.mkdtemp(prefix="bench_latency."))
     work.mkdir(parents=True, exist_ok=True)
     rows = workloads(args)
     all_runs: dict[str, dict[str, SystemRun]] = {}
     reports: list[str] = []
     print(f"work dir {work}", file=sys.stderr)
+    ok = False
     try:
         tar, repo, src = work / "small.tar", work / "repo", work / "big.src"
         make_small_tar(tar, args.files)
@@ -572,14 +577,17 @@ def main() -> int:
                         for phase in phases:
                             try:
                                 phase()
-                            except RuntimeError as exc:  # a mount that did not come up
+                            except (RuntimeError, OSError) as exc:  # a mount that failed
                                 print(f"    {name}: {phase.__name__} failed: {exc}",
                                       file=sys.stderr, flush=True)
                 reports.append(report(rtt, runs, rows, args.window))
                 print(reports[-1], flush=True)
+        ok = True
     finally:
-        if not args.dir:
+        if ok and not args.dir:
             shutil.rmtree(work, ignore_errors=True)
+        elif not args.dir:
+            print(f"kept {work} for its logs", file=sys.stderr)
     print(f"\n## bench_latency: --rtt {args.rtt} --window {args.window} --files {args.files} "
           f"--size {args.size} (sshfs -o max_conns={SSHFS_MAX_CONNS})")
     print("\n".join(reports))
