@@ -17,8 +17,8 @@ proxy, to see what the proxy itself costs), through the same proxy:
   the proxy with ``-o IdentityFile=...,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null``
   and otherwise sshfs's defaults: its directory and attribute caches, 1 s timeouts,
   OpenSSH's default cipher, one SSH connection (``--sshfs-max-conns N`` passes
-  ``-o max_conns=N``, sshfs >= 3.7; 4 made every metadata workload slower here, e.g.
-  ``find`` of 100 files cold, no proxy: 1.21 s against 0.02 s);
+  ``-o max_conns=N``, sshfs >= 3.7; 4 made every cold walk slower here, e.g. ``find``
+  of 100 files cold, no proxy: 1.21 s against 0.02 s);
 * **rclone** (reads only): ``rclone mount`` of the fsmount server's HTML listing over
   rclone's ``http`` remote (``bench_http.rclone_mount_cmd``: no VFS cache, rclone's
   defaults otherwise, e.g. HEAD requests for the sizes in a listing), reading the files
@@ -47,11 +47,13 @@ figure alike.
 Needs Debian's ``sshfs`` and ``openssh-server`` (and ``openssh-client``, ``rclone``,
 ``git``, ``fuse3``): ``apt-get install sshfs openssh-server rclone git fuse3``.  Runs as
 root (sshd, FUSE).  Cleans up every mount, sshd, proxy and server it started, by PID, on
-errors and Ctrl-C too.
+errors, Ctrl-C and SIGTERM too; a run that fails keeps its work directory (the mounts',
+sshd's and server's logs) and says where.
 
     python3 scripts/bench_latency.py --rtt 0,20 --files 100 --size 64M   # a quick run
-    python3 scripts/bench_latency.py                                     # ~20 minutes
+    python3 scripts/bench_latency.py              # about 25 minutes (docs/performance.md)
     python3 scripts/bench_latency.py --files 2000 --size 1G --timeout 3600   # the issue's sizes
+                                                  # (hours: tar x ~28 min per system at 100 ms)
 """
 
 from __future__ import annotations
@@ -478,7 +480,7 @@ def report(rtt: str, runs: dict[str, SystemRun], rows: list[Workload], window: i
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for w in rows:
         fm, sm, rm = (x.measures.get(w.key) for x in (f, s, r))
-        calls = f.calls.get(w.key)
+        calls = f.calls.get("random" if w.key == "rand_median" else w.key)  # 200 reads
         c = "-" if calls is None else (f"{calls} ({calls / w.files:.1f}/file)" if w.files
                                        else str(calls))
         out.append(f"| {w.label} | {show(w, fm)} | {show(w, sm)} | {show(w, rm)} | "
