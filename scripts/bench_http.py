@@ -98,6 +98,14 @@ def wait_until(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> No
         time.sleep(0.02)
 
 
+def in_mount_table(mnt: Path) -> bool:
+    """Whether the kernel's mount table lists ``mnt`` (``os.path.ismount`` says no for a
+    FUSE mount whose process died: its stat fails with ENOTCONN)."""
+    target = os.path.abspath(mnt).encode().replace(b" ", b"\\040")
+    with open("/proc/self/mounts", "rb") as f:
+        return any(line.split()[1] == target for line in f if len(line.split()) > 1)
+
+
 @contextlib.contextmanager
 def mounted(cmd: list[str], mnt: Path, log: Path) -> Iterator[None]:
     mnt.mkdir(exist_ok=True)
@@ -115,8 +123,23 @@ def mounted(cmd: list[str], mnt: Path, log: Path) -> Iterator[None]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=60)
-        if os.path.ismount(mnt):
+        if in_mount_table(mnt):  # also a dead mount, whose stat fails (ENOTCONN)
             subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True, timeout=60)
+
+
+def fsmount_mount_cmd(url: str, token_file: Path, mnt: Path, *extra: str) -> list[str]:
+    """``fsmount mount`` of the server at ``url``, in the foreground (for :func:`mounted`)."""
+    return [*FSMOUNT, "mount", "-f", "--server", url, "--token-file", str(token_file), *extra,
+            str(mnt)]
+
+
+def rclone_mount_cmd(url: str, token: str, mnt: Path) -> list[str]:
+    """rclone mount (foreground) of the server's own HTML listing (``/browse/``) through
+    rclone's ``http`` remote, the bearer token as an extra header; read-only, no VFS cache
+    (rclone's defaults otherwise)."""
+    return ["rclone", "mount", ":http:", str(mnt), "--http-url", f"{url}/browse/",
+            "--http-headers", f"Authorization,Bearer {token}", "--read-only",
+            "--vfs-cache-mode", "off", "--config", "/dev/null"]
 
 
 def dd_read(path: Path) -> None:
@@ -222,8 +245,7 @@ def main() -> int:
         results["write: fsmount put --server"] = size / timed(
             lambda: sh([*FSMOUNT, "put", "--server", url, str(src), "/put.bin"], env=env))
         def mount_cmd(mnt: Path) -> list[str]:
-            return [*FSMOUNT, "mount", "-f", "--server", url, "--token-file", str(tokfile),
-                    str(mnt)]
+            return fsmount_mount_cmd(url, tokfile, mnt)
 
         if not args.no_mount:
             mnt = work / "mnt"
@@ -255,9 +277,7 @@ def main() -> int:
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True, timeout=3600)
 
         def rclone_cmd(mnt: Path) -> list[str]:
-            return ["rclone", "mount", ":http:", str(mnt), "--http-url", f"{url}/browse/",
-                    "--http-headers", f"Authorization,Bearer {token}", "--read-only",
-                    "--vfs-cache-mode", "off", "--config", "/dev/null"]
+            return rclone_mount_cmd(url, token, mnt)
 
         def record(name: str, seconds: float) -> None:
             results[name] = max(results.get(name, 0.0), size / seconds)  # best of the rounds
