@@ -207,6 +207,7 @@ def missing_tools() -> list[str]:
 def fsmount_server(work: Path) -> Iterator[tuple[int, str, Path]]:
     """``fsmount serve`` on a free loopback port: yields (port, token, token file)."""
     store = work / "store"
+    sh([*FSMOUNT, "init", "--store", str(store)])
     token = sh([*FSMOUNT, "token", "add", "--store", str(store), "bench"]).strip()
     tokfile = work / "token"
     tokfile.write_text(token + "\n")
