@@ -23,6 +23,7 @@ VERB_MODULES = (
     "fsmount.cli_init",
     "fsmount.cli_mount",
     "fsmount.cli_files",
+    "fsmount.cli_ops",
     "fsmount.server.cli",
     "fsmount.cli_fsck",
 )
