@@ -774,12 +774,6 @@ def build_rest_app(st: ServerState) -> Starlette:
                "</body></html>\n")
         return HTMLResponse(doc)
 
-    async def root(request: Request) -> Response:
-        target = "/browse/"
-        if request.url.query:
-            target += "?" + request.url.query
-        return RedirectResponse(target, status_code=302)
-
     async def openapi(request: Request) -> Response:
         from .openapi import openapi_document
 
@@ -788,8 +782,14 @@ def build_rest_app(st: ServerState) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
+    from .rest_manage import manage_routes
+    from .share_routes import share_routes
+    from .webui import webui_routes
+
     routes = [
-        Route("/", root, methods=["GET"]),
+        *webui_routes(st),
+        *share_routes(st, resolver),
+        *manage_routes(st, resolver),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/api/v1/files", upload_file, methods=["POST"]),
