@@ -303,11 +303,13 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None | str:
             return "unsatisfiable"
         return max(0, size - n), size - 1
     start = int(m.group(1))
+    # Past the end before the order check: "bytes=SIZE-" is unsatisfiable (416), not a
+    # malformed range to ignore.
+    if start >= size:
+        return "unsatisfiable"
     end = int(m.group(2)) if m.group(2) else size - 1
     if end < start:
         return None
-    if start >= size:
-        return "unsatisfiable"
     return start, min(end, size - 1)
 
 
