@@ -41,10 +41,10 @@ import re
 import secrets
 import shutil
 import urllib.parse
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import cachetools
 import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -262,7 +262,9 @@ async def read_all(remote: Remote, node: Node, cap: int) -> bytes:
     return bytes(out)
 
 
-_SHA_CACHE: OrderedDict[tuple[str, ...], str] = OrderedDict()
+#: Whole-file SHA-256 of multi-segment files by their segments' hashes: least recently used
+#: out (cachetools; the hand-written OrderedDict it replaced evicted the oldest insert).
+_SHA_CACHE: cachetools.LRUCache[tuple[str, ...], str] = cachetools.LRUCache(maxsize=1000)
 
 
 async def checksum_sha256(remote: Remote, node: Node) -> str:
@@ -273,15 +275,14 @@ async def checksum_sha256(remote: Remote, node: Node) -> str:
     if len(node.segments) == 1:
         return node.segments[0].sha256
     key = tuple(d.sha256 for d in node.segments)
-    if key in _SHA_CACHE:
-        return _SHA_CACHE[key]
+    hit = _SHA_CACHE.get(key)
+    if hit is not None:
+        return hit
     h = hashlib.sha256()
     async for piece in iter_content(remote, node, 0, node.size - 1):
         h.update(piece)
-    _SHA_CACHE[key] = h.hexdigest()
-    while len(_SHA_CACHE) > 1000:
-        _SHA_CACHE.popitem(last=False)
-    return _SHA_CACHE[key]
+    _SHA_CACHE[key] = digest = h.hexdigest()
+    return digest
 
 
 def mime_of(node: Node) -> str:
