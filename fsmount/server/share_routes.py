@@ -9,7 +9,7 @@ public pages a link opens.
   file's name and size, a player for video and audio, the image, a download link.  A link
   with a password first shows a form (``POST /s/<token>``); the right password sets a
   cookie scoped to that link's path (HMAC-signed, see :class:`ShareLinks`) and redirects
-  back.  ``GET /s/<token>/content`` streams the bytes with the REST download's ``Range``
+  back; password tries are limited per link (a burst of 10, then one a second: 429).  ``GET /s/<token>/content`` streams the bytes with the REST download's ``Range``
   handling (206), so a video seeks.
 * An expired or revoked link is a 410 page saying so; an unknown or mistyped link, or a
   file deleted since, is a 404 page.
@@ -28,10 +28,13 @@ from .. import errors
 from ..remote import Node, NodeKind, Remote
 from . import rest
 from .app import ServerState
+from .auth import RateLimiter
 from .pages import esc, human, message_page, page
 from .shares import LinkGone, LinkState, ShareLink, parse_duration
 
 SHARE_COOKIE = "fsm_share"
+PASSWORD_TRIES_PER_SECOND = 1.0
+PASSWORD_TRIES_BURST = 10.0
 
 
 def _iso(seconds: float | None) -> str | None:
@@ -59,6 +62,10 @@ def public_url(request: Request, token: str) -> str:
 
 def share_routes(st: ServerState, resolver: rest.Resolver) -> list[Route]:
     """The routes of this module, for :func:`fsmount.server.rest.build_rest_app`."""
+
+    # Password tries per link: a burst of 10, then one a second, so that guessing a
+    # password online is slow whatever the server's --rate-limit (off by default).
+    tries = RateLimiter(PASSWORD_TRIES_PER_SECOND, PASSWORD_TRIES_BURST, clock=st.clock)
 
     async def create(request: Request) -> Response:
         user = rest.ctx(request)
@@ -177,6 +184,11 @@ def share_routes(st: ServerState, resolver: rest.Resolver) -> list[Route]:
         link, _remote, _node = got
         token = request.path_params["token"]
         form = await request.form(max_files=0, max_fields=5)
+        try:
+            tries.take(link.id)
+        except errors.RateLimited as exc:
+            return message_page("Too many tries", f"Wait {exc.retry_after:.0f} seconds and "
+                                "try the password again.", status=429)
         password = form.get("password")
         if not isinstance(password, str) or not st.shares.check_password(link, password):
             return password_form(token, wrong=True)

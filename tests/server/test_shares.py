@@ -133,6 +133,10 @@ async def test_password_form_then_a_cookie_scoped_to_the_link(srv: Srv, c: Any) 
     assert r.status_code == 401
     r = await c.get(path + "/content", headers={"Cookie": "fsm_share=9999999999.00"})
     assert r.status_code == 401
+    # Guessing is throttled per link: a burst of tries, then 429.
+    statuses = [(await c.post("/s/" + token_of(other["url"]), data={"password": "guess"}))
+                .status_code for _ in range(12)]
+    assert statuses[:10] == [401] * 10 and statuses[-1] == 429
     # Revoking closes it even with the cookie.
     assert (await c.delete(f"/api/v1/shares/{link['id']}", headers=srv.h())).status_code == 204
     assert (await c.get(path + "/content", headers=jar)).status_code == 410
