@@ -23,6 +23,8 @@ VERB_MODULES = (
     "fsmount.cli_init",
     "fsmount.cli_mount",
     "fsmount.cli_files",
+    "fsmount.cli_ops",
+    "fsmount.cli_share",
     "fsmount.server.cli",
     "fsmount.cli_fsck",
 )

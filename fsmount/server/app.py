@@ -37,7 +37,9 @@ from ..protocol import MAX_PART_SIZE, WINDOW
 from ..remote import FileLocation
 from . import wire
 from .auth import AuthDB, RateLimiter
+from .shares import ShareLinks
 from .thumbnails import DEFAULT_CACHE_BYTES
+from .websession import COOKIE, CSRF_HEADER, WebSessions, cookie_value
 
 if TYPE_CHECKING:
     from ..embedded import EmbeddedRemote
@@ -107,6 +109,8 @@ class ServerState:
         self.store_dir = os.fspath(store_dir)
         self.clock = clock
         self.auth = AuthDB(self.store_dir, clock=clock)
+        self.shares = ShareLinks(self.auth.connection, clock=clock)
+        self.sessions = WebSessions(self.auth.connection, self.auth.token_active, clock=clock)
         self.limiter = RateLimiter(rate_limit, burst)
         self.remote_factory = remote_factory or _embedded_factory()
         self.upload_idle = upload_idle
@@ -459,7 +463,9 @@ class FsmountApp:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
-        if path == "/openapi.json" or path == "/healthz":
+        if path == "/openapi.json" or path == "/healthz" or is_public(path):
+            # Share links and the web UI's pages check their own access (a link's secret
+            # and password; the page's cookie session).
             await self.rest(scope, receive, send)
             return
         try:
@@ -506,6 +512,14 @@ class FsmountApp:
         if token is None:
             # Browsers cannot send a bearer header by hand: allow ?access_token= instead.
             token = query_params(scope).get("access_token") or None
+        if token is None:
+            # The web UI's cookie session; a state change needs its CSRF token as well.
+            session = self.state.sessions.get(cookie_value(header(scope, b"cookie"), COOKIE))
+            if session is not None:
+                self.state.sessions.check_csrf(session, scope["method"],
+                                               header(scope, CSRF_HEADER.encode()))
+                uid, remote = await self.state.user_remote(session.user)
+                return UserCtx(session.user, uid, session.token_id, remote)
         if token is None:
             raise errors.Unauthorized("Unable to authenticate: no access token")
         token_id, name = self.state.auth.authenticate(token)
@@ -561,6 +575,15 @@ class FsmountApp:
             entry.at = time.monotonic()
             entry.done.set()
         await send_answer(send, status, headers, body, head_only=verb == "HEAD")
+
+
+#: Paths served without a bearer token: the web UI's pages and assets, and share links.
+PUBLIC_PREFIXES = ("/s/", "/ui/", "/d/", "/v/")
+PUBLIC_PATHS = frozenset({"/", "/login", "/logout", "/search", "/shares"})
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
 def create_app(store: Any, store_dir: str | os.PathLike[str], **kwargs: Any) -> FsmountApp:

@@ -145,6 +145,18 @@ class AuthDB:
                                (name_or_token,))
         return cur.rowcount
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The database connection, shared by the share links and web sessions modules
+        (their tables live in the same file)."""
+        return self._db
+
+    def token_active(self, token_id: str) -> bool:
+        """True if the token with this id exists and is not revoked."""
+        row = self._db.execute("SELECT revoked FROM tokens WHERE token_id=?",
+                               (token_id,)).fetchone()
+        return row is not None and not row[0]
+
     def list_tokens(self) -> list[TokenInfo]:
         rows = self._db.execute(
             "SELECT token_id, name, created, revoked FROM tokens ORDER BY name, created").fetchall()

@@ -87,6 +87,16 @@ def _schemas() -> dict[str, Any]:
                         "entries": {"type": "array", "items": _ref("Entry")},
                         "next_after": _NS}, ["id", "entries"]),
         "NewFolder": _obj({"id": _S, "name": _S, "parent_id": _S}, ["id", "name"]),
+        "ShareLink": _obj({
+            "id": _S, "name": _S, "file_id": _S, "created_at": _S, "expires_at": _NS,
+            "has_password": _B, "state": {"type": "string", "enum": ["open", "expired", "revoked"]},
+            "url": _S}, ["id", "name", "file_id", "state"]),
+        "ShareLinks": _obj({"shares": {"type": "array", "items": _ref("ShareLink")}},
+                           ["shares"]),
+        "SearchResults": _obj({"query": _S, "truncated": _B, "results": {
+            "type": "array", "items": _obj({"id": _S, "type": _S, "name": _S, "size": _I,
+                                            "modified_at": _S, "path": _S},
+                                           ["id", "name", "path"])}}, ["results"]),
         "UploadSession": _obj({
             "id": _S, "file_name": _S, "file_size": _I, "total_chunks": _I, "chunk_size": _I,
             "received_chunks": {"type": "array", "items": _I}, "expires_at": _S,
@@ -222,6 +232,9 @@ def openapi_document() -> dict[str, Any]:
             "get": _op("File metadata with checksum_sha256", {"200": _json(_ref("FileMeta"))},
                        params=[_p("id"), share]),
             "delete": _op("Delete a file", {"204": {"description": "Deleted"}}, params=[_p("id")]),
+            "patch": _op("Rename and/or move a file (never replaces)",
+                         {"200": _json(_ref("Entry"))}, params=[_p("id")],
+                         body=_json_body(_obj({"name": _S, "folder_id": _S}))),
         },
         "/api/v1/files/{id}/content": {
             "get": _op("Download (Range: 206/416; thumbnail: true gives the m thumbnail)",
@@ -241,10 +254,30 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/folders": {"post": _op(
             "Make a folder", {"201": _json(_ref("NewFolder"), "Created")},
             body=_json_body(_obj({"name": _S, "parent_id": _S}, ["name"])))},
-        "/api/v1/folders/{id}": {"get": _op(
-            "List a folder (root: the caller's root)", {"200": _json(_ref("Folder"))},
-            params=[_p("id"), _q("after", "string", False),
-                    _q("limit", required=False, minimum=1, maximum=1000)])},
+        "/api/v1/folders/{id}": {
+            "get": _op("List a folder (root: the caller's root)", {"200": _json(_ref("Folder"))},
+                       params=[_p("id"), _q("after", "string", False),
+                               _q("limit", required=False, minimum=1, maximum=1000)]),
+            "patch": _op("Rename and/or move a folder (never replaces)",
+                         {"200": _json(_ref("Entry"))}, params=[_p("id")],
+                         body=_json_body(_obj({"name": _S, "folder_id": _S}))),
+            "delete": _op("Remove a folder (empty, or everything with recursive=true)",
+                          {"204": {"description": "Deleted"}},
+                          params=[_p("id"), _q("recursive", "boolean", False)]),
+        },
+        "/api/v1/shares": {
+            "post": _op("Create a public share link (answers its url once)",
+                        {"201": _json(_ref("ShareLink"), "Created")},
+                        body=_json_body(_obj({"path": _S, "file_id": _S, "expires": _S,
+                                              "expires_in": {"type": "number"},
+                                              "password": _S}))),
+            "get": _op("The caller's share links (no secrets)", {"200": _json(_ref("ShareLinks"))}),
+        },
+        "/api/v1/shares/{id}": {"delete": _op(
+            "Revoke a share link", {"204": {"description": "Revoked"}}, params=[_p("id")])},
+        "/api/v1/search": {"get": _op(
+            "Names containing q (case-insensitive) in the caller's tree",
+            {"200": _json(_ref("SearchResults"))}, params=[_q("q", "string")])},
         "/api/v1/uploads": {"post": _op(
             "Create a resumable upload session", {"201": _json(_ref("UploadSession"), "Created")},
             params=[_h("restrict-access", "true: complete returns a share-secret")],

@@ -41,10 +41,10 @@ import re
 import secrets
 import shutil
 import urllib.parse
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import cachetools
 import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -262,7 +262,9 @@ async def read_all(remote: Remote, node: Node, cap: int) -> bytes:
     return bytes(out)
 
 
-_SHA_CACHE: OrderedDict[tuple[str, ...], str] = OrderedDict()
+#: Whole-file SHA-256 of multi-segment files by their segments' hashes: least recently used
+#: out (cachetools; the hand-written OrderedDict it replaced evicted the oldest insert).
+_SHA_CACHE: cachetools.LRUCache[tuple[str, ...], str] = cachetools.LRUCache(maxsize=1000)
 
 
 async def checksum_sha256(remote: Remote, node: Node) -> str:
@@ -273,15 +275,14 @@ async def checksum_sha256(remote: Remote, node: Node) -> str:
     if len(node.segments) == 1:
         return node.segments[0].sha256
     key = tuple(d.sha256 for d in node.segments)
-    if key in _SHA_CACHE:
-        return _SHA_CACHE[key]
+    hit = _SHA_CACHE.get(key)
+    if hit is not None:
+        return hit
     h = hashlib.sha256()
     async for piece in iter_content(remote, node, 0, node.size - 1):
         h.update(piece)
-    _SHA_CACHE[key] = h.hexdigest()
-    while len(_SHA_CACHE) > 1000:
-        _SHA_CACHE.popitem(last=False)
-    return _SHA_CACHE[key]
+    _SHA_CACHE[key] = digest = h.hexdigest()
+    return digest
 
 
 def mime_of(node: Node) -> str:
@@ -303,11 +304,13 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None | str:
             return "unsatisfiable"
         return max(0, size - n), size - 1
     start = int(m.group(1))
+    # Past the end before the order check: "bytes=SIZE-" is unsatisfiable (416), not a
+    # malformed range to ignore.
+    if start >= size:
+        return "unsatisfiable"
     end = int(m.group(2)) if m.group(2) else size - 1
     if end < start:
         return None
-    if start >= size:
-        return "unsatisfiable"
     return start, min(end, size - 1)
 
 
@@ -774,12 +777,6 @@ def build_rest_app(st: ServerState) -> Starlette:
                "</body></html>\n")
         return HTMLResponse(doc)
 
-    async def root(request: Request) -> Response:
-        target = "/browse/"
-        if request.url.query:
-            target += "?" + request.url.query
-        return RedirectResponse(target, status_code=302)
-
     async def openapi(request: Request) -> Response:
         from .openapi import openapi_document
 
@@ -788,8 +785,14 @@ def build_rest_app(st: ServerState) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
+    from .rest_manage import manage_routes
+    from .share_routes import share_routes
+    from .webui import webui_routes
+
     routes = [
-        Route("/", root, methods=["GET"]),
+        *webui_routes(st),
+        *share_routes(st, resolver),
+        *manage_routes(st, resolver),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/api/v1/files", upload_file, methods=["POST"]),
