@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from dataclasses import dataclass, field
 
 from .cli_common import add_remote_options, open_remote, parse_size, store_dir
 from .cli_errors import UsageError
@@ -13,26 +14,52 @@ from .mount import MountConfig, check_mountpoint, prepare_cache_dir, run, unmoun
 from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD, DEFAULT_READ_AHEAD_MAX
 from .remote import Remote
 from .upload import DEFAULT_WRITE_MEMORY
+from .view import VIEW_OPTIONS, OwnershipView
 
 #: -o options passed through to the kernel mount as they are.
 KNOWN_OPTIONS = {"allow_other", "allow_root", "default_permissions", "ro", "rw", "noatime",
                  "auto_unmount", "nosuid", "nodev", "noexec", "suid", "dev", "exec"}
+#: Options of fstab, mount(8) and systemd that are not for the filesystem: accepted and
+#: ignored, as fuse's own mount helper does (with every ``x-*``, e.g. ``x-systemd.*``).
+IGNORED_OPTIONS = {"_netdev", "nofail", "auto", "noauto", "user", "users", "nouser", "owner",
+                   "group", "defaults", "atime", "relatime", "strictatime", "lazytime",
+                   "sync", "async"}
 
 
-def parse_options(values: list[str]) -> set[str]:
-    """``-o a,b -o c`` -> {a, b, c}.  Raises UsageError for an unknown option."""
-    out: set[str] = set()
+@dataclass(frozen=True)
+class MountOptions:
+    """What ``-o`` said: options for the kernel mount, and the ownership view."""
+
+    kernel: set[str] = field(default_factory=set)
+    view: OwnershipView = field(default_factory=OwnershipView)
+
+
+def parse_options(values: list[str]) -> MountOptions:
+    """``-o a,b -o uid=1000`` -> kernel options {a, b} and the view.  Raises UsageError for
+    an unknown option or a bad value."""
+    kernel: set[str] = set()
+    view = OwnershipView()
     for value in values:
         for opt in value.split(","):
             opt = opt.strip()
-            if not opt:
+            name, eq, val = opt.partition("=")
+            if not opt or opt.startswith("x-") or opt.startswith("comment="):
                 continue
-            if opt not in KNOWN_OPTIONS:
-                raise UsageError(
-                    f"unknown mount option {opt!r} (known: {', '.join(sorted(KNOWN_OPTIONS))})")
-            out.add(opt)
-    out.discard("rw")
-    return out
+            if eq and name in VIEW_OPTIONS:
+                try:
+                    view = view.with_option(name, val)
+                except ValueError as exc:
+                    raise UsageError(f"mount option {opt}: {exc}") from None
+                continue
+            if opt in KNOWN_OPTIONS:
+                kernel.add(opt)
+                continue
+            if opt in IGNORED_OPTIONS:
+                continue
+            known = sorted(KNOWN_OPTIONS | {f"{n}=" for n in VIEW_OPTIONS})
+            raise UsageError(f"unknown mount option {opt!r} (known: {', '.join(known)})")
+    kernel.discard("rw")
+    return MountOptions(kernel, view)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -46,7 +73,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("-f", "--foreground", action="store_true",
                    help="stay in the foreground (SIGINT/SIGTERM unmount)")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
-                   help="mount options: allow_other, default_permissions, ro, ...")
+                   help="mount options: allow_other, default_permissions, ro, ...; "
+                   "uid=N, gid=N, umask=OCTAL, file_mode=OCTAL, dir_mode=OCTAL set the "
+                   "ownership and permissions stat shows (not what the store holds); "
+                   "_netdev, nofail, auto, noauto, x-* (fstab, systemd) are accepted and "
+                   "ignored")
     p.add_argument("--cache-size", type=parse_size, default=DEFAULT_CACHE_BYTES, metavar="SIZE",
                    help="chunk cache size in bytes, e.g. 256M (default 256M)")
     p.add_argument("--read-ahead", type=parse_size, default=DEFAULT_READ_AHEAD, metavar="SIZE",
@@ -93,7 +124,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
         args.token_file = os.path.abspath(args.token_file)
     config = MountConfig(
         mountpoint=mountpoint,
-        options=options,
+        options=options.kernel,
+        view=options.view,
         cache_bytes=args.cache_size,
         write_memory=args.write_memory,
         read_ahead=args.read_ahead,

@@ -34,6 +34,7 @@ from .reader import (
 )
 from .remote import ROOT_ID, Document, Node, NodeKind, Remote
 from .upload import DEFAULT_WRITE_MEMORY, RetainBudget
+from .view import OwnershipView
 from .writestate import WriteSettings, WriteState, WriteStates
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ class Operations(pyfuse3.Operations):
         attr_timeout: float = ATTR_TIMEOUT,
         cache_dir: str | None = None,
         write_memory: int = DEFAULT_WRITE_MEMORY,
+        view: OwnershipView | None = None,
     ) -> None:
         super().__init__()
         if log.isEnabledFor(logging.DEBUG):
@@ -156,6 +158,8 @@ class Operations(pyfuse3.Operations):
         self.dirs: HandleTable[DirHandle] = HandleTable()
         self.uid = os.getuid()
         self.gid = os.getgid()
+        #: -o uid=,gid=,umask=,file_mode=,dir_mode=: what stat shows (fsmount.view).
+        self.view = view or OwnershipView()
         # Content version last opened per inode: reopening unchanged content keeps the
         # kernel's page cache.
         self._opened_version: dict[int, tuple[int, tuple[int, ...]]] = {}
@@ -200,8 +204,11 @@ class Operations(pyfuse3.Operations):
             a.st_size = state.size if state is not None else node.size
             if state is not None and state.mtime_ns is not None:
                 a.st_atime_ns = a.st_mtime_ns = state.mtime_ns  # linked with the content
-        a.st_uid = self.uid
-        a.st_gid = self.gid
+        a.st_uid, a.st_gid = self.view.owner(self.uid, self.gid)
+        if node.kind is not NodeKind.SYMLINK:
+            # The view last: options given override whatever the node says.
+            a.st_mode = stat.S_IFMT(a.st_mode) | self.view.perms(
+                stat.S_IMODE(a.st_mode), is_dir=node.kind is NodeKind.DIR)
         a.st_rdev = 0
         a.st_blksize = BLKSIZE
         a.st_blocks = -(-a.st_size // 512)

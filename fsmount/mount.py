@@ -35,6 +35,7 @@ from .memory import tune_malloc
 from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD, DEFAULT_READ_AHEAD_MAX
 from .remote import Remote
 from .upload import DEFAULT_WRITE_MEMORY
+from .view import OwnershipView
 
 if TYPE_CHECKING:
     from . import fuse_ops as fuse_ops_t
@@ -73,6 +74,8 @@ class MountConfig:
     cache_dir: str | None = None
     #: Memory for parts of uploads in progress, shared by all files being written.
     write_memory: int = DEFAULT_WRITE_MEMORY
+    #: -o uid=,gid=,umask=,file_mode=,dir_mode= (what stat shows).
+    view: OwnershipView = field(default_factory=OwnershipView)
 
     @property
     def read_only(self) -> bool:
@@ -250,6 +253,7 @@ async def serve(config: MountConfig, factory: RemoteFactory,
             read_only=config.read_only,
             cache_dir=config.cache_dir,
             write_memory=config.write_memory,
+            view=config.view,
         )
         fuse_ops.session_open(ops, config.mountpoint, fuse_options(config))
         # The receiver stays open through the cleanup, so that a second signal cannot
