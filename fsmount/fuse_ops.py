@@ -44,7 +44,7 @@ assert ROOT_ID == pyfuse3.ROOT_INODE
 XATTR_PREFIX = "user.fsmount."
 #: Block size reported to tools: cp, dd and friends size their buffers from st_blksize.
 BLKSIZE = 1024 * 1024
-#: statfs for a store without a quota: this much free space is reported.
+#: statfs when the store cannot tell its disk's free space (an older server): this much free.
 UNLIMITED_FREE = 1 << 50
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
@@ -319,12 +319,13 @@ class Operations(pyfuse3.Operations):
         s = pyfuse3.StatvfsData()
         s.f_bsize = BLKSIZE
         s.f_frsize = 4096
+        # Free: what the quota leaves, but never more than the store's disk has.
+        free = UNLIMITED_FREE if usage.disk_free_bytes is None else usage.disk_free_bytes
         if usage.quota_bytes:
-            total = max(usage.quota_bytes, usage.used_bytes)
-        else:
-            total = usage.used_bytes + UNLIMITED_FREE
+            free = min(free, max(0, usage.quota_bytes - usage.used_bytes))
+        total = usage.used_bytes + free
         s.f_blocks = total // s.f_frsize
-        s.f_bfree = max(0, total - usage.used_bytes) // s.f_frsize
+        s.f_bfree = free // s.f_frsize
         s.f_bavail = s.f_bfree
         max_files = usage.max_files or usage.files + (1 << 32)
         s.f_files = max_files

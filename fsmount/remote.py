@@ -206,6 +206,10 @@ class Usage:
     quota_bytes: int  #: 0 means unlimited
     files: int
     max_files: int = 0  #: 0 means unlimited
+    #: Free and total bytes of the disk the store keeps content on (what its user may
+    #: still write there, quota aside); None where the store cannot tell (an old server).
+    disk_free_bytes: int | None = None
+    disk_total_bytes: int | None = None
 
 
 @dataclass(frozen=True)

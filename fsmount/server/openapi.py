@@ -168,7 +168,8 @@ def _proto_paths() -> dict[str, Any]:
                                       params=[_q("folder_id"), _q("after", "string", False),
                                               _q("limit", required=False)], tag=t)},
         p + "statfs": {"get": _op("Usage and quota", {"200": _json(_obj({
-            "used_bytes": _I, "quota_bytes": _I, "files": _I, "max_files": _I}, ["used_bytes"]))},
+            "used_bytes": _I, "quota_bytes": _I, "files": _I, "max_files": _I,
+            "disk_free_bytes": _I, "disk_total_bytes": _I}, ["used_bytes"]))},
             tag=t)},
         p + "mkdir": {"post": _op("Make a folder", {"200": node}, params=[idem], tag=t,
                                   body=_json_body(_obj({"parent": _I, "name": _S, "mode": _I},

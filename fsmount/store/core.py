@@ -199,8 +199,14 @@ class Store:
         return self.users.config(user_id)
 
     def statfs(self, user_id: int) -> Usage:
-        """Raises NotFound."""
-        return self.users.usage(user_id)
+        """The user's usage and quota, with the free space of the content's disk.  Raises
+        NotFound."""
+        usage = self.users.usage(user_id)
+        space = self.content.disk_space()
+        if space is None:
+            return usage
+        return dataclasses.replace(usage, disk_free_bytes=space.free,
+                                   disk_total_bytes=space.total)
 
     # --- expiry ---------------------------------------------------------------------------
 

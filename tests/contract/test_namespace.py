@@ -313,3 +313,13 @@ async def test_statfs_counts_files_and_bytes(harness: Harness) -> None:
     assert usage.used_bytes == 6000
     assert usage.files == before.files + 3
     assert (await harness.remote_b.statfs()).used_bytes == 0
+
+
+async def test_statfs_reports_the_free_space_of_the_stores_disk(harness: Harness) -> None:
+    usage = await harness.remote.statfs()
+    assert harness.store_path is not None
+    st = os.statvfs(harness.store_path)
+    assert usage.disk_total_bytes == st.f_blocks * st.f_frsize
+    assert usage.disk_free_bytes is not None
+    # Other processes write to the same disk meanwhile: within 256 MiB.
+    assert abs(usage.disk_free_bytes - st.f_bavail * st.f_frsize) < 256 << 20
