@@ -52,12 +52,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_helper_call(parser: argparse.ArgumentParser, words: list[str]) -> bool:
+    """True for a mount helper's command line: two words first, neither a flag, the first
+    not a verb (``SOURCE MOUNTPOINT [-o OPTS]``)."""
+    if len(words) < 2 or words[0].startswith("-") or words[1].startswith("-"):
+        return False
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return words[0] not in sub.choices
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (argparse exits by itself, with 2, for
     a malformed command line)."""
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        words = list(sys.argv[1:] if argv is None else argv)
+        if _is_helper_call(parser, words):
+            # ``fsmount SOURCE MNT -o ...``: how mount.fuse3 runs -t fuse.fsmount.
+            from .mounthelper import main as helper
+
+            return helper(words)
+        args = parser.parse_args(words)
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return 2

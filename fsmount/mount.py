@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from . import errors
+from . import errors, sdnotify
 from .cli_errors import describe
 from .memory import tune_malloc
 from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD, DEFAULT_READ_AHEAD_MAX
@@ -287,12 +287,16 @@ async def _serve_mounted(ops: fuse_ops_t.Operations, config: MountConfig,
             _write_pid(config.mountpoint)
             if ready is not None:
                 ready()
+            # systemd (Type=notify): the mount answers now.
+            sdnotify.notify(f"READY=1\nSTATUS=mounted at {config.mountpoint}")
 
         nursery.start_soon(when_up)
         await fuse_ops.session_main()
         # The kernel ended the session (fusermount3 -u): nothing is left to unmount.
+        sdnotify.notify("STOPPING=1")
         nursery.cancel_scope.cancel()
         return False
+    sdnotify.notify("STOPPING=1")
     return True
 
 
