@@ -13,6 +13,7 @@ import argparse
 import importlib
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 from . import __version__
@@ -52,6 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def log_format() -> str:
+    """Log lines with a UTC timestamp and the process id; under systemd without the
+    timestamp, which the journal adds to every line itself."""
+    from .sdnotify import under_systemd
+
+    if under_systemd():
+        return "%(levelname)s %(name)s: %(message)s"
+    logging.Formatter.converter = time.gmtime
+    return ("%(asctime)s.%(msecs)03dZ fsmount[%(process)d] %(levelname)s %(name)s: "
+            "%(message)s")
+
+
 def _is_helper_call(parser: argparse.ArgumentParser, words: list[str]) -> bool:
     """True for a mount helper's command line: two words first, neither a flag, the first
     not a verb (``SOURCE MOUNTPOINT [-o OPTS]``)."""
@@ -76,10 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return 2
-        logging.basicConfig(
-            level=getattr(logging, args.log_level),
-            format="fsmount: %(levelname)s %(name)s: %(message)s",
-        )
+        logging.basicConfig(level=getattr(logging, args.log_level), format=log_format(),
+                            datefmt="%Y-%m-%dT%H:%M:%S")
         return int(args.func(args) or 0)
     except SystemExit:
         raise

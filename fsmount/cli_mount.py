@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 from dataclasses import dataclass, field
 
-from .cli_common import add_remote_options, open_remote, parse_size, store_dir
+from . import control
+from .cli_common import add_remote_options, human, open_remote, parse_size, store_dir
 from .cli_errors import UsageError
 from .mount import MountConfig, check_mountpoint, prepare_cache_dir, run, unmount
 from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD, DEFAULT_READ_AHEAD_MAX
 from .remote import Remote
+from .sdnotify import under_systemd
+from .server.cli import parse_listen
 from .upload import DEFAULT_WRITE_MEMORY
 from .view import VIEW_OPTIONS, OwnershipView
 
@@ -98,8 +102,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="staging files of random writes and spilled parts of uploads in "
                    "progress; created if missing (default $XDG_CACHE_HOME/fsmount)")
     p.add_argument("--log-file", default=None, metavar="PATH",
-                   help="where the background filesystem logs (default: nowhere)")
+                   help="where the background filesystem logs (default "
+                   f"{default_log_file('MOUNTPOINT')}, named after the mountpoint; under "
+                   "systemd, stderr, i.e. the journal; in the foreground, stderr)")
+    p.add_argument("--metrics-addr", type=parse_listen, default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics of the mount (cache hits, fetches, "
+                   "uploads, retries) at http://HOST:PORT/metrics")
     p.set_defaults(func=cmd_mount)
+
+    s = sub.add_parser("status", help="what a mount is doing: cache, transfers, errors",
+                       description="Ask the mount at MOUNTPOINT (over its control socket) "
+                       "for its cache use, transfers in flight, errors and retries.")
+    s.add_argument("mountpoint", metavar="MOUNTPOINT")
+    s.add_argument("--json", action="store_true", help="print the status as JSON")
+    s.set_defaults(func=cmd_status)
 
     u = sub.add_parser("unmount", aliases=["umount"], help="unmount a mounted store",
                        description="Unmount MOUNTPOINT (like fusermount3 -u) and wait for the "
@@ -122,6 +138,10 @@ def cmd_mount(args: argparse.Namespace) -> int:
         args.store = store_dir(args, create=True)
     if args.token_file:
         args.token_file = os.path.abspath(args.token_file)
+    log_file = args.log_file
+    if log_file is None and not args.foreground and not under_systemd():
+        log_file = default_log_file(mountpoint)
+        os.makedirs(os.path.dirname(log_file), mode=0o700, exist_ok=True)
     config = MountConfig(
         mountpoint=mountpoint,
         options=options.kernel,
@@ -131,7 +151,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
         read_ahead=args.read_ahead,
         read_ahead_max=args.read_ahead_max,
         foreground=args.foreground,
-        log_file=os.path.abspath(args.log_file) if args.log_file else None,
+        log_file=os.path.abspath(log_file) if log_file else None,
+        metrics_addr=args.metrics_addr,
+        source=args.server or args.store,
         cache_dir=cache_dir,
         fsname=f"fsmount:{args.server or args.store}"[:120].replace(",", "_"),
     )
@@ -141,6 +163,44 @@ def cmd_mount(args: argparse.Namespace) -> int:
         return await open_remote(args, exclusive=True)
 
     return run(config, factory)
+
+
+def default_log_file(mountpoint: str) -> str:
+    """Where a background mount logs by default: ``$XDG_STATE_HOME/fsmount/log/NAME.log``
+    (else ``~/.local/state/...``), NAME the mountpoint with ``/`` as ``-``."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                            "state")
+    name = os.path.abspath(mountpoint).strip("/").replace("/", "-") or "root"
+    if mountpoint == "MOUNTPOINT":  # for --help
+        name = mountpoint
+    return os.path.join(base, "fsmount", "log", f"{name}.log")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    s = control.request(args.mountpoint, "status")
+    if args.json:
+        print(json.dumps(s, indent=2, sort_keys=True))
+        return 0
+    c, t = s["cache"], s["transfers"]
+    reads = c["hits"] + c["misses"]
+    lines = [
+        f"mountpoint   {s['mountpoint']}",
+        f"source       {s['source']}",
+        f"uptime       {s['uptime_seconds']:.0f} s",
+        f"cache        {human(c['used_bytes'])} of {human(c['capacity_bytes'])}, "
+        f"{c['hits']} hits / {c['misses']} misses"
+        + (f" ({100 * c['hits'] / reads:.0f}% hits)" if reads else "")
+        + f", {c['fetches']} chunks fetched",
+        f"transfers    {t['calls_in_flight']} calls and {t['fetches_in_flight']} fetches in "
+        f"flight, {t['files_writing']} files being written, {t['files_open']} open",
+        f"moved        {human(t['bytes_uploaded'])} up ({t['uploads_finalized']} segments), "
+        f"{human(t['bytes_downloaded'])} down",
+        f"retries      {s['retries']}",
+        "errors       " + (", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items()))
+                           or "none"),
+    ]
+    print("\n".join(lines))
+    return 0
 
 
 def cmd_unmount(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ from ..protocol import MAX_PART_SIZE, WINDOW
 from ..remote import FileLocation
 from . import wire
 from .auth import AuthDB, RateLimiter
+from .metrics import Observer
 from .thumbnails import DEFAULT_CACHE_BYTES
 
 if TYPE_CHECKING:
@@ -433,8 +434,13 @@ class FsmountApp:
         self.state = state
         self.rest = build_rest_app(state)
         self._closed = False
+        #: Access log and metrics around every request (``/metrics`` answers there).
+        self.observer = Observer(self._handle)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.observer(scope, receive, send)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
@@ -451,10 +457,10 @@ class FsmountApp:
             await self._drain(receive)
             await send_answer(send, *error_answer(exc), head_only=scope["method"] == "HEAD")
             return
+        scope.setdefault("state", {})["fsm_user"] = user  # the access log names the user
         if path.startswith(wire.PROTO_PREFIX):
             await self.proto(path[len(wire.PROTO_PREFIX):], user, scope, receive, send)
             return
-        scope.setdefault("state", {})["fsm_user"] = user
         await self.rest(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
