@@ -347,7 +347,10 @@ class Operations(pyfuse3.Operations):
             out["sha256"] = segs[0].sha256
             out["md5"] = segs[0].md5
         else:
-            # The whole file's digests are not known without reading it; each segment's are.
+            # The whole file's SHA-256 as its writer computed it (every file written through
+            # the mount has it); each segment's always.
+            if node.sha256:
+                out["sha256"] = node.sha256
             out["segments_sha256"] = ",".join(d.sha256 for d in segs)
         return out
 

@@ -676,16 +676,21 @@ class HttpRemote:
 
     async def create_file(self, parent: int, name: str, segments: tuple[FileLocation, ...] = (), *,
                           mode: int = 0o644, mtime_ns: int | None = None,
-                          replace: bool = False) -> Node:
-        return wire.node_from_json(await self._post("createFile", {
-            "parent": parent, "name": name, "segments": [wire.location_to_json(s) for s in segments],
-            "mode": mode, "mtime_ns": mtime_ns, "replace": replace}))
+                          replace: bool = False, sha256: str | None = None) -> Node:
+        args = {"parent": parent, "name": name,
+                "segments": [wire.location_to_json(s) for s in segments],
+                "mode": mode, "mtime_ns": mtime_ns, "replace": replace}
+        if sha256 is not None:
+            args["sha256"] = sha256
+        return wire.node_from_json(await self._post("createFile", args))
 
     async def set_content(self, node_id: int, segments: tuple[FileLocation, ...], *,
-                          mtime_ns: int | None = None) -> Node:
-        return wire.node_from_json(await self._post("setContent", {
-            "node_id": node_id, "segments": [wire.location_to_json(s) for s in segments],
-            "mtime_ns": mtime_ns}))
+                          mtime_ns: int | None = None, sha256: str | None = None) -> Node:
+        args = {"node_id": node_id, "segments": [wire.location_to_json(s) for s in segments],
+                "mtime_ns": mtime_ns}
+        if sha256 is not None:
+            args["sha256"] = sha256
+        return wire.node_from_json(await self._post("setContent", args))
 
     async def symlink(self, parent: int, name: str, target: str) -> Node:
         return wire.node_from_json(await self._post("symlink", {"parent": parent, "name": name,

@@ -251,14 +251,19 @@ class WriteState:
             mode = self.mode
             if not mode.dirty:
                 return None
+            # The whole content's SHA-256, computed while it went out (the store keeps it
+            # per node: user.fsmount.sha256); None where the store knows it itself.
+            sha256: str | None = None
             if isinstance(mode, Staging):
                 docs = await mode.staging.upload(self.name, parallel=self._settings.parallel)
+                sha256 = mode.staging.sha256
             elif isinstance(mode, Streaming):
                 # The upload is consumed whatever happens: afterwards the content is what
                 # it links (or, if the link fails, the empty rest of ``base``).
                 self.mode = Emptied()
                 try:
                     docs = await mode.upload.finish()
+                    sha256 = mode.upload.sha256
                 except BaseException:
                     # The written bytes are gone with the upload: the file keeps its old
                     # content, and this close reports the error.
@@ -269,7 +274,7 @@ class WriteState:
                 docs = self.base
             mtime = self.mtime_ns if self.mtime_ns is not None else time.time_ns()
             node = await self.remote.set_content(self.node_id, tuple(d.location for d in docs),
-                                                 mtime_ns=mtime)
+                                                 mtime_ns=mtime, sha256=sha256)
             self.base = tuple(node.segments)
             self.size = node.size
             self.mtime_ns = None

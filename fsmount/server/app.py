@@ -386,6 +386,14 @@ async def _proto_get(method: str, remote: EmbeddedRemote, p: dict[str, str]) -> 
     raise errors.NotFound(f"no protocol method {method!r}")
 
 
+def _opt_str(a: dict[str, Any], key: str) -> str | None:
+    """An optional string argument.  Raises InvalidArgument if present and not a string."""
+    value = a.get(key)
+    if value is not None and not isinstance(value, str):
+        raise errors.InvalidArgument(f"{key} must be a string")
+    return value
+
+
 async def _proto_post(method: str, remote: EmbeddedRemote, a: dict[str, Any]) -> Any:
     ri, rs = wire.req_int, wire.req_str
     if method == "uploadMedia":
@@ -397,11 +405,11 @@ async def _proto_post(method: str, remote: EmbeddedRemote, a: dict[str, Any]) ->
         return wire.node_to_json(await remote.create_file(
             ri(a, "parent"), rs(a, "name"), wire.locations_from_json(a.get("segments")),
             mode=ri(a, "mode", default=0o644), mtime_ns=ri(a, "mtime_ns", default=None),
-            replace=wire.req_bool(a, "replace", False)))
+            replace=wire.req_bool(a, "replace", False), sha256=_opt_str(a, "sha256")))
     if method == "setContent":
         return wire.node_to_json(await remote.set_content(
             ri(a, "node_id"), wire.locations_from_json(a.get("segments")),
-            mtime_ns=ri(a, "mtime_ns", default=None)))
+            mtime_ns=ri(a, "mtime_ns", default=None), sha256=_opt_str(a, "sha256")))
     if method == "symlink":
         return wire.node_to_json(await remote.symlink(ri(a, "parent"), rs(a, "name"),
                                                       rs(a, "target")))

@@ -214,6 +214,7 @@ def node_to_json(node: Node) -> dict[str, Any]:
         "segments": [document_to_json(d) for d in node.segments],
         "target": node.target,
         "restricted": node.restricted,
+        "sha256": node.sha256,
     }
 
 
@@ -231,6 +232,9 @@ def node_from_json(obj: Any) -> Node:
     target = obj.get("target")
     if target is not None and not isinstance(target, str):
         raise _bad("node target")
+    sha256 = obj.get("sha256")
+    if sha256 is not None and not isinstance(sha256, str):
+        raise _bad("node sha256")
     return Node(
         id=req_int(obj, "id"),
         parent=req_int(obj, "parent"),
@@ -244,6 +248,7 @@ def node_from_json(obj: Any) -> Node:
         segments=tuple(document_from_json(d) for d in segs),
         target=target,
         restricted=req_bool(obj, "restricted", False),
+        sha256=sha256,
     )
 
 

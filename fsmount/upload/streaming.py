@@ -163,6 +163,11 @@ class StreamingUpload:
         self._done = trio.Event()
         self._finished = False
         self._hash_send, self._hash_recv = trio.open_memory_channel[_Part](1)
+        # The whole file's SHA-256, over every part in order (the hasher task sees each
+        # once); :attr:`sha256` once finished.
+        self._whole = hashlib.sha256()
+        #: The SHA-256 (hex) of everything written, set by :meth:`finish`.
+        self.sha256: str | None = None
         self._sender: PartSender[_Part] | None = None
         self._spiller: Spiller | None = None
         self._nursery: trio.Nursery | None = None
@@ -391,6 +396,7 @@ class StreamingUpload:
             docs = tuple(seg.document for seg in self._segments)
             if any(d is None for d in docs):
                 raise errors.TransportError(f"upload of {self.name!r} did not complete")
+            self.sha256 = self._whole.hexdigest()
             self._finished = True
             return tuple(d for d in docs if d is not None)
         except BaseException:
@@ -421,11 +427,11 @@ class StreamingUpload:
             async for part in self._hash_recv:
                 seg = part.segment
                 assert part.data is not None
-                if seg.md5 is not None and part.small:
-                    await trio.to_thread.run_sync(seg.md5.update, part.data)
-                else:
+                if not (seg.md5 is not None and part.small):
                     # Past the threshold the upload is big: inputFileBig carries no MD5.
                     seg.md5 = None
+                # In a thread: hashlib lets go of the GIL for buffers this size.
+                await trio.to_thread.run_sync(_hash_part, self._whole, seg.md5, part.data)
                 if part.spill:
                     await self._spiller.inbox.send(SpillJob(seg.retained, part.number))
                 await self._sender.inbox.send(part)
@@ -682,3 +688,9 @@ async def upload_reader(
     if failure is not None:
         raise failure
     return docs
+
+
+def _hash_part(whole: hashlib._Hash, md5: hashlib._Hash | None, data: bytes) -> None:
+    whole.update(data)
+    if md5 is not None:
+        md5.update(data)
