@@ -67,8 +67,11 @@ def log_format() -> str:
 
 def _is_helper_call(parser: argparse.ArgumentParser, words: list[str]) -> bool:
     """True for a mount helper's command line: two words first, neither a flag, the first
-    not a verb (``SOURCE MOUNTPOINT [-o OPTS]``)."""
+    not a verb and looking like a source -- a path or URL (``SOURCE MOUNTPOINT [-o
+    OPTS]``), so that a mistyped verb is still a usage error."""
     if len(words) < 2 or words[0].startswith("-") or words[1].startswith("-"):
+        return False
+    if "/" not in words[0] and not words[0].startswith("fsmount#"):
         return False
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return words[0] not in sub.choices

@@ -137,7 +137,7 @@ class WriteState:
         s = self._settings
         upload = await StreamingUpload.open(
             s.nursery, s.remote, self.name, parallel=s.parallel, spill_dir=s.cache_dir,
-            budget=s.budget, segment_parts=STREAM_SEGMENT_PARTS)
+            budget=s.budget, segment_parts=STREAM_SEGMENT_PARTS, whole_sha256=True)
         mode = Streaming(upload, dirty=self.mode.dirty)
         self.mode = mode
         return mode

@@ -131,6 +131,7 @@ class StreamingUpload:
         budget: RetainBudget | None = None,
         segment_parts: int | None = None,
         refresh_after: float | None = None,
+        whole_sha256: bool = False,
     ) -> None:
         if parallel < 1:
             raise ValueError("parallel must be at least 1")
@@ -165,7 +166,7 @@ class StreamingUpload:
         self._hash_send, self._hash_recv = trio.open_memory_channel[_Part](1)
         # The whole file's SHA-256, over every part in order (the hasher task sees each
         # once); :attr:`sha256` once finished.
-        self._whole = hashlib.sha256()
+        self._whole = hashlib.sha256() if whole_sha256 else None
         #: The SHA-256 (hex) of everything written, set by :meth:`finish`.
         self.sha256: str | None = None
         self._sender: PartSender[_Part] | None = None
@@ -189,6 +190,7 @@ class StreamingUpload:
         budget: RetainBudget | None = None,
         segment_parts: int | None = None,
         refresh_after: float | None = None,
+        whole_sha256: bool = False,
     ) -> StreamingUpload:
         """Start an upload whose background tasks run in ``nursery``.
 
@@ -202,7 +204,9 @@ class StreamingUpload:
         in memory).  A segment finalized while the file is still being written is uploaded
         again from the store once it is ``refresh_after`` seconds old (default: half the
         store's part lifetime), since no file links its document yet and the store would
-        reclaim it.  ``config`` saves a ``get_config`` call.
+        reclaim it.  ``config`` saves a ``get_config`` call.  ``whole_sha256`` computes the
+        whole file's SHA-256 on the way (:attr:`sha256` after :meth:`finish`; a mount keeps
+        it per node), one more pass over the bytes, in a thread.
 
         Raises:
             ValueError: ``parallel`` or ``segment_parts`` is below 1.
@@ -218,6 +222,7 @@ class StreamingUpload:
             budget=budget,
             segment_parts=segment_parts,
             refresh_after=refresh_after,
+            whole_sha256=whole_sha256,
         )
         await nursery.start(up._run)
         return up
@@ -396,7 +401,7 @@ class StreamingUpload:
             docs = tuple(seg.document for seg in self._segments)
             if any(d is None for d in docs):
                 raise errors.TransportError(f"upload of {self.name!r} did not complete")
-            self.sha256 = self._whole.hexdigest()
+            self.sha256 = self._whole.hexdigest() if self._whole is not None else None
             self._finished = True
             return tuple(d for d in docs if d is not None)
         except BaseException:
@@ -430,8 +435,9 @@ class StreamingUpload:
                 if not (seg.md5 is not None and part.small):
                     # Past the threshold the upload is big: inputFileBig carries no MD5.
                     seg.md5 = None
-                # In a thread: hashlib lets go of the GIL for buffers this size.
-                await trio.to_thread.run_sync(_hash_part, self._whole, seg.md5, part.data)
+                if self._whole is not None or seg.md5 is not None:
+                    # In a thread: hashlib lets go of the GIL for buffers this size.
+                    await trio.to_thread.run_sync(_hash_part, self._whole, seg.md5, part.data)
                 if part.spill:
                     await self._spiller.inbox.send(SpillJob(seg.retained, part.number))
                 await self._sender.inbox.send(part)
@@ -690,7 +696,8 @@ async def upload_reader(
     return docs
 
 
-def _hash_part(whole: hashlib._Hash, md5: hashlib._Hash | None, data: bytes) -> None:
-    whole.update(data)
+def _hash_part(whole: hashlib._Hash | None, md5: hashlib._Hash | None, data: bytes) -> None:
+    if whole is not None:
+        whole.update(data)
     if md5 is not None:
         md5.update(data)
