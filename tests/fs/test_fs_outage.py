@@ -73,7 +73,7 @@ class Restartable:
 
 
 @contextlib.contextmanager
-def server_and_mount(tmp_path: Path, files: dict[str, bytes] | None = None
+def server_and_mount(tmp_path: Path, files: dict[str, bytes] | None = None, *options: str
                      ) -> Iterator[tuple[Restartable, MountProc]]:
     store = tmp_path / "store"
     srv = Restartable(store)
@@ -88,7 +88,7 @@ def server_and_mount(tmp_path: Path, files: dict[str, bytes] | None = None
             proc = subprocess.Popen(
                 [sys.executable, "-m", "fsmount", "--log-level", "INFO", "mount", "-f",
                  "--server", srv.url, "--token-file", str(srv.token_file),
-                 "--retry-time", "60", str(mnt)],
+                 "--retry-time", "60", *options, str(mnt)],
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
         mp = MountProc(mnt, store, proc, log)
         try:
@@ -145,7 +145,9 @@ def test_cp_into_the_mount_survives_a_server_restart(tmp_path: Path) -> None:
 
 def test_a_read_through_the_mount_waits_out_a_server_restart(tmp_path: Path) -> None:
     data = os.urandom(SIZE // 2)
-    with server_and_mount(tmp_path, {"big.bin": data}) as (srv, mp):
+    # A small read-ahead, so that most of the file is still to fetch when the server dies.
+    with server_and_mount(tmp_path, {"big.bin": data}, "--read-ahead", "4M",
+                          "--read-ahead-max", "8M") as (srv, mp):
         h = hashlib.sha256()
         result: list[BaseException | None] = []
         with open(mp.mnt / "big.bin", "rb", buffering=0) as f:
