@@ -13,6 +13,7 @@ import argparse
 import importlib
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 from . import __version__
@@ -54,19 +55,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def log_format() -> str:
+    """Log lines with a UTC timestamp and the process id; under systemd without the
+    timestamp, which the journal adds to every line itself."""
+    from .sdnotify import under_systemd
+
+    if under_systemd():
+        return "%(levelname)s %(name)s: %(message)s"
+    logging.Formatter.converter = time.gmtime
+    return ("%(asctime)s.%(msecs)03dZ fsmount[%(process)d] %(levelname)s %(name)s: "
+            "%(message)s")
+
+
+def _is_helper_call(parser: argparse.ArgumentParser, words: list[str]) -> bool:
+    """True for a mount helper's command line: two words first, neither a flag, the first
+    not a verb and looking like a source -- a path or URL (``SOURCE MOUNTPOINT [-o
+    OPTS]``), so that a mistyped verb is still a usage error."""
+    if len(words) < 2 or words[0].startswith("-") or words[1].startswith("-"):
+        return False
+    if "/" not in words[0] and not words[0].startswith("fsmount#"):
+        return False
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return words[0] not in sub.choices
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (argparse exits by itself, with 2, for
     a malformed command line)."""
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        words = list(sys.argv[1:] if argv is None else argv)
+        if _is_helper_call(parser, words):
+            # ``fsmount SOURCE MNT -o ...``: how mount.fuse3 runs -t fuse.fsmount.
+            from .mounthelper import main as helper
+
+            return helper(words)
+        args = parser.parse_args(words)
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return 2
-        logging.basicConfig(
-            level=getattr(logging, args.log_level),
-            format="fsmount: %(levelname)s %(name)s: %(message)s",
-        )
+        logging.basicConfig(level=getattr(logging, args.log_level), format=log_format(),
+                            datefmt="%Y-%m-%dT%H:%M:%S")
         return int(args.func(args) or 0)
     except SystemExit:
         raise

@@ -31,6 +31,9 @@ from .remote import ROOT_ID, Node, Remote
 if TYPE_CHECKING:
     from .httpremote import HttpRemote
 
+#: How long the first call to a server is retried: a wrong URL or a server that is not
+#: running fails the command in seconds, while later calls wait through outages.
+FIRST_CONTACT_RETRY_TIME = 3.0
 #: The file that makes a directory a store: its metadata database (see fsmount.store).
 STORE_DB = "meta.sqlite"
 
@@ -52,6 +55,10 @@ def add_remote_options(parser: argparse.ArgumentParser) -> None:
                    help="file holding the bearer token for --server (default $FSMOUNT_TOKEN)")
     g.add_argument("--user", default="default",
                    help="user of the embedded store (default: default)")
+    g.add_argument("--retry-time", type=parse_duration, default=None, metavar="TIME",
+                   help="with --server: how long a failing call is retried (server restart, "
+                   "network outage) before it fails, e.g. 30s, 5m, 1h (default 5m); "
+                   "a wrong name, certificate or token fails at once")
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -110,7 +117,9 @@ async def open_remote(args: argparse.Namespace, *, exclusive: bool) -> Remote:
             raise UsageError("--store and --server exclude each other")
         from .httpremote import HttpRemote
 
-        return await _checked(HttpRemote(args.server, _token(args)))
+        retry = getattr(args, "retry_time", None)
+        opts = {} if retry is None else {"retry_time": retry}
+        return await _checked(HttpRemote(args.server, _token(args), **opts))
     from .embedded import EmbeddedRemote
 
     opened = EmbeddedRemote.open(store_dir(args), user=getattr(args, "user", "default"),
@@ -127,7 +136,8 @@ async def _checked(remote: HttpRemote) -> HttpRemote:
     from .server.wire import PROTO_PREFIX
 
     try:
-        await remote.getattr(ROOT_ID)
+        with remote.patience(FIRST_CONTACT_RETRY_TIME):
+            await remote.getattr(ROOT_ID)
     except BaseException as exc:
         with trio.CancelScope(shield=True):
             await remote.aclose()
@@ -169,6 +179,18 @@ def parse_size(text: str) -> int:
     if not m:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 256M, 1G)")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """``30``, ``30s``, ``5m``, ``1.5h`` -> seconds.  For argparse (raises
+    ArgumentTypeError)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhSMH]?)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 5m)")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
 
 
 def human(n: float) -> str:

@@ -4,35 +4,66 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+from dataclasses import dataclass, field
 
-from .cli_common import add_remote_options, open_remote, parse_size, store_dir
+from . import control
+from .cli_common import add_remote_options, human, open_remote, parse_size, store_dir
 from .cli_errors import UsageError
 from .mount import MountConfig, check_mountpoint, prepare_cache_dir, run, unmount
 from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD, DEFAULT_READ_AHEAD_MAX
 from .remote import Remote
+from .sdnotify import under_systemd
+from .server.cli import parse_listen
 from .upload import DEFAULT_WRITE_MEMORY
+from .view import VIEW_OPTIONS, OwnershipView
 
 #: -o options passed through to the kernel mount as they are.
 KNOWN_OPTIONS = {"allow_other", "allow_root", "default_permissions", "ro", "rw", "noatime",
                  "auto_unmount", "nosuid", "nodev", "noexec", "suid", "dev", "exec"}
+#: Options of fstab, mount(8) and systemd that are not for the filesystem: accepted and
+#: ignored, as fuse's own mount helper does (with every ``x-*``, e.g. ``x-systemd.*``).
+IGNORED_OPTIONS = {"_netdev", "nofail", "auto", "noauto", "user", "users", "nouser", "owner",
+                   "group", "defaults", "atime", "relatime", "strictatime", "lazytime",
+                   "sync", "async"}
 
 
-def parse_options(values: list[str]) -> set[str]:
-    """``-o a,b -o c`` -> {a, b, c}.  Raises UsageError for an unknown option."""
-    out: set[str] = set()
+@dataclass(frozen=True)
+class MountOptions:
+    """What ``-o`` said: options for the kernel mount, and the ownership view."""
+
+    kernel: set[str] = field(default_factory=set)
+    view: OwnershipView = field(default_factory=OwnershipView)
+
+
+def parse_options(values: list[str]) -> MountOptions:
+    """``-o a,b -o uid=1000`` -> kernel options {a, b} and the view.  Raises UsageError for
+    an unknown option or a bad value."""
+    kernel: set[str] = set()
+    view = OwnershipView()
     for value in values:
         for opt in value.split(","):
             opt = opt.strip()
-            if not opt:
+            name, eq, val = opt.partition("=")
+            if not opt or opt.startswith("x-") or opt.startswith("comment="):
                 continue
-            if opt not in KNOWN_OPTIONS:
-                raise UsageError(
-                    f"unknown mount option {opt!r} (known: {', '.join(sorted(KNOWN_OPTIONS))})")
-            out.add(opt)
-    out.discard("rw")
-    return out
+            if eq and name in VIEW_OPTIONS:
+                try:
+                    view = view.with_option(name, val)
+                except ValueError as exc:
+                    raise UsageError(f"mount option {opt}: {exc}") from None
+                continue
+            if opt in KNOWN_OPTIONS:
+                kernel.add(opt)
+                continue
+            if opt in IGNORED_OPTIONS:
+                continue
+            known = sorted(KNOWN_OPTIONS | {f"{n}=" for n in VIEW_OPTIONS})
+            raise UsageError(f"unknown mount option {opt!r} (known: {', '.join(known)})")
+    kernel.discard("rw")
+    return MountOptions(kernel, view)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -46,7 +77,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("-f", "--foreground", action="store_true",
                    help="stay in the foreground (SIGINT/SIGTERM unmount)")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
-                   help="mount options: allow_other, default_permissions, ro, ...")
+                   help="mount options: allow_other, default_permissions, ro, ...; "
+                   "uid=N, gid=N, umask=OCTAL, file_mode=OCTAL, dir_mode=OCTAL set the "
+                   "ownership and permissions stat shows (not what the store holds); "
+                   "_netdev, nofail, auto, noauto, x-* (fstab, systemd) are accepted and "
+                   "ignored")
     p.add_argument("--cache-size", type=parse_size, default=DEFAULT_CACHE_BYTES, metavar="SIZE",
                    help="chunk cache size in bytes, e.g. 256M (default 256M)")
     p.add_argument("--read-ahead", type=parse_size, default=DEFAULT_READ_AHEAD, metavar="SIZE",
@@ -67,8 +102,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="staging files of random writes and spilled parts of uploads in "
                    "progress; created if missing (default $XDG_CACHE_HOME/fsmount)")
     p.add_argument("--log-file", default=None, metavar="PATH",
-                   help="where the background filesystem logs (default: nowhere)")
+                   help="where the background filesystem logs (default "
+                   f"{default_log_file('MOUNTPOINT')}, named after the mountpoint; under "
+                   "systemd, stderr, i.e. the journal; in the foreground, stderr)")
+    p.add_argument("--metrics-addr", type=parse_listen, default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics of the mount (cache hits, fetches, "
+                   "uploads, retries) at http://HOST:PORT/metrics")
     p.set_defaults(func=cmd_mount)
+
+    s = sub.add_parser("status", help="what a mount is doing: cache, transfers, errors",
+                       description="Ask the mount at MOUNTPOINT (over its control socket) "
+                       "for its cache use, transfers in flight, errors and retries.")
+    s.add_argument("mountpoint", metavar="MOUNTPOINT")
+    s.add_argument("--json", action="store_true", help="print the status as JSON")
+    s.set_defaults(func=cmd_status)
 
     u = sub.add_parser("unmount", aliases=["umount"], help="unmount a mounted store",
                        description="Unmount MOUNTPOINT (like fusermount3 -u) and wait for the "
@@ -91,15 +138,22 @@ def cmd_mount(args: argparse.Namespace) -> int:
         args.store = store_dir(args, create=True)
     if args.token_file:
         args.token_file = os.path.abspath(args.token_file)
+    log_file = args.log_file
+    if log_file is None and not args.foreground and not under_systemd():
+        log_file = default_log_file(mountpoint)
+        os.makedirs(os.path.dirname(log_file), mode=0o700, exist_ok=True)
     config = MountConfig(
         mountpoint=mountpoint,
-        options=options,
+        options=options.kernel,
+        view=options.view,
         cache_bytes=args.cache_size,
         write_memory=args.write_memory,
         read_ahead=args.read_ahead,
         read_ahead_max=args.read_ahead_max,
         foreground=args.foreground,
-        log_file=os.path.abspath(args.log_file) if args.log_file else None,
+        log_file=os.path.abspath(log_file) if log_file else None,
+        metrics_addr=args.metrics_addr,
+        source=args.server or args.store,
         cache_dir=cache_dir,
         fsname=f"fsmount:{args.server or args.store}"[:120].replace(",", "_"),
     )
@@ -109,6 +163,44 @@ def cmd_mount(args: argparse.Namespace) -> int:
         return await open_remote(args, exclusive=True)
 
     return run(config, factory)
+
+
+def default_log_file(mountpoint: str) -> str:
+    """Where a background mount logs by default: ``$XDG_STATE_HOME/fsmount/log/NAME.log``
+    (else ``~/.local/state/...``), NAME the mountpoint with ``/`` as ``-``."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                            "state")
+    name = os.path.abspath(mountpoint).strip("/").replace("/", "-") or "root"
+    if mountpoint == "MOUNTPOINT":  # for --help
+        name = mountpoint
+    return os.path.join(base, "fsmount", "log", f"{name}.log")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    s = control.request(args.mountpoint, "status")
+    if args.json:
+        print(json.dumps(s, indent=2, sort_keys=True))
+        return 0
+    c, t = s["cache"], s["transfers"]
+    reads = c["hits"] + c["misses"]
+    lines = [
+        f"mountpoint   {s['mountpoint']}",
+        f"source       {s['source']}",
+        f"uptime       {s['uptime_seconds']:.0f} s",
+        f"cache        {human(c['used_bytes'])} of {human(c['capacity_bytes'])}, "
+        f"{c['hits']} hits / {c['misses']} misses"
+        + (f" ({100 * c['hits'] / reads:.0f}% hits)" if reads else "")
+        + f", {c['fetches']} chunks fetched",
+        f"transfers    {t['calls_in_flight']} calls and {t['fetches_in_flight']} fetches in "
+        f"flight, {t['files_writing']} files being written, {t['files_open']} open",
+        f"moved        {human(t['bytes_uploaded'])} up ({t['uploads_finalized']} segments), "
+        f"{human(t['bytes_downloaded'])} down",
+        f"retries      {s['retries']}",
+        "errors       " + (", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items()))
+                           or "none"),
+    ]
+    print("\n".join(lines))
+    return 0
 
 
 def cmd_unmount(args: argparse.Namespace) -> int:

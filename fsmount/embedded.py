@@ -180,10 +180,11 @@ class EmbeddedRemote:
         mode: int = 0o644,
         mtime_ns: int | None = None,
         replace: bool = False,
+        sha256: str | None = None,
     ) -> Node:
         return await self._run(
             self.store.create_file, parent, name, tuple(segments), mode=mode,
-            mtime_ns=mtime_ns, replace=replace,
+            mtime_ns=mtime_ns, replace=replace, sha256=sha256,
         )
 
     async def put_file(self, parent: int, name: str, data: bytes, *, md5_checksum: str,
@@ -194,10 +195,11 @@ class EmbeddedRemote:
                                replace=replace)
 
     async def set_content(
-        self, node_id: int, segments: tuple[FileLocation, ...], *, mtime_ns: int | None = None
+        self, node_id: int, segments: tuple[FileLocation, ...], *, mtime_ns: int | None = None,
+        sha256: str | None = None,
     ) -> Node:
         return await self._run(self.store.set_content, node_id, tuple(segments),
-                               mtime_ns=mtime_ns)
+                               mtime_ns=mtime_ns, sha256=sha256)
 
     async def symlink(self, parent: int, name: str, target: str) -> Node:
         return await self._run(self.store.symlink, parent, name, target)

@@ -34,6 +34,7 @@ from .reader import (
 )
 from .remote import ROOT_ID, Document, Node, NodeKind, Remote
 from .upload import DEFAULT_WRITE_MEMORY, RetainBudget
+from .view import OwnershipView
 from .writestate import WriteSettings, WriteState, WriteStates
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ assert ROOT_ID == pyfuse3.ROOT_INODE
 XATTR_PREFIX = "user.fsmount."
 #: Block size reported to tools: cp, dd and friends size their buffers from st_blksize.
 BLKSIZE = 1024 * 1024
-#: statfs for a store without a quota: this much free space is reported.
+#: statfs when the store cannot tell its disk's free space (an older server): this much free.
 UNLIMITED_FREE = 1 << 50
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
@@ -141,6 +142,7 @@ class Operations(pyfuse3.Operations):
         attr_timeout: float = ATTR_TIMEOUT,
         cache_dir: str | None = None,
         write_memory: int = DEFAULT_WRITE_MEMORY,
+        view: OwnershipView | None = None,
     ) -> None:
         super().__init__()
         if log.isEnabledFor(logging.DEBUG):
@@ -156,6 +158,8 @@ class Operations(pyfuse3.Operations):
         self.dirs: HandleTable[DirHandle] = HandleTable()
         self.uid = os.getuid()
         self.gid = os.getgid()
+        #: -o uid=,gid=,umask=,file_mode=,dir_mode=: what stat shows (fsmount.view).
+        self.view = view or OwnershipView()
         # Content version last opened per inode: reopening unchanged content keeps the
         # kernel's page cache.
         self._opened_version: dict[int, tuple[int, tuple[int, ...]]] = {}
@@ -200,8 +204,11 @@ class Operations(pyfuse3.Operations):
             a.st_size = state.size if state is not None else node.size
             if state is not None and state.mtime_ns is not None:
                 a.st_atime_ns = a.st_mtime_ns = state.mtime_ns  # linked with the content
-        a.st_uid = self.uid
-        a.st_gid = self.gid
+        a.st_uid, a.st_gid = self.view.owner(self.uid, self.gid)
+        if node.kind is not NodeKind.SYMLINK:
+            # The view last: options given override whatever the node says.
+            a.st_mode = stat.S_IFMT(a.st_mode) | self.view.perms(
+                stat.S_IMODE(a.st_mode), is_dir=node.kind is NodeKind.DIR)
         a.st_rdev = 0
         a.st_blksize = BLKSIZE
         a.st_blocks = -(-a.st_size // 512)
@@ -312,12 +319,13 @@ class Operations(pyfuse3.Operations):
         s = pyfuse3.StatvfsData()
         s.f_bsize = BLKSIZE
         s.f_frsize = 4096
+        # Free: what the quota leaves, but never more than the store's disk has.
+        free = UNLIMITED_FREE if usage.disk_free_bytes is None else usage.disk_free_bytes
         if usage.quota_bytes:
-            total = max(usage.quota_bytes, usage.used_bytes)
-        else:
-            total = usage.used_bytes + UNLIMITED_FREE
+            free = min(free, max(0, usage.quota_bytes - usage.used_bytes))
+        total = usage.used_bytes + free
         s.f_blocks = total // s.f_frsize
-        s.f_bfree = max(0, total - usage.used_bytes) // s.f_frsize
+        s.f_bfree = free // s.f_frsize
         s.f_bavail = s.f_bfree
         max_files = usage.max_files or usage.files + (1 << 32)
         s.f_files = max_files
@@ -339,7 +347,10 @@ class Operations(pyfuse3.Operations):
             out["sha256"] = segs[0].sha256
             out["md5"] = segs[0].md5
         else:
-            # The whole file's digests are not known without reading it; each segment's are.
+            # The whole file's SHA-256 as its writer computed it (every file written through
+            # the mount has it); each segment's always.
+            if node.sha256:
+                out["sha256"] = node.sha256
             out["segments_sha256"] = ",".join(d.sha256 for d in segs)
         return out
 

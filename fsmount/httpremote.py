@@ -17,9 +17,16 @@ never queued behind 1 MiB bodies.
 
 Retries
 -------
-Connection errors, timeouts, 5xx answers (but not 501/507, which are final) and 429 are
-retried with jittered exponential back-off (full jitter, capped), honouring
-``Retry-After``.  Every request is safe to repeat: reads are reads; a part is keyed by
+Connection errors, timeouts, 5xx answers (but not 501/507, which are final), 408 and 429
+are retried with jittered exponential back-off (full jitter, capped), honouring
+``Retry-After``, for a bounded *time* (``retry_time``, default :data:`RETRY_TIME`: five
+minutes, ``fsmount mount --retry-time``) rather than a small count, so that a server
+restart or a short network outage makes callers wait, not fail.  Failures that waiting
+cannot mend are raised at once, never retried: a name that does not resolve, a rejected
+certificate or any other TLS failure, TLS on one side only, and 4xx answers other than
+408/429 (see :func:`permanent`).  The first call to a server (``fsmount`` checks the URL
+and token with it) is given a short window of its own (:meth:`HttpRemote.patience`), so a
+wrong URL still fails in seconds.  Every request is safe to repeat: reads are reads; a part is keyed by
 ``(file_id, file_part)`` so saving it twice stores it once; ``setattr`` sets absolute
 values; every other state-changing call carries an ``Idempotency-Key`` that the server
 uses to answer a repeated request with the first answer instead of running it twice.
@@ -31,6 +38,7 @@ only, ...; see :func:`unreachable`); an error answer raises the error the server
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -39,6 +47,7 @@ import ssl
 import urllib.parse
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import h11
@@ -66,7 +75,9 @@ __all__ = ["HttpRemote"]
 
 log = logging.getLogger(__name__)
 
-_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+#: How long a call is retried by default before its error is raised (seconds).
+RETRY_TIME = 300.0
 _RECV = 1 << 20
 _HEAD_RECV = 64 * 1024
 _MAX_HEAD = 64 * 1024
@@ -123,6 +134,14 @@ def unreachable(url: str, exc: BaseException) -> errors.Unreachable:
         return errors.ConnectionClosed(url)
     return errors.Unreachable(url, f"{type(first).__name__}: {first}" if str(first)
                               else type(first).__name__)
+
+
+def permanent(exc: BaseException) -> bool:
+    """True for a network failure that retrying cannot mend: the host name does not
+    resolve, the certificate is rejected, the TLS handshake fails or the other side does
+    not speak TLS."""
+    return isinstance(unreachable("", exc), errors.HostNotFound | errors.TlsCertificateRejected
+                      | errors.NotTlsServer | errors.TlsFailed)
 
 
 class _Conn:
@@ -239,9 +258,10 @@ class HttpRemote:
     """One user's view of a store served by ``fsmount serve`` at ``base_url``.
 
     The constructor does no I/O; connections open on first use.  Options: ``timeout``
-    (seconds per attempt, default 60), ``connect_timeout`` (10), ``retries`` (attempts
-    after the first, default 5), ``backoff`` (first back-off ceiling in seconds, 0.1),
-    ``backoff_max`` (5), ``retry_after_max`` (60), ``meta_connections`` (16),
+    (seconds per attempt, default 60), ``connect_timeout`` (10), ``retry_time`` (seconds
+    a failing call is retried for, default :data:`RETRY_TIME`), ``retries`` (at most this
+    many attempts after the first as well, default unbounded), ``backoff`` (first back-off
+    ceiling in seconds, 0.1), ``backoff_max`` (2), ``retry_after_max`` (60), ``meta_connections`` (16),
     ``bulk_connections`` (32), ``ca_file`` (a CA bundle for https), ``verify`` (False
     turns certificate checks off).
     """
@@ -262,9 +282,12 @@ class HttpRemote:
         self._auth = f"Bearer {token}"
         self.timeout = float(opts.pop("timeout", 60.0))
         connect_timeout = float(opts.pop("connect_timeout", 10.0))
-        self.retries = int(opts.pop("retries", 5))
+        retries = opts.pop("retries", None)
+        self.retries: int | None = None if retries is None else int(retries)
+        self.retry_time = float(opts.pop("retry_time", RETRY_TIME))
         self.backoff = float(opts.pop("backoff", 0.1))
-        self.backoff_max = float(opts.pop("backoff_max", 5.0))
+        # Short enough that a restarted server is used again within seconds.
+        self.backoff_max = float(opts.pop("backoff_max", 2.0))
         self.retry_after_max = float(opts.pop("retry_after_max", 60.0))
         meta = int(opts.pop("meta_connections", 16))
         bulk = int(opts.pop("bulk_connections", 32))
@@ -281,13 +304,25 @@ class HttpRemote:
             raise TypeError(f"unknown HttpRemote options: {', '.join(sorted(opts))}")
         self._meta = _Pool(self._host, self._port, tls, meta, connect_timeout)
         self._bulk = _Pool(self._host, self._port, tls, bulk, connect_timeout)
-        #: How many attempts were retried (tests and benchmarks read it).
+        #: How many attempts were retried (tests, benchmarks and ``fsmount status`` read it).
         self.retried = 0
+        #: Calls that failed after their retries (``fsmount status`` reads it).
+        self.failed = 0
         #: Requests sent per protocol method, retries included (tests and benchmarks).
         self.requests: Counter[str] = Counter()
         #: Set once the server turned out to predate getFileChecksums.
         self._no_checksums = False
         self._closed = False
+
+    @contextlib.contextmanager
+    def patience(self, seconds: float) -> Iterator[None]:
+        """Retry calls made inside the block for ``seconds`` at most (the first call to a
+        server: a wrong URL should fail at once, not after minutes)."""
+        before, self.retry_time = self.retry_time, seconds
+        try:
+            yield
+        finally:
+            self.retry_time = before
 
     # --- transport ---------------------------------------------------------------------------
 
@@ -454,26 +489,45 @@ class HttpRemote:
             headers.append(("idempotency-key", uuid.uuid4().hex))
         pool = self._bulk if bulk else self._meta
         attempt = 0
+        deadline = trio.current_time() + self.retry_time
         while True:
             wait: float | None = None
             self.requests[method_name] += 1
             try:
                 ans = await self._once(pool, http, target, headers, body)
             except _NET_ERRORS as exc:
-                if attempt >= self.retries:
+                if permanent(exc) or not self._may_retry(attempt, deadline):
+                    self.failed += 1
                     raise unreachable(self.base_url, exc) from exc
+                reason = unreachable(self.base_url, exc).what
                 log.debug("%s failed (%r), retrying", method_name, exc)
             else:
                 if ans.status < 400:
                     return ans
-                if ans.status not in _RETRY_STATUS or attempt >= self.retries:
+                if ans.status not in _RETRY_STATUS or not self._may_retry(attempt, deadline):
+                    if ans.status >= 500 or ans.status in _RETRY_STATUS:
+                        self.failed += 1
                     raise self._error(ans)
                 wait = self._retry_after(ans)
+                reason = f"HTTP {ans.status}"
             if wait is None:
                 wait = random.uniform(0, min(self.backoff_max, self.backoff * 2 ** attempt))
+            # Never sleep past the deadline: the last attempt is made at it.
+            wait = max(0.0, min(wait, deadline - trio.current_time()))
+            if attempt % 20 in (0, 10):
+                # The first failure quietly (most are blips); a longer outage is a warning
+                # every few attempts, so the log shows it without a line per attempt.
+                log.log(logging.INFO if attempt == 0 else logging.WARNING,
+                        "%s: %s; retrying for up to %.0f s more", method_name, reason,
+                        deadline - trio.current_time())
             attempt += 1
             self.retried += 1
             await trio.sleep(wait)
+
+    def _may_retry(self, attempt: int, deadline: float) -> bool:
+        if self.retries is not None and attempt >= self.retries:
+            return False
+        return trio.current_time() < deadline
 
     def _retry_after(self, ans: _Answer) -> float | None:
         raw = ans.headers.get("retry-after")
@@ -622,10 +676,13 @@ class HttpRemote:
 
     async def create_file(self, parent: int, name: str, segments: tuple[FileLocation, ...] = (), *,
                           mode: int = 0o644, mtime_ns: int | None = None,
-                          replace: bool = False) -> Node:
-        return wire.node_from_json(await self._post("createFile", {
-            "parent": parent, "name": name, "segments": [wire.location_to_json(s) for s in segments],
-            "mode": mode, "mtime_ns": mtime_ns, "replace": replace}))
+                          replace: bool = False, sha256: str | None = None) -> Node:
+        args = {"parent": parent, "name": name,
+                "segments": [wire.location_to_json(s) for s in segments],
+                "mode": mode, "mtime_ns": mtime_ns, "replace": replace}
+        if sha256 is not None:
+            args["sha256"] = sha256
+        return wire.node_from_json(await self._post("createFile", args))
 
     async def put_file(self, parent: int, name: str, data: bytes, *, md5_checksum: str,
                        mode: int = 0o644, mtime_ns: int | None = None,
@@ -638,10 +695,12 @@ class HttpRemote:
             "mtime_ns": mtime_ns, "replace": replace}))
 
     async def set_content(self, node_id: int, segments: tuple[FileLocation, ...], *,
-                          mtime_ns: int | None = None) -> Node:
-        return wire.node_from_json(await self._post("setContent", {
-            "node_id": node_id, "segments": [wire.location_to_json(s) for s in segments],
-            "mtime_ns": mtime_ns}))
+                          mtime_ns: int | None = None, sha256: str | None = None) -> Node:
+        args = {"node_id": node_id, "segments": [wire.location_to_json(s) for s in segments],
+                "mtime_ns": mtime_ns}
+        if sha256 is not None:
+            args["sha256"] = sha256
+        return wire.node_from_json(await self._post("setContent", args))
 
     async def symlink(self, parent: int, name: str, target: str) -> Node:
         return wire.node_from_json(await self._post("symlink", {"parent": parent, "name": name,

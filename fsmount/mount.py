@@ -25,16 +25,17 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import errors
+from . import control, errors, observe, sdnotify
 from .cli_errors import describe
 from .memory import tune_malloc
 from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD, DEFAULT_READ_AHEAD_MAX
 from .remote import Remote
 from .upload import DEFAULT_WRITE_MEMORY
+from .view import OwnershipView
 
 if TYPE_CHECKING:
     from . import fuse_ops as fuse_ops_t
@@ -73,6 +74,12 @@ class MountConfig:
     cache_dir: str | None = None
     #: Memory for parts of uploads in progress, shared by all files being written.
     write_memory: int = DEFAULT_WRITE_MEMORY
+    #: -o uid=,gid=,umask=,file_mode=,dir_mode= (what stat shows).
+    view: OwnershipView = field(default_factory=OwnershipView)
+    #: --metrics-addr: serve Prometheus metrics of the mount there.
+    metrics_addr: tuple[str, int] | None = None
+    #: What is mounted (a store directory or a server URL), for fsmount status.
+    source: str = ""
 
     @property
     def read_only(self) -> bool:
@@ -139,9 +146,7 @@ def check_mountpoint(mountpoint: str) -> str:
 # --- pid files -------------------------------------------------------------------------
 
 
-def _runtime_dir() -> str:
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
-    return os.path.join(base, f"fsmount-{os.getuid()}")
+_runtime_dir = control.runtime_dir
 
 
 def pid_file(mountpoint: str) -> str:
@@ -241,15 +246,17 @@ async def serve(config: MountConfig, factory: RemoteFactory,
     from . import fuse_ops  # pyfuse3 is imported only where a mount is made
 
     remote = await factory()
+    stats = observe.MountStats()
     try:
         ops = fuse_ops.Operations(
-            remote,
+            observe.MeteredRemote(remote, stats),  # type: ignore[arg-type]
             cache_bytes=config.cache_bytes,
             read_ahead=config.read_ahead,
             read_ahead_max=config.read_ahead_max,
             read_only=config.read_only,
             cache_dir=config.cache_dir,
             write_memory=config.write_memory,
+            view=config.view,
         )
         fuse_ops.session_open(ops, config.mountpoint, fuse_options(config))
         # The receiver stays open through the cleanup, so that a second signal cannot
@@ -257,7 +264,7 @@ async def serve(config: MountConfig, factory: RemoteFactory,
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
             unmount = True
             try:
-                unmount = await _serve_mounted(ops, config, sigs, ready)
+                unmount = await _serve_mounted(ops, config, sigs, ready, stats, remote)
             finally:
                 _remove_pid(config.mountpoint)
                 fuse_ops.session_close(unmount=unmount)
@@ -267,13 +274,15 @@ async def serve(config: MountConfig, factory: RemoteFactory,
 
 
 async def _serve_mounted(ops: fuse_ops_t.Operations, config: MountConfig,
-                         sigs: AsyncIterator[int], ready: Callable[[], None] | None) -> bool:
+                         sigs: AsyncIterator[int], ready: Callable[[], None] | None,
+                         stats: observe.MountStats, remote: Remote) -> bool:
     """Serve until unmounted or signalled; True if the mount is still there to unmount."""
     from . import fuse_ops
 
     async with trio.open_nursery() as nursery:
         ops.start(nursery)
         nursery.start_soon(_watch_signals, sigs, nursery.cancel_scope)
+        await _start_observers(ops, config, stats, remote, nursery)
 
         async def when_up() -> None:
             # The kernel resets the read-ahead when it processes FUSE_INIT, so wait for the
@@ -283,13 +292,45 @@ async def _serve_mounted(ops: fuse_ops_t.Operations, config: MountConfig,
             _write_pid(config.mountpoint)
             if ready is not None:
                 ready()
+            # systemd (Type=notify): the mount answers now.
+            sdnotify.notify(f"READY=1\nSTATUS=mounted at {config.mountpoint}")
 
         nursery.start_soon(when_up)
         await fuse_ops.session_main()
         # The kernel ended the session (fusermount3 -u): nothing is left to unmount.
+        sdnotify.notify("STOPPING=1")
         nursery.cancel_scope.cancel()
         return False
+    sdnotify.notify("STOPPING=1")
     return True
+
+
+async def _start_observers(ops: fuse_ops_t.Operations, config: MountConfig,
+                           stats: observe.MountStats, remote: Remote,
+                           nursery: trio.Nursery) -> None:
+    """The control channel (fsmount status) and, with --metrics-addr, the metrics
+    endpoint.  Neither is worth failing a mount over: a problem is one log line."""
+
+    def current() -> dict[str, Any]:
+        return observe.status(stats, remote, ops.cache, files_writing=len(ops.writers),
+                              files_open=len(ops.files), mountpoint=config.mountpoint,
+                              source=config.source)
+
+    async def status(args: dict[str, Any]) -> dict[str, Any]:
+        return current()
+
+    handlers: control.Handlers = {"status": status}
+    try:
+        await nursery.start(control.serve, control.socket_path(config.mountpoint), handlers)
+    except OSError as exc:
+        log.warning("no control channel (fsmount status will not answer): %s", exc)
+    if config.metrics_addr is not None:
+        host, port = config.metrics_addr
+        try:
+            bound = observe.start_metrics_server(host, port, current)
+            log.info("metrics on http://%s:%d/metrics", *bound)
+        except OSError as exc:
+            log.warning("cannot serve metrics on %s:%d: %s", host, port, exc)
 
 
 async def _watch_signals(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
@@ -388,10 +429,11 @@ def _redirect_stdio(log_file: str | None) -> None:
 
 
 def _silence_stdio(log_file: str | None) -> None:
-    """After the mount is up nobody reads the daemon's terminal output."""
+    """After the mount is up nobody reads the daemon's terminal output.  Under systemd
+    stderr is the journal: the log stays there."""
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 1)
-    if not log_file:
+    if not log_file and not sdnotify.under_systemd():
         os.dup2(devnull, 2)
     os.close(devnull)
 

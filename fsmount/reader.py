@@ -146,6 +146,15 @@ class ChunkCache:
         """Run fetches in ``nursery`` (which must outlive every reader of this cache)."""
         self._nursery = nursery
 
+    @property
+    def used_bytes(self) -> int:
+        """Bytes of chunks held (both tiers), for ``fsmount status`` and metrics."""
+        return int(self._lru.currsize + self._streamed.currsize)
+
+    @property
+    def fetches_in_flight(self) -> int:
+        return len(self._inflight)
+
     # --- lookups ---------------------------------------------------------------------
 
     def cached(self, doc: Document, index: int) -> bytes | None:

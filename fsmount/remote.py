@@ -192,6 +192,9 @@ class Node:
     segments: tuple[Document, ...] = ()
     target: str | None = None  #: symlink target
     restricted: bool = False
+    #: SHA-256 (hex) of the whole file's bytes, set by the commit that linked its content
+    #: (see create_file / set_content); None where it is not known.
+    sha256: str | None = None
 
     @property
     def is_dir(self) -> bool:
@@ -206,6 +209,10 @@ class Usage:
     quota_bytes: int  #: 0 means unlimited
     files: int
     max_files: int = 0  #: 0 means unlimited
+    #: Free and total bytes of the disk the store keeps content on (what its user may
+    #: still write there, quota aside); None where the store cannot tell (an old server).
+    disk_free_bytes: int | None = None
+    disk_total_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -333,11 +340,16 @@ class Remote(Protocol):
         mode: int = 0o644,
         mtime_ns: int | None = None,
         replace: bool = False,
+        sha256: str | None = None,
     ) -> Node:
         """Create a file with the given content; with ``replace`` an existing file of that
         name is replaced atomically (readers see the old or the new content, never a mix).
+        ``sha256`` is the whole content's SHA-256 as the writer computed it (kept as the
+        node's ``sha256``; without it the store sets it only where it knows it: no
+        segment or one).
 
-        Raises AlreadyExists, IsADirectory, NotFound, FileIdInvalid, QuotaExceeded.
+        Raises AlreadyExists, IsADirectory, NotFound, FileIdInvalid, QuotaExceeded,
+        InvalidArgument (``sha256`` malformed, or not the one segment's).
         """
         ...
 
@@ -363,11 +375,13 @@ class Remote(Protocol):
         ...
 
     async def set_content(
-        self, node_id: int, segments: tuple[FileLocation, ...], *, mtime_ns: int | None = None
+        self, node_id: int, segments: tuple[FileLocation, ...], *, mtime_ns: int | None = None,
+        sha256: str | None = None,
     ) -> Node:
-        """Atomically replace a file's content with the given documents.
+        """Atomically replace a file's content with the given documents (``sha256`` as in
+        :meth:`create_file`).
 
-        Raises NotFound, IsADirectory, FileIdInvalid, QuotaExceeded.
+        Raises NotFound, IsADirectory, FileIdInvalid, QuotaExceeded, InvalidArgument.
         """
         ...
 

@@ -140,8 +140,8 @@ class WriteState:
         s = self._settings
         upload = await StreamingUpload.open(
             s.nursery, s.remote, self.name, parallel=s.parallel, parallel_max=s.parallel_max,
-            spill_dir=s.cache_dir,
-            budget=s.budget, segment_parts=STREAM_SEGMENT_PARTS)
+            spill_dir=s.cache_dir, budget=s.budget, segment_parts=STREAM_SEGMENT_PARTS,
+            whole_sha256=True)
         mode = Streaming(upload, dirty=self.mode.dirty)
         self.mode = mode
         return mode
@@ -255,14 +255,19 @@ class WriteState:
             mode = self.mode
             if not mode.dirty:
                 return None
+            # The whole content's SHA-256, computed while it went out (the store keeps it
+            # per node: user.fsmount.sha256); None where the store knows it itself.
+            sha256: str | None = None
             if isinstance(mode, Staging):
                 docs = await mode.staging.upload(self.name, parallel=self._settings.parallel)
+                sha256 = mode.staging.sha256
             elif isinstance(mode, Streaming):
                 # The upload is consumed whatever happens: afterwards the content is what
                 # it links (or, if the link fails, the empty rest of ``base``).
                 self.mode = Emptied()
                 try:
                     docs = await mode.upload.finish()
+                    sha256 = mode.upload.sha256
                 except BaseException:
                     # The written bytes are gone with the upload: the file keeps its old
                     # content, and this close reports the error.
@@ -273,7 +278,7 @@ class WriteState:
                 docs = self.base
             mtime = self.mtime_ns if self.mtime_ns is not None else time.time_ns()
             node = await self.remote.set_content(self.node_id, tuple(d.location for d in docs),
-                                                 mtime_ns=mtime)
+                                                 mtime_ns=mtime, sha256=sha256)
             self.base = tuple(node.segments)
             self.size = node.size
             self.mtime_ns = None

@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# chromium + chromium-driver: the web UI tests drive Debian's browser (never a downloaded one).
+# chromium + chromium-driver: the web UI tests drive Debian's browser (never a downloaded one);
+# attr: getfattr/setfattr for the xattr tests.
 PKGS=(fuse3 libfuse3-dev pkg-config gcc python3-dev ffmpeg rsync sqlite3 git curl rclone nginx-light
-      chromium chromium-driver)
+      attr chromium chromium-driver)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

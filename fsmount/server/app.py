@@ -37,6 +37,7 @@ from ..protocol import MAX_PART_SIZE, WINDOW
 from ..remote import FileLocation
 from . import wire
 from .auth import AuthDB, RateLimiter
+from .metrics import Observer
 from .shares import ShareLinks
 from .thumbnails import DEFAULT_CACHE_BYTES
 from .websession import COOKIE, CSRF_HEADER, WebSessions, cookie_value
@@ -407,6 +408,14 @@ async def _proto_get(method: str, remote: EmbeddedRemote, p: dict[str, str]) -> 
     raise errors.NotFound(f"no protocol method {method!r}")
 
 
+def _opt_str(a: dict[str, Any], key: str) -> str | None:
+    """An optional string argument.  Raises InvalidArgument if present and not a string."""
+    value = a.get(key)
+    if value is not None and not isinstance(value, str):
+        raise errors.InvalidArgument(f"{key} must be a string")
+    return value
+
+
 async def _proto_post(method: str, remote: EmbeddedRemote, a: dict[str, Any]) -> Any:
     ri, rs = wire.req_int, wire.req_str
     if method == "uploadMedia":
@@ -418,11 +427,11 @@ async def _proto_post(method: str, remote: EmbeddedRemote, a: dict[str, Any]) ->
         return wire.node_to_json(await remote.create_file(
             ri(a, "parent"), rs(a, "name"), wire.locations_from_json(a.get("segments")),
             mode=ri(a, "mode", default=0o644), mtime_ns=ri(a, "mtime_ns", default=None),
-            replace=wire.req_bool(a, "replace", False)))
+            replace=wire.req_bool(a, "replace", False), sha256=_opt_str(a, "sha256")))
     if method == "setContent":
         return wire.node_to_json(await remote.set_content(
             ri(a, "node_id"), wire.locations_from_json(a.get("segments")),
-            mtime_ns=ri(a, "mtime_ns", default=None)))
+            mtime_ns=ri(a, "mtime_ns", default=None), sha256=_opt_str(a, "sha256")))
     if method == "symlink":
         return wire.node_to_json(await remote.symlink(ri(a, "parent"), rs(a, "name"),
                                                       rs(a, "target")))
@@ -455,8 +464,13 @@ class FsmountApp:
         self.state = state
         self.rest = build_rest_app(state)
         self._closed = False
+        #: Access log and metrics around every request (``/metrics`` answers there).
+        self.observer = Observer(self._handle)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.observer(scope, receive, send)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
@@ -475,10 +489,10 @@ class FsmountApp:
             await self._drain(receive)
             await send_answer(send, *error_answer(exc), head_only=scope["method"] == "HEAD")
             return
+        scope.setdefault("state", {})["fsm_user"] = user  # the access log names the user
         if path.startswith(wire.PROTO_PREFIX):
             await self.proto(path[len(wire.PROTO_PREFIX):], user, scope, receive, send)
             return
-        scope.setdefault("state", {})["fsm_user"] = user
         await self.rest(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

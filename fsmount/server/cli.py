@@ -49,6 +49,10 @@ def register(sub: Any) -> None:
     p.add_argument("--thumbnail-cache", type=_size, default=None, metavar="SIZE",
                    help="disk kept for thumbnails, least recently used dropped first "
                         "(default 256M)")
+    p.add_argument("--access-log", default="-", metavar="PATH",
+                   help="one line per request (method, path without the query, status, "
+                   "bytes, seconds, user): - for stderr (the default; the journal under "
+                   "systemd), a file to append to, or off")
     p.set_defaults(func=cmd_serve)
 
     t = sub.add_parser("token", help="manage bearer tokens of `fsmount serve`",
@@ -157,6 +161,25 @@ def hypercorn_config(host: str, port: int, *, certfile: str | None = None,
     return cfg
 
 
+def setup_access_log(where: str) -> None:
+    """Send the access log (logger ``fsmount.access``) to stderr (``-``), a file, or
+    nowhere (``off``).  Raises OSError if the file cannot be opened."""
+    import logging
+
+    logger = logging.getLogger("fsmount.access")
+    if where == "off":
+        logger.setLevel(logging.WARNING)
+        return
+    logger.setLevel(logging.INFO)
+    if where != "-":
+        from ..cli import log_format
+
+        handler = logging.FileHandler(where, encoding="utf-8")
+        handler.setFormatter(logging.Formatter(log_format(), datefmt="%Y-%m-%dT%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
@@ -180,6 +203,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     cfg = hypercorn_config(host, port, certfile=args.certfile, keyfile=args.keyfile,
                            graceful_timeout=args.graceful_timeout)
+    setup_access_log(args.access_log)
     store_path = store_dir(args, create=True)
     store = Store(store_path, exclusive=True)
     tune_malloc()

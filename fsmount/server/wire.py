@@ -218,6 +218,7 @@ def node_to_json(node: Node) -> dict[str, Any]:
         "segments": [document_to_json(d) for d in node.segments],
         "target": node.target,
         "restricted": node.restricted,
+        "sha256": node.sha256,
     }
 
 
@@ -235,6 +236,9 @@ def node_from_json(obj: Any) -> Node:
     target = obj.get("target")
     if target is not None and not isinstance(target, str):
         raise _bad("node target")
+    sha256 = obj.get("sha256")
+    if sha256 is not None and not isinstance(sha256, str):
+        raise _bad("node sha256")
     return Node(
         id=req_int(obj, "id"),
         parent=req_int(obj, "parent"),
@@ -248,6 +252,7 @@ def node_from_json(obj: Any) -> Node:
         segments=tuple(document_from_json(d) for d in segs),
         target=target,
         restricted=req_bool(obj, "restricted", False),
+        sha256=sha256,
     )
 
 
@@ -266,16 +271,24 @@ def listing_from_json(obj: Any) -> Listing:
 
 
 def usage_to_json(u: Usage) -> dict[str, int]:
-    return {"used_bytes": u.used_bytes, "quota_bytes": u.quota_bytes, "files": u.files,
-            "max_files": u.max_files}
+    out = {"used_bytes": u.used_bytes, "quota_bytes": u.quota_bytes, "files": u.files,
+           "max_files": u.max_files}
+    if u.disk_free_bytes is not None and u.disk_total_bytes is not None:
+        out["disk_free_bytes"] = u.disk_free_bytes
+        out["disk_total_bytes"] = u.disk_total_bytes
+    return out
 
 
 def usage_from_json(obj: Any) -> Usage:
     """Raises InvalidArgument on a malformed usage object."""
     if not isinstance(obj, dict):
         raise _bad("usage")
+    free, total = obj.get("disk_free_bytes"), obj.get("disk_total_bytes")
+    if not (isinstance(free, int) and isinstance(total, int)) or free < 0 or total < 0:
+        free = total = None  # an older server, or nonsense: unknown
     return Usage(req_int(obj, "used_bytes"), req_int(obj, "quota_bytes"), req_int(obj, "files"),
-                 req_int(obj, "max_files", default=0))
+                 req_int(obj, "max_files", default=0), disk_free_bytes=free,
+                 disk_total_bytes=total)
 
 
 def config_to_json(c: UserConfig) -> dict[str, Any]:

@@ -25,7 +25,7 @@ Contract for an implementation:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from .rows import PartStamp, UploadKey
 
@@ -33,6 +33,13 @@ __all__ = ["BlobWriter", "ContentBackend", "StagedBlob", "StagedPart"]
 
 #: A staged part: written, not yet one of an upload's parts.
 StagedPart = str
+class DiskSpace(NamedTuple):
+    """Room on the disk (or service) that holds a store's content, in bytes."""
+
+    free: int  #: available to the store's process (statvfs f_bavail)
+    total: int
+
+
 #: A staged blob: the concatenation of an upload's parts, not yet a blob.
 StagedBlob = str
 
@@ -95,6 +102,8 @@ class ContentBackend(Protocol):
     def delete(self, key: str) -> None:
         """Delete a blob, staged data or trash and everything in it (idempotent)."""
     def part_size(self, up: UploadKey, part: int) -> int | None: ...
+    def disk_space(self) -> DiskSpace | None:
+        """Free and total bytes where the content lives; None if unknown.  Never raises."""
     def sweep_orphans(self, blob_keys: set[str], parts: dict[UploadKey, set[int]]) -> list[str]:
         """Delete everything but those blobs and parts (and any staged data or trash);
         return what went.  Only while no other process has the store open."""

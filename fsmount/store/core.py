@@ -201,8 +201,14 @@ class Store:
         return self.users.config(user_id)
 
     def statfs(self, user_id: int) -> Usage:
-        """Raises NotFound."""
-        return self.users.usage(user_id)
+        """The user's usage and quota, with the free space of the content's disk.  Raises
+        NotFound."""
+        usage = self.users.usage(user_id)
+        space = self.content.disk_space()
+        if space is None:
+            return usage
+        return dataclasses.replace(usage, disk_free_bytes=space.free,
+                                   disk_total_bytes=space.total)
 
     # --- expiry ---------------------------------------------------------------------------
 
@@ -328,15 +334,17 @@ class Store:
 
     def create_file(self, user_id: int, parent: int, name: str,
                     segments: tuple[FileLocation, ...] = (), *, mode: int = 0o644,
-                    mtime_ns: int | None = None, replace: bool = False) -> Node:
+                    mtime_ns: int | None = None, replace: bool = False,
+                    sha256: str | None = None) -> Node:
         """Create a file from documents; with ``replace`` an existing file (or symlink) of
         that name is replaced in the same transaction (the new file gets a new node id).
+        ``sha256``: the whole content's, as the writer computed it.
 
         Raises AlreadyExists, IsADirectory, NotFound, NotADirectory, InvalidName,
-        FileIdInvalid, FileReferenceExpired, QuotaExceeded.
+        FileIdInvalid, FileReferenceExpired, QuotaExceeded, InvalidArgument.
         """
         return self.namespace.create_file(user_id, parent, name, segments, mode=mode,
-                                          mtime_ns=mtime_ns, replace=replace)
+                                          mtime_ns=mtime_ns, replace=replace, sha256=sha256)
 
     def put_file(self, user_id: int, parent: int, name: str, data: bytes, *,
                  md5_checksum: str, mode: int = 0o644, mtime_ns: int | None = None,
@@ -372,13 +380,14 @@ class Store:
                                 mtime_ns=mtime_ns, replace=replace)
 
     def set_content(self, user_id: int, node_id: int, segments: tuple[FileLocation, ...], *,
-                    mtime_ns: int | None = None) -> Node:
+                    mtime_ns: int | None = None, sha256: str | None = None) -> Node:
         """Atomically replace a file's content; bumps its version.
 
-        Raises NotFound, IsADirectory, InvalidArgument (a symlink), FileIdInvalid,
-        FileReferenceExpired, QuotaExceeded.
+        Raises NotFound, IsADirectory, InvalidArgument (a symlink, a bad sha256),
+        FileIdInvalid, FileReferenceExpired, QuotaExceeded.
         """
-        return self.namespace.set_content(user_id, node_id, segments, mtime_ns=mtime_ns)
+        return self.namespace.set_content(user_id, node_id, segments, mtime_ns=mtime_ns,
+                                          sha256=sha256)
 
     def symlink(self, user_id: int, parent: int, name: str, target: str) -> Node:
         """Raises AlreadyExists, NotFound, NotADirectory, InvalidName, InvalidArgument."""

@@ -26,6 +26,7 @@ from io import BufferedWriter
 from pathlib import Path
 
 from ..protocol import WINDOW
+from .content import DiskSpace
 from .rows import PartStamp, UploadKey
 
 __all__ = ["LocalDir", "blob_relpath", "sweep_files", "upload_relpath"]
@@ -341,6 +342,13 @@ class LocalDir:
             return os.stat(self._part(up, part)).st_size
         except OSError:
             return None
+
+    def disk_space(self) -> DiskSpace | None:
+        try:
+            st = os.statvfs(self.root)
+        except OSError:
+            return None
+        return DiskSpace(free=st.f_bavail * st.f_frsize, total=st.f_blocks * st.f_frsize)
 
     def sweep_orphans(self, blob_keys: set[str], parts: dict[UploadKey, set[int]]) -> list[str]:
         part_files = {upload_relpath(up.user_id, up.file_id): {str(p) for p in nums}

@@ -109,6 +109,8 @@ class MetaTx(Protocol):
     def set_node_content(self, user_id: int, node_id: int, size: int, mtime_ns: int,
                          ctime_ns: int) -> None:
         """New size and times, and one more version."""
+    def set_node_sha256(self, user_id: int, node_id: int, sha256: str | None) -> None:
+        """The whole file's SHA-256 (hex), or None: not known (set with its content)."""
     def delete_node(self, user_id: int, node_id: int) -> None: ...
 
     # --- segments (a file's documents, in order) ---

@@ -19,7 +19,34 @@ from .rows import NodeRow
 from .txn import TxRunner
 from .users import Users
 
-__all__ = ["MAX_LIST_LIMIT", "MAX_NAME_BYTES", "MAX_SYMLINK_BYTES", "Namespace", "check_name"]
+__all__ = ["EMPTY_SHA256", "MAX_LIST_LIMIT", "MAX_NAME_BYTES", "MAX_SYMLINK_BYTES",
+           "Namespace", "check_name", "whole_file_sha256"]
+
+#: SHA-256 of no bytes.
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+_HEX = frozenset("0123456789abcdef")
+
+
+def whole_file_sha256(tx: MetaTx, docs: list[tuple[int, int]], claimed: str | None
+                      ) -> str | None:
+    """The SHA-256 to keep for a file whose content is ``docs`` ((doc id, size) in
+    order): the store's own where it knows it (no segment, or one: that document's),
+    else what the writer computed (``claimed``: it saw every byte), else None.
+
+    Raises InvalidArgument: ``claimed`` is not 64 lower-case hex digits, or contradicts
+    what the store knows."""
+    if claimed is not None and (len(claimed) != 64 or not set(claimed) <= _HEX):
+        raise errors.InvalidArgument("sha256 must be 64 lower-case hex digits")
+    if len(docs) > 1:
+        return claimed
+    known = EMPTY_SHA256
+    if docs:
+        doc = tx.document(docs[0][0])
+        assert doc is not None, "a resolved location has its document"
+        known = doc.sha256
+    if claimed is not None and claimed != known:
+        raise errors.InvalidArgument(f"sha256 {claimed} is not the content's ({known})")
+    return known
 
 MAX_NAME_BYTES = 255
 MAX_SYMLINK_BYTES = 4096
@@ -178,7 +205,8 @@ class Namespace:
 
     def create_file(self, uid: int, parent: int, name: str,
                     segments: tuple[FileLocation, ...] = (), *, mode: int = 0o644,
-                    mtime_ns: int | None = None, replace: bool = False) -> Node:
+                    mtime_ns: int | None = None, replace: bool = False,
+                    sha256: str | None = None) -> Node:
         """Create a file from documents; with ``replace`` an existing file (or symlink) of
         that name is replaced in the same transaction (the new file gets a new node id).
 
@@ -204,11 +232,12 @@ class Namespace:
                 self._delete_node(tx, uid, old)
             nid = self._new_node(tx, uid, parent, name, NodeKind.FILE, mode, size, mtime_ns)
             self._set_segments(tx, uid, nid, docs)
+            tx.set_node_sha256(uid, nid, whole_file_sha256(tx, docs, sha256))
             self._touch_dir(tx, uid, parent)
             return self._node(tx, uid, nid)
 
     def set_content(self, uid: int, node_id: int, segments: tuple[FileLocation, ...], *,
-                    mtime_ns: int | None = None) -> Node:
+                    mtime_ns: int | None = None, sha256: str | None = None) -> Node:
         """Atomically replace a file's content; bumps its version.
 
         Raises NotFound, IsADirectory, InvalidArgument (a symlink), FileIdInvalid,
@@ -229,6 +258,7 @@ class Namespace:
             self._set_segments(tx, uid, node_id, docs)
             ns = int(tx.now * 1e9)
             tx.set_node_content(uid, node_id, size, ns if mtime_ns is None else int(mtime_ns), ns)
+            tx.set_node_sha256(uid, node_id, whole_file_sha256(tx, docs, sha256))
             tx.adjust_usage(uid, used_bytes=size - row.size)
             self.lifetime.release_documents(tx, old_docs)
             self.hooks.reached(HookPoint.SET_CONTENT_BEFORE_COMMIT)

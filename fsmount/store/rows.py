@@ -41,13 +41,15 @@ class NodeRow(NamedTuple):
     ctime_ns: int
     version: int
     target: str | None
+    #: The whole file's SHA-256 (hex) where known.
+    sha256: str | None = None
 
     def node(self, segments: tuple[Document, ...] = ()) -> Node:
         """The namespace's :class:`~fsmount.remote.Node` of this row."""
         return Node(id=self.id, parent=self.parent, name=self.name, kind=self.kind,
                     mode=self.mode, size=self.size, mtime_ns=self.mtime_ns,
                     ctime_ns=self.ctime_ns, version=self.version, segments=segments,
-                    target=self.target)
+                    target=self.target, sha256=self.sha256)
 
 
 class DocumentRef(NamedTuple):

@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS nodes(
     ctime_ns INTEGER NOT NULL,
     version INTEGER NOT NULL DEFAULT 0,
     target TEXT,
+    sha256 TEXT,
     PRIMARY KEY(user_id, id)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS nodes_by_name ON nodes(user_id, parent, name);
@@ -123,7 +124,7 @@ CREATE INDEX IF NOT EXISTS parts_by_age ON parts(saved_at);
 """
 SCHEMA_VERSION = 2
 
-_NODE_COLS = "id, parent, name, kind, mode, size, mtime_ns, ctime_ns, version, target"
+_NODE_COLS = "id, parent, name, kind, mode, size, mtime_ns, ctime_ns, version, target, sha256"
 _DOC_COLS = "id, access_hash, size, mime_type, sha256, md5, date, file_type"
 #: Node ids are looked up in batches of this many (SQLite's bound-parameter limit).
 _IN_BATCH = 500
@@ -138,9 +139,9 @@ _new_tuple = tuple.__new__
 
 
 def _node(r: tuple) -> NodeRow:
-    node_id, parent, name, kind, mode, size, mtime_ns, ctime_ns, version, target = r
+    node_id, parent, name, kind, mode, size, mtime_ns, ctime_ns, version, target, sha = r
     return _new_tuple(NodeRow, (node_id, parent, name, _KINDS[kind], mode, size, mtime_ns,
-                                ctime_ns, version, target))
+                                ctime_ns, version, target, sha))
 
 
 def _doc(r: tuple) -> Document:
@@ -199,9 +200,10 @@ class SqliteTx(TxEffects):
     # --- nodes ----------------------------------------------------------------------------
 
     def insert_node(self, user_id: int, node: NodeRow) -> None:
-        self._q(f"INSERT INTO nodes(user_id, {_NODE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        self._q(f"INSERT INTO nodes(user_id, {_NODE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 user_id, node.id, node.parent, node.name, node.kind.value, node.mode,
-                node.size, node.mtime_ns, node.ctime_ns, node.version, node.target)
+                node.size, node.mtime_ns, node.ctime_ns, node.version, node.target,
+                node.sha256)
 
     def node(self, user_id: int, node_id: int) -> NodeRow | None:
         row = self._one(f"SELECT {_NODE_COLS} FROM nodes WHERE user_id = ? AND id = ?",
@@ -247,6 +249,10 @@ class SqliteTx(TxEffects):
                          ctime_ns: int) -> None:
         self._q("UPDATE nodes SET size = ?, mtime_ns = ?, ctime_ns = ?, version = version + 1 "
                 "WHERE user_id = ? AND id = ?", size, mtime_ns, ctime_ns, user_id, node_id)
+
+    def set_node_sha256(self, user_id: int, node_id: int, sha256: str | None) -> None:
+        self._q("UPDATE nodes SET sha256 = ? WHERE user_id = ? AND id = ?", sha256, user_id,
+                node_id)
 
     def delete_node(self, user_id: int, node_id: int) -> None:
         self._q("DELETE FROM nodes WHERE user_id = ? AND id = ?", user_id, node_id)
@@ -504,6 +510,12 @@ class SqliteMeta:
         columns = {r[1] for r in tx.db.execute("PRAGMA table_info(blobs)")}
         if "block_crc32c" not in columns:
             tx.db.execute("ALTER TABLE blobs ADD COLUMN block_crc32c BLOB")
+        # The whole file's SHA-256 per node (added after version 2; by column, not version
+        # number, so that it composes with other additions).  Older rows keep NULL: their
+        # files show the digest where one segment has it.
+        columns = {r[1] for r in tx.db.execute("PRAGMA table_info(nodes)")}
+        if "sha256" not in columns:
+            tx.db.execute("ALTER TABLE nodes ADD COLUMN sha256 TEXT")
         tx.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version' AND value < ?",
                       (SCHEMA_VERSION, SCHEMA_VERSION))
 

@@ -12,6 +12,7 @@ operations on a staging file; an upload holds it, so writes wait for the upload.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import tempfile
@@ -33,6 +34,36 @@ WINDOW = protocol.WINDOW
 #: ``await fetch(offset, size) -> bytes`` of a file's old content (staging).
 FetchFn = Callable[[int, int], Awaitable[bytes]]
 
+
+
+class _InOrderHash:
+    """A SHA-256 over reads that come in order (an upload reads its source once, front to
+    back); a read out of order (a part re-read for the store) is ignored by it."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._at = 0
+
+    def saw(self, offset: int, data: bytes) -> None:
+        if offset == self._at:
+            self._h.update(data)
+            self._at += len(data)
+
+    def hexdigest(self, size: int) -> str | None:
+        """The digest if every one of ``size`` bytes was seen in order, else None."""
+        return self._h.hexdigest() if self._at == size else None
+
+
+def _file_sha256(fd: int, size: int) -> str:
+    h = hashlib.sha256()
+    off = 0
+    while off < size:
+        data = os.pread(fd, min(WINDOW, size - off), off)
+        if not data:
+            break
+        h.update(data)
+        off += len(data)
+    return h.hexdigest()
 
 class StagingFile:
     """A file's content in a sparse local file, for writes at any offset.
@@ -62,6 +93,8 @@ class StagingFile:
         self.size = self._orig
         #: True once the content differs from what was last uploaded (or created from).
         self.dirty = False
+        #: The SHA-256 (hex) of the content the last :meth:`upload` sent.
+        self.sha256: str | None = None
         self._lock = trio.Lock()
 
     @classmethod
@@ -212,9 +245,16 @@ class StagingFile:
             self._check()
             await self._ensure_all(parallel)
             fd = self._fd
+            whole = _InOrderHash()
+
+            def read_at(off: int, n: int) -> bytes:
+                data = os.pread(fd, n, off)
+                whole.saw(off, data)
+                return data
+
             docs = await upload_reader(
                 self.remote,
-                lambda off, n: os.pread(fd, n, off),
+                read_at,
                 self.size,
                 name,
                 parallel=parallel,
@@ -223,6 +263,8 @@ class StagingFile:
                 spill_dir=self.cache_dir,
             )
             self.dirty = False
+            self.sha256 = whole.hexdigest(self.size) or await trio.to_thread.run_sync(
+                _file_sha256, fd, self.size)
             return docs
 
     async def _ensure_all(self, parallel: int) -> None:

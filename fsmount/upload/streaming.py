@@ -132,6 +132,7 @@ class StreamingUpload:
         segment_parts: int | None = None,
         refresh_after: float | None = None,
         parallel_max: int | None = None,
+        whole_sha256: bool = False,
     ) -> None:
         if parallel < 1:
             raise ValueError("parallel must be at least 1")
@@ -166,6 +167,11 @@ class StreamingUpload:
         self._done = trio.Event()
         self._finished = False
         self._hash_send, self._hash_recv = trio.open_memory_channel[_Part](1)
+        # The whole file's SHA-256, over every part in order (the hasher task sees each
+        # once); :attr:`sha256` once finished.
+        self._whole = hashlib.sha256() if whole_sha256 else None
+        #: The SHA-256 (hex) of everything written, set by :meth:`finish`.
+        self.sha256: str | None = None
         self._sender: PartSender[_Part] | None = None
         self._spiller: Spiller | None = None
         self._nursery: trio.Nursery | None = None
@@ -188,6 +194,7 @@ class StreamingUpload:
         segment_parts: int | None = None,
         refresh_after: float | None = None,
         parallel_max: int | None = None,
+        whole_sha256: bool = False,
     ) -> StreamingUpload:
         """Start an upload whose background tasks run in ``nursery``.
 
@@ -203,7 +210,9 @@ class StreamingUpload:
         store's part lifetime), since no file links its document yet and the store would
         reclaim it.  ``config`` saves a ``get_config`` call.  At least ``parallel`` parts
         are in flight, and up to ``parallel_max`` (default: ``parallel``) where the link's
-        bandwidth-delay product asks for more.
+        bandwidth-delay product asks for more.  ``whole_sha256`` computes the whole file's
+        SHA-256 on the way (:attr:`sha256` after :meth:`finish`; a mount keeps it per node),
+        one more pass over the bytes, in a thread.
 
         Raises:
             ValueError: ``parallel`` or ``segment_parts`` is below 1.
@@ -220,6 +229,7 @@ class StreamingUpload:
             segment_parts=segment_parts,
             refresh_after=refresh_after,
             parallel_max=parallel_max,
+            whole_sha256=whole_sha256,
         )
         await nursery.start(up._run)
         return up
@@ -399,6 +409,7 @@ class StreamingUpload:
             docs = tuple(seg.document for seg in self._segments)
             if any(d is None for d in docs):
                 raise errors.TransportError(f"upload of {self.name!r} did not complete")
+            self.sha256 = self._whole.hexdigest() if self._whole is not None else None
             self._finished = True
             return tuple(d for d in docs if d is not None)
         except BaseException:
@@ -429,11 +440,12 @@ class StreamingUpload:
             async for part in self._hash_recv:
                 seg = part.segment
                 assert part.data is not None
-                if seg.md5 is not None and part.small:
-                    await trio.to_thread.run_sync(seg.md5.update, part.data)
-                else:
+                if not (seg.md5 is not None and part.small):
                     # Past the threshold the upload is big: inputFileBig carries no MD5.
                     seg.md5 = None
+                if self._whole is not None or seg.md5 is not None:
+                    # In a thread: hashlib lets go of the GIL for buffers this size.
+                    await trio.to_thread.run_sync(_hash_part, self._whole, seg.md5, part.data)
                 if part.spill:
                     await self._spiller.inbox.send(SpillJob(seg.retained, part.number))
                 await self._sender.inbox.send(part)
@@ -690,3 +702,10 @@ async def upload_reader(
     if failure is not None:
         raise failure
     return docs
+
+
+def _hash_part(whole: hashlib._Hash | None, md5: hashlib._Hash | None, data: bytes) -> None:
+    if whole is not None:
+        whole.update(data)
+    if md5 is not None:
+        md5.update(data)

@@ -357,3 +357,40 @@ async def test_put_file_creates_and_replaces_a_small_file_in_one_call(harness: H
     with pytest.raises(errors.InvalidArgument):
         await r.put_file(R, "big", big, md5_checksum=hashlib.md5(big).hexdigest())
     assert harness.fsck() == []
+
+
+async def test_statfs_reports_the_free_space_of_the_stores_disk(harness: Harness) -> None:
+    usage = await harness.remote.statfs()
+    assert harness.store_path is not None
+    st = os.statvfs(harness.store_path)
+    assert usage.disk_total_bytes == st.f_blocks * st.f_frsize
+    assert usage.disk_free_bytes is not None
+    # Other processes write to the same disk meanwhile: within 256 MiB.
+    assert abs(usage.disk_free_bytes - st.f_bavail * st.f_frsize) < 256 << 20
+
+
+async def test_a_files_whole_sha256_is_kept_with_its_content(harness: Harness) -> None:
+    import hashlib
+
+    r = harness.remote
+    a, b = os.urandom(5000), os.urandom(7000)
+    da, db = await upload(r, a), await upload(r, b)
+    whole = hashlib.sha256(a + b).hexdigest()
+    # Two segments: the writer's digest is kept (the store cannot know it without reading).
+    f = await r.create_file(R, "two", (da.location, db.location), sha256=whole)
+    assert f.sha256 == whole and (await r.getattr(f.id)).sha256 == whole
+    assert (await r.lookup(R, "two")).sha256 == whole
+    listed = {n.name: n for n in (await r.list_folder(R)).entries}
+    assert listed["two"].sha256 == whole
+    # Without one, a multi-segment file has none; one segment or none: the store's own.
+    g = await r.set_content(f.id, (da.location, db.location))
+    assert g.sha256 is None
+    assert (await r.set_content(f.id, (db.location,))).sha256 == db.sha256
+    assert (await r.create_file(R, "empty")).sha256 == hashlib.sha256(b"").hexdigest()
+    # A digest that contradicts the one segment's, or is not hex, is refused.
+    with pytest.raises(errors.InvalidArgument):
+        await r.set_content(f.id, (da.location,), sha256=db.sha256)
+    with pytest.raises(errors.InvalidArgument):
+        await r.create_file(R, "bad", (da.location, db.location), sha256="XYZ")
+    assert (await r.getattr(f.id)).sha256 == db.sha256  # unchanged by the refusals
+
