@@ -13,7 +13,9 @@ server, httpx on trio reached about 0.4-0.5 GB/s while h11 over a trio socket re
 
 Two pools, as the seed's "General Considerations" advise: bulk transfers (``getFile``,
 ``saveFilePart``, ``saveBigFilePart``) use their own connections, so metadata calls are
-never queued behind 1 MiB bodies.
+never queued behind 1 MiB bodies.  The change feed's long polls (``getChanges``) have a
+third, dedicated connection, so a poll waiting on the server never holds a metadata
+connection; its request timeout is the poll's plus :data:`POLL_MARGIN`.
 
 Retries
 -------
@@ -47,7 +49,9 @@ import trio
 from . import errors
 from .protocol import WINDOW, FileType
 from .remote import (
+    MAX_CHANGES_TIMEOUT,
     BlockCheck,
+    ChangeBatch,
     Document,
     FileHash,
     FileLocation,
@@ -65,6 +69,10 @@ from .server import wire
 __all__ = ["HttpRemote"]
 
 log = logging.getLogger(__name__)
+
+#: A long poll's request may take this much longer than the poll's own timeout (the server
+#: answers within the timeout; this covers the round trip and a busy server).
+POLL_MARGIN = 10.0
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _RECV = 1 << 20
@@ -281,6 +289,8 @@ class HttpRemote:
             raise TypeError(f"unknown HttpRemote options: {', '.join(sorted(opts))}")
         self._meta = _Pool(self._host, self._port, tls, meta, connect_timeout)
         self._bulk = _Pool(self._host, self._port, tls, bulk, connect_timeout)
+        #: The change feed's own connection (long polls never wait for, or block, the others).
+        self._feed = _Pool(self._host, self._port, tls, 1, connect_timeout)
         #: How many attempts were retried (tests and benchmarks read it).
         self.retried = 0
         #: Requests sent per protocol method, retries included (tests and benchmarks).
@@ -292,12 +302,12 @@ class HttpRemote:
     # --- transport ---------------------------------------------------------------------------
 
     async def _once(self, pool: _Pool, method: str, target: str, headers: list[tuple[str, str]],
-                    body: bytes | None) -> _Answer:
+                    body: bytes | None, timeout: float | None = None) -> _Answer:
         async with pool.sem:
             conn = pool.idle.pop() if pool.idle else await pool.connect()
             reusable = False
             try:
-                with trio.fail_after(self.timeout):
+                with trio.fail_after(self.timeout if timeout is None else timeout):
                     answer = await self._exchange(conn, method, target, headers, body)
                 reusable = conn.reusable
                 if reusable:
@@ -432,11 +442,13 @@ class HttpRemote:
 
     async def _request(self, method_name: str, *, http: str = "GET",
                        query: dict[str, Any] | None = None, body: bytes | None = None,
-                       json_body: Any = None, bulk: bool = False, idempotent_key: bool = False
-                       ) -> _Answer:
+                       json_body: Any = None, bulk: bool = False, idempotent_key: bool = False,
+                       poll: float | None = None) -> _Answer:
         """One protocol call with retries.  Raises the server's named error, or
         Unreachable (a TransportError) when the server cannot be reached after every
-        retry."""
+        retry.  ``poll`` (seconds) makes it a long poll of the change feed: on the feed's
+        own connection, with that much more time, and not retried (its caller falls back
+        at once rather than trust caches while the feed is down)."""
         if self._closed:
             raise errors.TransportError("the remote is closed")
         target = f"{self._prefix}{wire.PROTO_PREFIX}{method_name}"
@@ -453,20 +465,23 @@ class HttpRemote:
         if idempotent_key:
             headers.append(("idempotency-key", uuid.uuid4().hex))
         pool = self._bulk if bulk else self._meta
+        retries, timeout = self.retries, None
+        if poll is not None:
+            pool, retries, timeout = self._feed, 0, self.timeout + poll + POLL_MARGIN
         attempt = 0
         while True:
             wait: float | None = None
             self.requests[method_name] += 1
             try:
-                ans = await self._once(pool, http, target, headers, body)
+                ans = await self._once(pool, http, target, headers, body, timeout)
             except _NET_ERRORS as exc:
-                if attempt >= self.retries:
+                if attempt >= retries:
                     raise unreachable(self.base_url, exc) from exc
                 log.debug("%s failed (%r), retrying", method_name, exc)
             else:
                 if ans.status < 400:
                     return ans
-                if ans.status not in _RETRY_STATUS or attempt >= self.retries:
+                if ans.status not in _RETRY_STATUS or attempt >= retries:
                     raise self._error(ans)
                 wait = self._retry_after(ans)
             if wait is None:
@@ -658,8 +673,26 @@ class HttpRemote:
     async def statfs(self) -> Usage:
         return wire.usage_from_json(await self._json("statfs"))
 
+    # --- change feed ---------------------------------------------------------------------------
+
+    async def get_changes(self, cursor: int | None, timeout: float) -> ChangeBatch:
+        """``GET getChanges?cursor=N&timeout=T``: with a cursor a long poll on the feed's
+        own connection, not retried; without one an ordinary (retried) metadata call.
+
+        Raises InvalidArgument, NotFound (a server from before the feed), Unreachable.
+        """
+        query = {"cursor": cursor, "timeout": timeout}
+        if cursor is None:
+            return wire.change_batch_from_json(await self._json("getChanges", query=query))
+        if (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                or not 0 <= timeout <= MAX_CHANGES_TIMEOUT):
+            raise errors.InvalidArgument(f"timeout must be in 0..{MAX_CHANGES_TIMEOUT:g}")
+        return wire.change_batch_from_json(await self._json(
+            "getChanges", query=query, poll=float(timeout)))
+
     async def aclose(self) -> None:
         """Close every pooled connection; later calls raise TransportError."""
         self._closed = True
         await self._meta.aclose()
         await self._bulk.aclose()
+        await self._feed.aclose()
