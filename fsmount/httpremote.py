@@ -467,7 +467,7 @@ class HttpRemote:
         pool = self._bulk if bulk else self._meta
         retries, timeout = self.retries, None
         if poll is not None:
-            pool, retries, timeout = self._feed, 0, self.timeout + poll + POLL_MARGIN
+            pool, retries, timeout = self._feed, 0, poll + POLL_MARGIN
         attempt = 0
         while True:
             wait: float | None = None

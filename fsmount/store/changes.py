@@ -13,7 +13,9 @@ than the store's: another store, a restored backup) gets a *reset*: drop everyth
 Long polls (:meth:`ChangeLog.get_changes`) wait on a ``threading.Condition`` that every
 commit of a transaction that logged a change notifies (an ``after_locked`` effect), so a
 waiter wakes as soon as the change is visible; the wait is bounded by its timeout and ends
-at once when the store closes.  A second backend (PostgreSQL) would notify the same way or
+at once when the store closes.  Writers in other processes (``fsmount put`` on a mounted
+store) cannot notify it: a waiter looks at the log again every :data:`OTHER_WRITERS_POLL`
+seconds too.  A second backend (PostgreSQL) would notify the same way or
 with LISTEN/NOTIFY for writers in other processes.
 """
 
@@ -35,6 +37,8 @@ __all__ = ["CHANGE_BATCH", "CHANGE_LOG_KEEP", "PRUNE_EVERY", "ChangeLog"]
 CHANGE_LOG_KEEP = 10_000
 #: The log of the writing user is pruned when a cursor is a multiple of this.
 PRUNE_EVERY = 64
+#: Seconds between looks at the log for changes other processes committed.
+OTHER_WRITERS_POLL = 0.05
 #: Most changes one answer carries (the client asks again from the cursor answered).
 CHANGE_BATCH = 1000
 
@@ -94,11 +98,11 @@ class ChangeLog:
             if batch.changes or batch.reset:
                 return batch
             with self._cond:
-                while self._generation == generation and not self._closed:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return batch
-                    self._cond.wait(left)
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    return batch
+                if self._generation == generation:
+                    self._cond.wait(min(left, OTHER_WRITERS_POLL))
                 if self._closed:
                     return batch
         return ChangeBatch(cursor)
