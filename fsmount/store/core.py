@@ -11,7 +11,8 @@ component of its concept:
   :mod:`~fsmount.store.parts` (saving parts, incremental hashing),
   :mod:`~fsmount.store.finalize` (documents and blobs), :mod:`~fsmount.store.reads`,
   :mod:`~fsmount.store.lifetime` (expiry, reclamation, the orphan sweep),
-  :mod:`~fsmount.store.deleter` (background deletion);
+  :mod:`~fsmount.store.deleter` (background deletion), :mod:`~fsmount.store.changes` (the
+  change log and its long polls);
 * below them the two seams: the metadata backend (:mod:`~fsmount.store.meta`; SQLite in
   :mod:`~fsmount.store.sqlite_meta`), whose transactions :mod:`~fsmount.store.txn` runs,
   and the content backend (:mod:`~fsmount.store.content`; a local directory in
