@@ -99,7 +99,12 @@ class FeedFollower:
     async def _start(self) -> int | None:
         """Read the current cursor and bring the target up; None after a failure (waited)."""
         try:
-            batch = await self.remote.get_changes(None, 0)
+            with trio.fail_after(self.poll_timeout + self.poll_margin):
+                batch = await self.remote.get_changes(None, 0)
+        except trio.TooSlowError:
+            self._down_line("no answer from the change feed")
+            await trio.sleep(self.restart_interval)
+            return None
         except errors.NotFound:
             self._down_line("the server has no change feed (getChanges)")
             await trio.sleep(self.unsupported_recheck)

@@ -49,7 +49,7 @@ XATTR_PREFIX = "user.fsmount."
 #: This mount's own changes remembered for the change feed's echo of them.
 OWN_CHANGES_MAX = 10_000
 #: Longest the change feed's report waits for the answers of this mount's changes in flight.
-OWN_ANSWER_WAIT = 0.5
+OWN_ANSWER_WAIT = 0.2
 #: Block size reported to tools: cp, dd and friends size their buffers from st_blksize.
 BLKSIZE = 1024 * 1024
 #: statfs for a store without a quota: this much free space is reported.
@@ -737,7 +737,8 @@ class Operations(pyfuse3.Operations):
             if c.kind is ChangeKind.DELETE and (c.parent, c.name) in self._own_removals:
                 del self._own_removals[(c.parent, c.name)]
                 continue
-            self.nodes.feed_invalidate(c.node_id)
+            # The folder's listing goes too: it holds the node's old attributes.
+            self.nodes.feed_invalidate(c.node_id, folder=c.parent)
             if c.node_id in self.nodes.lookups:
                 # A replaced content: the kernel must drop its pages too.
                 drops.append(_KernelDrop(c.node_id, attr_only=c.kind is not ChangeKind.CONTENT))

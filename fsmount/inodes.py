@@ -269,6 +269,7 @@ class NodeCache:
         now = self._clock()
         if node_id is not None:
             self._nodes.pop(node_id, None)
+            self._drop_listing(node_id)
             self._attr_changed[node_id] = now
         if name is not None:
             self._name_changed[name] = now

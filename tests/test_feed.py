@@ -7,6 +7,7 @@ skipped."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -136,6 +137,59 @@ async def test_a_server_without_the_feed_is_fallen_back_from(
                 await remote.aclose()
 
 
+class Freezer:
+    """A TCP relay on 127.0.0.1 to a server that, once ``frozen``, stops relaying without
+    closing anything: a feed that died silently (a cut network, a hung server)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.frozen = trio.Event()
+
+    async def _pipe(self, src: trio.SocketStream, dst: trio.SocketStream) -> None:
+        while not self.frozen.is_set():
+            data = await src.receive_some(65536)
+            if not data:
+                return
+            if self.frozen.is_set():
+                return
+            await dst.send_all(data)
+
+    async def handle(self, client: trio.SocketStream) -> None:
+        upstream = await trio.open_tcp_stream("127.0.0.1", self.port)
+        async with client, upstream, trio.open_nursery() as nursery:
+            nursery.start_soon(self._pipe, client, upstream)
+            nursery.start_soon(self._pipe, upstream, client)
+            await self.frozen.wait()
+            await trio.sleep_forever()
+
+
+async def test_a_feed_that_goes_silent_is_lost_within_its_poll_and_margin(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "s"
+    caplog.set_level(logging.INFO, logger="fsmount.feed")
+    with Store(path) as store:
+        async with running_server(store, path) as srv, trio.open_nursery() as nursery:
+            relay = Freezer(int(srv.url.rsplit(":", 1)[1]))
+            listeners = await nursery.start(
+                functools.partial(trio.serve_tcp, relay.handle, 0, host="127.0.0.1"))
+            port = listeners[0].socket.getsockname()[1]
+            remote = HttpRemote(f"http://127.0.0.1:{port}", srv.state.auth.add_token("alice"))
+            rec = Recorder()
+            follower = start_feed_follower(nursery, remote, rec, poll_timeout=0.3,
+                                           poll_margin=0.3, restart_interval=0.05)
+            await until(lambda: follower.healthy, "the feed up")
+            relay.frozen.set()
+            start = trio.current_time()
+            await until(lambda: "down" in rec.events, "the fallback")
+            # Within the poll's timeout plus its margin (and the scheduling around it).
+            assert trio.current_time() - start < DEADLINE
+            assert not follower.healthy
+            assert any("no answer from the change feed within" in r.getMessage()
+                       for r in caplog.records)
+            nursery.cancel_scope.cancel()
+        await remote.aclose()
+
+
 async def _ops(store: Store) -> tuple[fuse_ops.Operations, EmbeddedRemote]:
     """A filesystem (not mounted, so no kernel) over ``store``, following the feed, and a
     second client of the same user."""
@@ -162,12 +216,14 @@ async def test_each_change_drops_exactly_its_node_names_and_folders(store: Store
     cached_f = nodes.peek(f.id)
     assert cached_f is not None and nodes.timeout(cached_f) == FEED_TIMEOUT
 
-    # Attributes of f: f goes, its folder and listing stay.
+    # Attributes of f: f and its folder's listing (which holds f's old attributes) go; the
+    # folder's own attributes and the other folder's listing stay.
     cursor = store.get_changes(store.default_user_id, None, 0).cursor
     await other.setattr(f.id, mode=0o600)
     await ops.apply_changes(await _changes_since(store, cursor))
     assert nodes.peek(f.id) is None and nodes.peek(d.id) is not None
-    assert nodes.listing(d.id) is not None and nodes.peek(g.id) is not None
+    assert nodes.listing(d.id) is None and nodes.listing(e.id) is not None
+    assert nodes.peek(g.id) is not None
     assert (await nodes.get(f.id)).mode == 0o600  # fetched again, and trusted again
     refetched = nodes.peek(f.id)
     assert refetched is not None and nodes.timeout(refetched) == FEED_TIMEOUT

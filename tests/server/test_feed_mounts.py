@@ -189,6 +189,14 @@ def test_two_mounts_see_each_others_changes_through_the_feed(tmp_path: Path) -> 
         delays["rename"] = wait_until(
             lambda: not _exists(b.mnt / "f") and _content(b.mnt / "g") == b"two " * 1000,
             "the rename on B", VISIBLE_WITHIN)
+        # Replaced by a rename over it (a new node under the name, as rsync and editors do):
+        # B's kernel has the name bound to the old node.
+        assert _content(b.mnt / "g") == b"two " * 1000
+        (a.mnt / "tmp").write_bytes(b"three " * 500)
+        os.replace(a.mnt / "tmp", a.mnt / "g")
+        delays["rename over"] = wait_until(
+            lambda: _content(b.mnt / "g") == b"three " * 500 and not _exists(b.mnt / "tmp"),
+            "the replacing rename on B", VISIBLE_WITHIN)
         # A folder made and filled on A.
         assert sorted(os.listdir(b.mnt)) == ["g"]
         os.mkdir(a.mnt / "d")
