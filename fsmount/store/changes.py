@@ -91,21 +91,31 @@ class ChangeLog:
             with self.txn.run(write=False) as tx:
                 return ChangeBatch(tx.change_cursor())
         deadline = time.monotonic() + timeout
+        batch = ChangeBatch(cursor)
+        seen = -1  # the store's cursor at the last read
         for _ in range(1_000_000):  # bounded: each turn waits or answers
             with self._cond:
                 generation = self._generation
-            batch = self._read(uid, cursor)
-            if batch.changes or batch.reset:
-                return batch
+            if seen < 0 or self._latest() != seen:
+                batch = self._read(uid, cursor)
+                if batch.changes or batch.reset:
+                    return batch
+                seen = batch.cursor
             with self._cond:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._closed:
                     return batch
                 if self._generation == generation:
+                    # Woken by a commit here, or after a while to look for other processes'.
                     self._cond.wait(min(left, OTHER_WRITERS_POLL))
                 if self._closed:
                     return batch
-        return ChangeBatch(cursor)
+        return batch
+
+    def _latest(self) -> int:
+        """The store's newest cursor (one small read: what a waiter looks at)."""
+        with self.txn.run(write=False) as tx:
+            return tx.change_cursor()
 
     def _read(self, uid: int, cursor: int) -> ChangeBatch:
         """One snapshot: the changes after ``cursor``, or a reset, or none."""
