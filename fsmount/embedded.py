@@ -3,6 +3,12 @@
 Every call runs the store's blocking method in a worker thread
 (``trio.to_thread.run_sync``), bounded by a :class:`trio.CapacityLimiter`, so the trio loop
 (and with it the FUSE request loop) never waits on SQLite or the disk.
+
+The long polls of :meth:`EmbeddedRemote.get_changes` wait in threads of their own
+(:data:`POLL_THREADS` at most per remote, not the store calls' limiter, so a waiting poll
+never holds back a read); a cancelled poll abandons its thread, which ends within the
+poll's timeout (bounded by :data:`fsmount.remote.MAX_CHANGES_TIMEOUT`) or when the store
+closes.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from .protocol import Limits
 from .remote import (
     MAX_RUN_WINDOWS,
     BlockCheck,
+    ChangeBatch,
     Document,
     FileHash,
     FileLocation,
@@ -33,10 +40,12 @@ from .remote import (
 )
 from .store import DEFAULT_USER, Store
 
-__all__ = ["EmbeddedRemote", "DEFAULT_THREADS"]
+__all__ = ["EmbeddedRemote", "DEFAULT_THREADS", "POLL_THREADS"]
 
 #: Worker threads per store: enough for a few parts in flight plus reads and metadata.
 DEFAULT_THREADS = 8
+#: Long polls of the change feed waiting at once, per remote (a user's mounts, over a server).
+POLL_THREADS = 16
 
 T = TypeVar("T")
 
@@ -60,6 +69,7 @@ class EmbeddedRemote:
         self.user_id = user_id
         self._limiter = limiter or trio.CapacityLimiter(DEFAULT_THREADS)
         self._owns_store = owns_store
+        self._poll_limiter = trio.CapacityLimiter(POLL_THREADS)
         self._closed = False
 
     @classmethod
@@ -223,6 +233,14 @@ class EmbeddedRemote:
 
     async def statfs(self) -> Usage:
         return await self._run(self.store.statfs)
+
+    # --- change feed ---------------------------------------------------------------------
+
+    async def get_changes(self, cursor: int | None, timeout: float) -> ChangeBatch:
+        """See :meth:`fsmount.remote.Remote.get_changes`.  Raises InvalidArgument."""
+        call = functools.partial(self.store.get_changes, self.user_id, cursor, timeout)
+        return await trio.to_thread.run_sync(call, limiter=self._poll_limiter,
+                                             abandon_on_cancel=True)
 
     async def aclose(self) -> None:
         """Close the store if :meth:`open` opened it; idempotent."""

@@ -4,7 +4,10 @@ This is the only module that imports pyfuse3.  Every handler runs through :func:
 which turns domain errors into errno with :func:`fsmount.errors.errno_for` (the one table)
 and anything unexpected into EIO plus one log line, so that no exception ever escapes into
 pyfuse3's main loop.  Reads go through :mod:`fsmount.reader`; node and handle bookkeeping
-lives in :mod:`fsmount.inodes`.  The mount lifecycle (:mod:`fsmount.mount`) drives the
+lives in :mod:`fsmount.inodes`.  The change feed's follower (:mod:`fsmount.feed`) calls
+back into :class:`Operations` (its :class:`~fsmount.feed.FeedTarget` methods) to drop what
+changed from the caches and the kernel's (``invalidate_inode``/``invalidate_entry``, in a
+thread: they may wait for requests this loop answers).  The mount lifecycle (:mod:`fsmount.mount`) drives the
 session through :func:`session_open`, :func:`session_main`, :func:`session_terminate` and
 :func:`session_close`.
 """
@@ -16,13 +19,15 @@ import functools
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ParamSpec, TypeVar
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
 
 from . import errors
+from .feed import FeedFollower, start_feed_follower
 from .inodes import ATTR_TIMEOUT, DirHandle, FileHandle, HandleTable, NodeCache
 from .mount import default_cache_dir
 from .reader import (
@@ -32,7 +37,7 @@ from .reader import (
     ChunkCache,
     FileReader,
 )
-from .remote import ROOT_ID, Document, Node, NodeKind, Remote
+from .remote import ROOT_ID, Change, ChangeKind, Document, Node, NodeKind, Remote
 from .upload import DEFAULT_WRITE_MEMORY, RetainBudget
 from .view import OwnershipView
 from .writestate import WriteSettings, WriteState, WriteStates
@@ -42,6 +47,10 @@ log = logging.getLogger(__name__)
 assert ROOT_ID == pyfuse3.ROOT_INODE
 
 XATTR_PREFIX = "user.fsmount."
+#: This mount's own changes remembered for the change feed's echo of them.
+OWN_CHANGES_MAX = 10_000
+#: Longest the change feed's report waits for the answers of this mount's changes in flight.
+OWN_ANSWER_WAIT = 0.2
 #: Block size reported to tools: cp, dd and friends size their buffers from st_blksize.
 BLKSIZE = 1024 * 1024
 #: statfs when the store cannot tell its disk's free space (an older server): this much free.
@@ -76,6 +85,24 @@ def _op(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
+def _mutates(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    """Mark a handler that changes the store: while it runs, the change feed's report of
+    its change waits for it (:meth:`Operations.apply_changes`), so that the mount knows
+    the change for its own when the report arrives before the answer."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Operations, *args: Any, **kwargs: Any) -> R:
+        done = trio.Event()
+        self._in_flight.add(done)
+        try:
+            return await fn(self, *args, **kwargs)
+        finally:
+            self._in_flight.discard(done)
+            done.set()
+
+    return wrapper
+
+
 def _decode(name: bytes) -> str:
     return os.fsdecode(name)
 
@@ -99,6 +126,29 @@ class _LoggedRemote:
             return await attr(*args, **kwargs)
 
         return call
+
+
+class _KernelDrop(NamedTuple):
+    """One invalidation for the kernel: a node's attributes (and its pages unless
+    ``attr_only``), or with ``name`` the entry ``name`` of folder ``inode``."""
+
+    inode: int
+    name: str | None = None
+    attr_only: bool = True
+
+
+def _drop_in_kernel(drops: Iterable[_KernelDrop]) -> None:
+    """Run the kernel invalidations (blocking: call in a thread).  One the kernel has
+    nothing for (ENOENT) or cannot do is skipped."""
+    for d in drops:
+        try:
+            if d.name is None:
+                pyfuse3.invalidate_inode(d.inode, d.attr_only)
+            else:
+                pyfuse3.invalidate_entry(d.inode, os.fsencode(d.name))
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                log.debug("kernel invalidation %s: %s", d, exc)
 
 
 class _ReplyBuffer:
@@ -145,6 +195,8 @@ class Operations(pyfuse3.Operations):
         view: OwnershipView | None = None,
     ) -> None:
         super().__init__()
+        #: The remote as given: the change feed's polls are not counted as calls.
+        self._feed_remote = remote
         if log.isEnabledFor(logging.DEBUG):
             remote = _LoggedRemote(remote)  # type: ignore[assignment]
         self.remote = remote
@@ -172,10 +224,19 @@ class Operations(pyfuse3.Operations):
         self._write_states: WriteStates | None = None
         self._nursery: trio.Nursery | None = None
         self._reply = _ReplyBuffer()
+        #: The change feed's follower (set by start).
+        self.feed: FeedFollower | None = None
+        #: This mount's own changes, to skip when the feed reports them back: the stamps
+        #: (ctime) of the transactions, and the (folder, name)s it removed.
+        self._own_stamps: OrderedDict[int, None] = OrderedDict()
+        self._own_removals: OrderedDict[tuple[int, str], None] = OrderedDict()
+        #: Handlers changing the store now (see _mutates).
+        self._in_flight: set[trio.Event] = set()
 
     def start(self, nursery: trio.Nursery) -> None:
         self.cache.start(nursery)
         self._nursery = nursery
+        self.feed = start_feed_follower(nursery, self._feed_remote, self)
         self._write_states = WriteStates(WriteSettings(
             self.remote, nursery, cache_dir=self.cache_dir, budget=self.write_budget))
 
@@ -187,8 +248,8 @@ class Operations(pyfuse3.Operations):
         a.st_atime_ns = node.mtime_ns
         a.st_mtime_ns = node.mtime_ns
         a.generation = 0
-        a.entry_timeout = self.attr_timeout
-        a.attr_timeout = self.attr_timeout
+        # Long while the change feed vouches for this node, else the short timeout.
+        a.entry_timeout = a.attr_timeout = self.nodes.timeout(node)
         if node.kind is NodeKind.DIR:
             a.st_mode = stat.S_IFDIR | node.mode
             a.st_nlink = 2
@@ -236,7 +297,7 @@ class Operations(pyfuse3.Operations):
         snapshot if any, else ESTALE: the kernel then looks the name up again and retries."""
         try:
             if fresh:
-                return self.nodes.put(await self.remote.getattr(inode))
+                return await self.nodes.fetch(inode)
             return await self.nodes.get(inode)
         except errors.NotFound:
             for handle in self.files.values():
@@ -296,7 +357,14 @@ class Operations(pyfuse3.Operations):
         node = await self.nodes.get(inode)
         if not node.is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        return self.dirs.add(DirHandle(inode))
+        handle = DirHandle(inode)
+        listed = self.nodes.listing(inode)
+        if listed is not None:
+            # The feed vouches for the listing this mount has: no round trip.
+            handle.entries = list(listed.entries)
+            handle.seen_at = [listed.seen_at] * len(listed.entries)
+            handle.complete = handle.kept = True
+        return self.dirs.add(handle)
 
     @_op
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
@@ -309,6 +377,10 @@ class Operations(pyfuse3.Operations):
                 return
             self.nodes.remember(node.id)
             index += 1
+        if handle.complete and not handle.kept:
+            handle.kept = True
+            self.nodes.put_listing(handle.node_id, tuple(handle.entries),
+                                   handle.seen_at[0] if handle.seen_at else self.nodes.now())
 
     async def releasedir(self, fh: int) -> None:
         self.dirs.pop(fh)
@@ -411,13 +483,15 @@ class Operations(pyfuse3.Operations):
 
     @_op
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        # Close-to-open: every open asks the store for the current content (one getattr),
-        # so a file another client closed is seen whole, however recently.
+        # Close-to-open: an open sees the content another client last closed.  While the
+        # change feed is followed the cached node is current until the feed says otherwise
+        # (it reports a replaced content within the bound); without it every open asks the
+        # store (one getattr).
         if inode in self.writers:
             node = await self.nodes.get(inode)
         else:
             before = self.nodes.peek(inode)
-            node = await self._node(inode, fresh=True)
+            node = await self._node(inode, fresh=not self.nodes.following)
             if before is not None and (before.version, before.size) != (node.version, node.size):
                 await self._invalidate_attrs(inode)
         if node.kind is not NodeKind.FILE:
@@ -431,11 +505,12 @@ class Operations(pyfuse3.Operations):
         return self._file_handle(node, flags, writer)
 
     @_op
+    @_mutates
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         self._check_writable()
-        node = self.nodes.put(await self.remote.create_file(
-            parent_inode, _decode(name), (), mode=stat.S_IMODE(mode) & ~ctx.umask))
+        node = self.nodes.put(self._own(await self.remote.create_file(
+            parent_inode, _decode(name), (), mode=stat.S_IMODE(mode) & ~ctx.umask)))
         # The kernel re-reads the folder's attributes after a create; answer from the cache.
         self.nodes.dir_changed(parent_inode, node.ctime_ns)
         writer = self._writer_for(node, truncate=True)
@@ -487,18 +562,21 @@ class Operations(pyfuse3.Operations):
             log.error("%s: could not store the file: %s", handle.reader.name, exc)
             raise pyfuse3.FUSEError(errors.errno_for(exc)) from None
         if node is not None:
-            self.nodes.put(node)
+            self.nodes.put(self._own(node))
             handle.node = node
             self._opened_version.pop(node.id, None)
 
     @_op
+    @_mutates
     async def flush(self, fh: int) -> None:
         await self._commit(self.files.get(fh))
 
     @_op
+    @_mutates
     async def fsync(self, fh: int, datasync: bool) -> None:
         await self._commit(self.files.get(fh))
 
+    @_mutates
     async def release(self, fh: int) -> None:
         handle = self.files.pop(fh)
         if handle is None:
@@ -522,30 +600,46 @@ class Operations(pyfuse3.Operations):
     # --- namespace changes -----------------------------------------------------------
 
     @_op
+    @_mutates
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: Any) -> pyfuse3.EntryAttributes:
         self._check_writable()
-        node = self.nodes.put(await self.remote.mkdir(
-            parent_inode, _decode(name), stat.S_IMODE(mode) & ~ctx.umask))
+        node = self.nodes.put(self._own(await self.remote.mkdir(
+            parent_inode, _decode(name), stat.S_IMODE(mode) & ~ctx.umask)))
         self.nodes.dir_changed(parent_inode, node.ctime_ns)
         self.nodes.remember(node.id)
         return self._attrs(node)
 
     @_op
+    @_mutates
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         self._check_writable()
-        await self.remote.rmdir(parent_inode, _decode(name))
+        # Noted before the call: the feed may report the removal before the answer arrives.
+        self._own_removal(parent_inode, _decode(name))
+        try:
+            await self.remote.rmdir(parent_inode, _decode(name))
+        except BaseException:
+            self._own_removals.pop((parent_inode, _decode(name)), None)
+            raise
         self.nodes.invalidate(parent_inode)
 
     @_op
+    @_mutates
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         self._check_writable()
         # An open handle keeps reading the content it opened: the store keeps documents
         # that lose their last file readable for a grace period (Limits.unlinked_grace).
-        await self.remote.unlink(parent_inode, _decode(name))
+        # Noted before the call: the feed may report the removal before the answer arrives.
+        self._own_removal(parent_inode, _decode(name))
+        try:
+            await self.remote.unlink(parent_inode, _decode(name))
+        except BaseException:
+            self._own_removals.pop((parent_inode, _decode(name)), None)
+            raise
         self.nodes.invalidate(parent_inode)
 
     @_op
+    @_mutates
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: Any) -> None:
         self._check_writable()
@@ -555,22 +649,24 @@ class Operations(pyfuse3.Operations):
         replace = not flags & pyfuse3.RENAME_NOREPLACE
         node = await self.remote.rename(parent_inode_old, old, parent_inode_new, new,
                                         replace=replace)
-        self.nodes.put(node)
+        self.nodes.put(self._own(node))
         self.nodes.dir_changed(parent_inode_old, node.ctime_ns)
         if parent_inode_new != parent_inode_old:
             self.nodes.dir_changed(parent_inode_new, node.ctime_ns)
 
     @_op
+    @_mutates
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: Any) -> pyfuse3.EntryAttributes:
         self._check_writable()
-        node = self.nodes.put(await self.remote.symlink(parent_inode, _decode(name),
-                                                        os.fsdecode(target)))
+        node = self.nodes.put(self._own(await self.remote.symlink(
+            parent_inode, _decode(name), os.fsdecode(target))))
         self.nodes.dir_changed(parent_inode, node.ctime_ns)
         self.nodes.remember(node.id)
         return self._attrs(node)
 
     @_op
+    @_mutates
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
                       fields: pyfuse3.SetattrFields, fh: int | None,
                       ctx: Any) -> pyfuse3.EntryAttributes:
@@ -593,7 +689,7 @@ class Operations(pyfuse3.Operations):
                     await state.truncate(attr.st_size)
                     committed = await state.commit()
                     if committed is not None:
-                        node = self.nodes.put(committed)
+                        node = self.nodes.put(self._own(committed))
                 finally:
                     await state.discard()
         state = self.writers.get(inode)
@@ -607,7 +703,8 @@ class Operations(pyfuse3.Operations):
         if mtime is not None and state is not None and await state.defer_mtime(mtime):
             mtime = None  # stored with the pending content when it is linked (close, fsync)
         if mode is not None or mtime is not None:
-            node = self.nodes.put(await self.remote.setattr(inode, mode=mode, mtime_ns=mtime))
+            node = self.nodes.put(self._own(await self.remote.setattr(inode, mode=mode,
+                                                                      mtime_ns=mtime)))
         return self._attrs(node)
 
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Any:
@@ -615,6 +712,81 @@ class Operations(pyfuse3.Operations):
 
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> Any:
         raise pyfuse3.FUSEError(errno.EPERM)
+
+
+    # --- the change feed (fsmount.feed.FeedTarget) ------------------------------------
+
+    def _own(self, node: Node) -> Node:
+        """Note a node a change of this mount answered (its ctime is the change's stamp)."""
+        self._own_stamps[node.ctime_ns] = None
+        if len(self._own_stamps) > OWN_CHANGES_MAX:
+            self._own_stamps.popitem(last=False)
+        return node
+
+    def _own_removal(self, parent: int, name: str) -> None:
+        self._own_removals[(parent, name)] = None
+        if len(self._own_removals) > OWN_CHANGES_MAX:
+            self._own_removals.popitem(last=False)
+
+    async def apply_changes(self, changes: Sequence[Change]) -> None:
+        """Drop from the caches, and the kernel's, exactly what ``changes`` touched.
+
+        A change this mount made itself (its cached node, or folder, is at least as new as
+        the change's stamp) needs nothing: the mount updated its caches when it made it.
+        """
+        pending = list(self._in_flight)
+        if pending:
+            # A change of this mount may be reported before its answer is in: wait (a
+            # little) for the answers of the changes in flight, to know them for our own.
+            with trio.move_on_after(OWN_ANSWER_WAIT):
+                for done in pending:
+                    await done.wait()
+        drops: list[_KernelDrop] = []
+        for c in changes:
+            if c.at_ns in self._own_stamps:
+                continue  # made here: the caches were updated with the change's answer
+            if c.kind is ChangeKind.DELETE and (c.parent, c.name) in self._own_removals:
+                del self._own_removals[(c.parent, c.name)]
+                continue
+            # The folder's listing goes too: it holds the node's old attributes.
+            self.nodes.feed_invalidate(c.node_id, folder=c.parent)
+            if c.node_id in self.nodes.lookups:
+                # A replaced content: the kernel must drop its pages too.
+                drops.append(_KernelDrop(c.node_id, attr_only=c.kind is not ChangeKind.CONTENT))
+            if c.kind is ChangeKind.CONTENT or c.kind is ChangeKind.ATTR:
+                continue  # no name and no folder changed
+            for parent, name in ((c.parent, c.name), (c.old_parent, c.old_name)):
+                if parent is None or name is None:
+                    continue
+                self.nodes.feed_invalidate(parent, name=(parent, name), folder=parent)
+                if parent in self.nodes.lookups or parent == ROOT_ID:
+                    drops.append(_KernelDrop(parent))
+                    drops.append(_KernelDrop(parent, name))
+        if drops:
+            await trio.to_thread.run_sync(_drop_in_kernel, drops)
+
+    async def feed_up(self) -> None:
+        """Follow the feed: what was cached before it came up is dropped (it may have
+        missed changes), then attributes and entries are trusted until it reports them."""
+        await self._drop_everything(following=True)
+
+    async def feed_down(self) -> None:
+        """The feed is lost: short timeouts from now on, and nothing kept is trusted."""
+        await self._drop_everything(following=False)
+
+    async def _drop_everything(self, *, following: bool) -> None:
+        known = list(self.nodes.lookups)
+        self.nodes.follow(following)
+        self._own_stamps.clear()
+        self._own_removals.clear()
+        drops = [_KernelDrop(inode, attr_only=False) for inode in known]
+        for inode in known:
+            where = self.nodes.where(inode)
+            if where is not None and where[0] != inode:
+                drops.append(_KernelDrop(where[0], where[1]))
+        self._opened_version.clear()
+        if drops:
+            await trio.to_thread.run_sync(_drop_in_kernel, drops)
 
 
 # --- session control (used by fsmount.mount) -----------------------------------------

@@ -13,7 +13,9 @@ server, httpx on trio reached about 0.4-0.5 GB/s while h11 over a trio socket re
 
 Two pools, as the seed's "General Considerations" advise: bulk transfers (``getFile``,
 ``saveFilePart``, ``saveBigFilePart``) use their own connections, so metadata calls are
-never queued behind 1 MiB bodies.
+never queued behind 1 MiB bodies.  The change feed's long polls (``getChanges``) have a
+third, dedicated connection, so a poll waiting on the server never holds a metadata
+connection; its request timeout is the poll's plus :data:`POLL_MARGIN`.
 
 Retries
 -------
@@ -56,7 +58,9 @@ import trio
 from . import errors
 from .protocol import WINDOW, FileType
 from .remote import (
+    MAX_CHANGES_TIMEOUT,
     BlockCheck,
+    ChangeBatch,
     Document,
     FileHash,
     FileLocation,
@@ -74,6 +78,10 @@ from .server import wire
 __all__ = ["HttpRemote"]
 
 log = logging.getLogger(__name__)
+
+#: A long poll's request may take this much longer than the poll's own timeout (the server
+#: answers within the timeout; this covers the round trip and a busy server).
+POLL_MARGIN = 10.0
 
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 #: How long a call is retried by default before its error is raised (seconds).
@@ -304,6 +312,8 @@ class HttpRemote:
             raise TypeError(f"unknown HttpRemote options: {', '.join(sorted(opts))}")
         self._meta = _Pool(self._host, self._port, tls, meta, connect_timeout)
         self._bulk = _Pool(self._host, self._port, tls, bulk, connect_timeout)
+        #: The change feed's own connection (long polls never wait for, or block, the others).
+        self._feed = _Pool(self._host, self._port, tls, 1, connect_timeout)
         #: How many attempts were retried (tests, benchmarks and ``fsmount status`` read it).
         self.retried = 0
         #: Calls that failed after their retries (``fsmount status`` reads it).
@@ -327,12 +337,12 @@ class HttpRemote:
     # --- transport ---------------------------------------------------------------------------
 
     async def _once(self, pool: _Pool, method: str, target: str, headers: list[tuple[str, str]],
-                    body: bytes | None) -> _Answer:
+                    body: bytes | None, timeout: float | None = None) -> _Answer:
         async with pool.sem:
             conn = pool.idle.pop() if pool.idle else await pool.connect()
             reusable = False
             try:
-                with trio.fail_after(self.timeout):
+                with trio.fail_after(self.timeout if timeout is None else timeout):
                     answer = await self._exchange(conn, method, target, headers, body)
                 reusable = conn.reusable
                 if reusable:
@@ -467,11 +477,13 @@ class HttpRemote:
 
     async def _request(self, method_name: str, *, http: str = "GET",
                        query: dict[str, Any] | None = None, body: bytes | None = None,
-                       json_body: Any = None, bulk: bool = False, idempotent_key: bool = False
-                       ) -> _Answer:
+                       json_body: Any = None, bulk: bool = False, idempotent_key: bool = False,
+                       poll: float | None = None) -> _Answer:
         """One protocol call with retries.  Raises the server's named error, or
         Unreachable (a TransportError) when the server cannot be reached after every
-        retry."""
+        retry.  ``poll`` (seconds) makes it a long poll of the change feed: on the feed's
+        own connection, with that much more time, and not retried (its caller falls back
+        at once rather than trust caches while the feed is down)."""
         if self._closed:
             raise errors.TransportError("the remote is closed")
         target = f"{self._prefix}{wire.PROTO_PREFIX}{method_name}"
@@ -488,13 +500,17 @@ class HttpRemote:
         if idempotent_key:
             headers.append(("idempotency-key", uuid.uuid4().hex))
         pool = self._bulk if bulk else self._meta
-        attempt = 0
+        timeout: float | None = None
         deadline = trio.current_time() + self.retry_time
+        if poll is not None:
+            # Not retried: the follower falls back to short timeouts at once instead.
+            pool, timeout, deadline = self._feed, poll + POLL_MARGIN, trio.current_time()
+        attempt = 0
         while True:
             wait: float | None = None
             self.requests[method_name] += 1
             try:
-                ans = await self._once(pool, http, target, headers, body)
+                ans = await self._once(pool, http, target, headers, body, timeout)
             except _NET_ERRORS as exc:
                 if permanent(exc) or not self._may_retry(attempt, deadline):
                     self.failed += 1
@@ -727,8 +743,26 @@ class HttpRemote:
     async def statfs(self) -> Usage:
         return wire.usage_from_json(await self._json("statfs"))
 
+    # --- change feed ---------------------------------------------------------------------------
+
+    async def get_changes(self, cursor: int | None, timeout: float) -> ChangeBatch:
+        """``GET getChanges?cursor=N&timeout=T``: with a cursor a long poll on the feed's
+        own connection, not retried; without one an ordinary (retried) metadata call.
+
+        Raises InvalidArgument, NotFound (a server from before the feed), Unreachable.
+        """
+        query = {"cursor": cursor, "timeout": timeout}
+        if cursor is None:
+            return wire.change_batch_from_json(await self._json("getChanges", query=query))
+        if (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                or not 0 <= timeout <= MAX_CHANGES_TIMEOUT):
+            raise errors.InvalidArgument(f"timeout must be in 0..{MAX_CHANGES_TIMEOUT:g}")
+        return wire.change_batch_from_json(await self._json(
+            "getChanges", query=query, poll=float(timeout)))
+
     async def aclose(self) -> None:
         """Close every pooled connection; later calls raise TransportError."""
         self._closed = True
         await self._meta.aclose()
         await self._bulk.aclose()
+        await self._feed.aclose()

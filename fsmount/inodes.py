@@ -2,10 +2,11 @@
 
 Node ids are the inode numbers, so there is no id translation: this module keeps
 
-* :class:`NodeCache`: recently seen :class:`~fsmount.remote.Node` values with a short
-  time-to-live (attributes and directory entries age; content never does, because a node's
-  content is an immutable tuple of documents), plus the kernel's lookup counts so that
-  ``forget`` has something to forget;
+* :class:`NodeCache`: recently seen :class:`~fsmount.remote.Node` values and complete
+  folder listings, trusted for a short time-to-live, or while the mount follows the
+  store's change feed (:mod:`fsmount.feed`) until the feed invalidates them (content never
+  ages: a node's content is an immutable tuple of documents), plus the kernel's lookup
+  counts so that ``forget`` has something to forget;
 * :class:`HandleTable`: open file and directory handles by number;
 * the handle classes themselves: :class:`DirHandle` pages through a folder listing lazily,
   :class:`FileHandle` holds the node as it was when opened (its segments) and the reader,
@@ -16,9 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
 from . import errors
 from .reader import FileReader
@@ -27,14 +29,43 @@ from .remote import Listing, Node, Remote
 if TYPE_CHECKING:
     from .writestate import WriteState
 
-#: Seconds the kernel (and this cache) may trust attributes and directory entries.
+#: Seconds the kernel (and this cache) may trust attributes and directory entries without
+#: the change feed.
 ATTR_TIMEOUT = 1.0
+#: Seconds the kernel may trust them while the change feed is followed (it invalidates them
+#: on a change, and everything when the feed is lost).
+FEED_TIMEOUT = 300.0
+#: Listings of folders with more entries than this are not kept.
+LISTING_MAX = 10_000
+#: Entries of all kept listings together (the least recently used folder goes first).
+LISTINGS_MAX = 200_000
+#: Invalidation times kept before all of them collapse into one.
+CHANGED_MAX = 100_000
 #: Folder listings are fetched in pages of this many entries.
 LIST_PAGE = 1000
 
 
+class Listed(NamedTuple):
+    """A folder's complete listing as the node cache keeps it."""
+
+    entries: tuple[Node, ...]  #: in name order
+    by_id: dict[int, Node]
+    by_name: dict[str, Node]
+    seen_at: float  #: when its first page was asked for
+
+
 class NodeCache:
-    """Nodes by id, trusted for ``ttl`` seconds, and the kernel's lookup counts."""
+    """Nodes by id, folder listings, and the kernel's lookup counts.
+
+    Two modes of trust.  Without the change feed (``following`` False: at start, after a
+    feed loss, against a server without one) a node is trusted for ``ttl`` seconds from
+    when it was fetched, and listings are not kept.  While the mount follows the feed, a
+    node or listing fetched after the feed came up is trusted until the feed invalidates
+    it (:meth:`feed_invalidate`), and the kernel gets :data:`FEED_TIMEOUT` for it.  An
+    answer that was in flight when the feed invalidated what it describes (its request
+    started before the invalidation) is trusted only for ``ttl``: it may predate the
+    change.  Every time kept is the request's start (``seen_at``), on this cache's clock.
+    """
 
     def __init__(self, remote: Remote, ttl: float = ATTR_TIMEOUT,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -43,9 +74,51 @@ class NodeCache:
         self._clock = clock
         self._nodes: dict[int, tuple[Node, float]] = {}
         self.lookups: dict[int, int] = {}
+        #: Whether the change feed is followed (see the class docstring).
+        self.following = False
+        #: Nothing fetched before this is trusted beyond ``ttl`` (the feed's start, a reset).
+        self._trusted_since = 0.0
+        #: When the feed last invalidated a node's attributes, a name in a folder, a
+        #: folder's listing.
+        self._attr_changed: dict[int, float] = {}
+        self._name_changed: dict[tuple[int, str], float] = {}
+        self._list_changed: dict[int, float] = {}
+        #: Complete listings of folders, least recently used first.
+        self._listings: OrderedDict[int, Listed] = OrderedDict()
+        self._listed = 0
+        #: The last known (parent, name) of every node seen (to drop the kernel's entries).
+        self._where: dict[int, tuple[int, str]] = {}
+
+    # --- trust ----------------------------------------------------------------------------
+
+    def _feed_trusts(self, node: Node, seen_at: float) -> bool:
+        return (self.following and seen_at >= self._trusted_since
+                and seen_at >= self._attr_changed.get(node.id, -1.0)
+                and seen_at >= self._name_changed.get((node.parent, node.name), -1.0))
+
+    def trusted(self, node: Node) -> bool:
+        """Whether the kernel may keep ``node`` (its attributes and its entry) for
+        :data:`FEED_TIMEOUT`: the feed is followed and this is the cached, uninvalidated
+        node."""
+        got = self._nodes.get(node.id)
+        return got is not None and got[0] is node and self._feed_trusts(node, got[1])
+
+    def timeout(self, node: Node) -> float:
+        """The kernel's entry and attribute timeout for ``node``."""
+        return FEED_TIMEOUT if self.trusted(node) else self.ttl
+
+    def _fresh(self, node: Node, seen_at: float) -> bool:
+        return self._feed_trusts(node, seen_at) or self._clock() - seen_at < self.ttl
+
+    # --- nodes ----------------------------------------------------------------------------
 
     def put(self, node: Node, seen_at: float | None = None) -> Node:
         self._nodes[node.id] = (node, self._clock() if seen_at is None else seen_at)
+        self._where[node.id] = (node.parent, node.name)
+        listed = self._listings.get(node.parent) if node.parent != node.id else None
+        if listed is not None and listed.by_id.get(node.id) != node:
+            # A node newer than its folder's listing (changed here, or fetched anew).
+            self._drop_listing(node.parent)
         return node
 
     def merge(self, node: Node, seen_at: float) -> Node:
@@ -55,7 +128,9 @@ class NodeCache:
         got = self._nodes.get(node.id)
         if got is not None and got[1] > seen_at:
             return got[0]
-        return self.put(node, seen_at)
+        self._nodes[node.id] = (node, seen_at)
+        self._where[node.id] = (node.parent, node.name)
+        return node
 
     def now(self) -> float:
         return self._clock()
@@ -65,8 +140,14 @@ class NodeCache:
         got = self._nodes.get(node_id)
         return got[0] if got else None
 
+    def where(self, node_id: int) -> tuple[int, str] | None:
+        """The last known (parent, name) of a node, however old."""
+        return self._where.get(node_id)
+
     def invalidate(self, node_id: int) -> None:
+        """Forget a node (and its listing) this mount changed without knowing how."""
         self._nodes.pop(node_id, None)
+        self._drop_listing(node_id)
 
     def dir_changed(self, dir_id: int, at_ns: int) -> None:
         """Record a change this mount just made in folder ``dir_id`` (an entry created,
@@ -76,7 +157,8 @@ class NodeCache:
         an uncached folder stays uncached (the next getattr asks the store).  A stamp older
         than the cached mtime (a rename onto itself, which changes nothing and returns the
         node's old ctime; a folder mtime set into the future) drops the cached folder
-        instead."""
+        instead.  The folder's listing is dropped."""
+        self._drop_listing(dir_id)
         got = self._nodes.get(dir_id)
         if got is None:
             return
@@ -90,17 +172,32 @@ class NodeCache:
     async def get(self, node_id: int) -> Node:
         """The node, from the cache while fresh.  Raises NotFound and the remote's errors."""
         got = self._nodes.get(node_id)
-        if got is not None and self._clock() - got[1] < self.ttl:
+        if got is not None and self._fresh(*got):
             return got[0]
+        stamp = self._clock()
         try:
-            return self.put(await self.remote.getattr(node_id))
+            return self.put(await self.remote.getattr(node_id), stamp)
         except errors.NotFound:
             self.invalidate(node_id)
             raise
 
+    async def fetch(self, node_id: int) -> Node:
+        """The node as the store has it now (one getattr).  Raises NotFound."""
+        stamp = self._clock()
+        return self.put(await self.remote.getattr(node_id), stamp)
+
     async def lookup(self, parent: int, name: str) -> Node:
-        """Look a name up and count it as a kernel lookup.  Raises NotFound, NotADirectory."""
-        node = self.put(await self.remote.lookup(parent, name))
+        """Look a name up and count it as a kernel lookup: from the folder's listing while
+        the feed vouches for it, else from the store.  Raises NotFound, NotADirectory."""
+        listed = self.listing(parent)
+        if listed is not None:
+            node = listed.by_name.get(name)
+            if node is None:
+                raise errors.NotFound(f"no {name!r} in folder {parent}")
+            node = self.merge(node, listed.seen_at)
+        else:
+            stamp = self._clock()
+            node = self.put(await self.remote.lookup(parent, name), stamp)
         self.remember(node.id)
         return node
 
@@ -114,6 +211,75 @@ class NodeCache:
         else:
             self.lookups.pop(node_id, None)
             self._nodes.pop(node_id, None)
+            self._where.pop(node_id, None)
+
+    # --- listings -------------------------------------------------------------------------
+
+    def listing(self, dir_id: int) -> Listed | None:
+        """The folder's complete listing while the feed vouches for it, else None."""
+        got = self._listings.get(dir_id)
+        if got is None:
+            return None
+        if not (self.following and got.seen_at >= self._trusted_since
+                and got.seen_at >= self._list_changed.get(dir_id, -1.0)):
+            self._drop_listing(dir_id)
+            return None
+        self._listings.move_to_end(dir_id)
+        return got
+
+    def put_listing(self, dir_id: int, entries: tuple[Node, ...], seen_at: float) -> None:
+        """Keep a complete listing fetched from ``seen_at`` on (only while following)."""
+        if not self.following or len(entries) > LISTING_MAX:
+            return
+        self._drop_listing(dir_id)
+        self._listings[dir_id] = Listed(entries, {n.id: n for n in entries},
+                                        {n.name: n for n in entries}, seen_at)
+        self._listed += len(entries)
+        while self._listed > LISTINGS_MAX and self._listings:
+            self._drop_listing(next(iter(self._listings)))
+
+    def _drop_listing(self, dir_id: int) -> None:
+        got = self._listings.pop(dir_id, None)
+        if got is not None:
+            self._listed -= len(got.entries)
+
+    # --- what the change feed says --------------------------------------------------------
+
+    def follow(self, on: bool) -> None:
+        """The feed is (not) followed from now on; either way nothing cached so far is
+        trusted beyond ``ttl`` any more."""
+        self.drop_all()
+        self.following = on
+
+    def drop_all(self) -> None:
+        """Forget every node and listing (kept: the kernel's lookup counts, the names)."""
+        self._nodes.clear()
+        self._listings.clear()
+        self._listed = 0
+        self._attr_changed.clear()
+        self._name_changed.clear()
+        self._list_changed.clear()
+        self._trusted_since = self._clock()
+
+    def feed_invalidate(self, node_id: int | None = None, name: tuple[int, str] | None = None,
+                        folder: int | None = None) -> None:
+        """The feed reports a change of a node's attributes, of a name in a folder, of a
+        folder's entries: drop what is cached of them, and distrust answers still in
+        flight that were asked before now."""
+        now = self._clock()
+        if node_id is not None:
+            self._nodes.pop(node_id, None)
+            self._drop_listing(node_id)
+            self._attr_changed[node_id] = now
+        if name is not None:
+            self._name_changed[name] = now
+        if folder is not None:
+            self._drop_listing(folder)
+            self._list_changed[folder] = now
+        if len(self._attr_changed) + len(self._name_changed) + len(self._list_changed) > (
+                CHANGED_MAX):
+            # Bounded: past this many, distrust everything fetched before now instead.
+            self.drop_all()
 
 
 T = TypeVar("T")
@@ -163,6 +329,8 @@ class DirHandle:
     seen_at: list[float] = field(default_factory=list)
     after: str | None = None
     complete: bool = False
+    #: The complete listing came from, or went into, the node cache's listings.
+    kept: bool = False
 
     async def ensure(self, remote: Remote, index: int, clock: Callable[[], float] = time.monotonic
                      ) -> bool:

@@ -234,6 +234,50 @@ class UserConfig:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+class ChangeKind(enum.StrEnum):
+    """What a namespace change did to its node (one row of the store's change log)."""
+
+    CREATE = "create"  #: a new node (file, folder, symlink) under ``parent``/``name``
+    CONTENT = "content"  #: a file's content replaced (its cached pages are stale)
+    ATTR = "attr"  #: mode or mtime set
+    RENAME = "rename"  #: moved from ``old_parent``/``old_name`` to ``parent``/``name``
+    DELETE = "delete"  #: the node is gone from ``parent``/``name``
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change of a user's namespace, as the change feed reports it.
+
+    ``at_ns`` is the store's stamp of the change: the node's ctime after it (but for a
+    delete) and the mtime/ctime of the folder(s) it touched, so that a cache holding a
+    node at least that new already has it (a mount's own changes coming back).
+    """
+
+    cursor: int  #: the change's position in the feed (increasing)
+    kind: ChangeKind
+    node_id: int
+    parent: int
+    name: str
+    at_ns: int
+    old_parent: int | None = None  #: a rename's source folder
+    old_name: str | None = None  #: a rename's source name
+
+
+@dataclass(frozen=True)
+class ChangeBatch:
+    """An answer of ``get_changes``: the changes after the cursor asked about (oldest
+    first) and the cursor to ask with next.  ``reset`` means the cursor asked about is no
+    longer (or never was) in the log: drop everything cached and go on from ``cursor``."""
+
+    cursor: int
+    changes: tuple[Change, ...] = ()
+    reset: bool = False
+
+
+#: Longest long poll ``get_changes`` accepts (seconds).
+MAX_CHANGES_TIMEOUT = 60.0
+
+
 @runtime_checkable
 class Remote(Protocol):
     """A user's view of a store.  All methods are trio-async.
@@ -415,6 +459,21 @@ class Remote(Protocol):
         ...
 
     async def statfs(self) -> Usage: ...
+
+    # --- change feed -----------------------------------------------------------------
+    async def get_changes(self, cursor: int | None, timeout: float) -> ChangeBatch:
+        """The namespace changes after ``cursor`` (a long poll).
+
+        With ``cursor`` None: at once, the current cursor and no changes.  Otherwise as
+        soon as there are changes after ``cursor`` (up to a bounded batch; ask again from
+        the cursor answered), or after ``timeout`` seconds (0..``MAX_CHANGES_TIMEOUT``)
+        with none.  A cursor older than the log keeps, or newer than the store's, answers
+        ``reset=True`` with the current cursor.  Only this user's changes are reported.
+
+        Raises InvalidArgument (a negative cursor, a timeout out of range), NotFound (a
+        server from before the feed).
+        """
+        ...
 
     async def aclose(self) -> None:
         """Release connections, threads and locks."""

@@ -105,6 +105,7 @@ class ServerState:
         remote_factory: RemoteFactory | None = None,
         upload_idle: float = 24 * 3600.0,
         thumb_cache_bytes: int | None = None,
+        change_feed: bool = True,
     ) -> None:
         self.store = store
         self.store_dir = os.fspath(store_dir)
@@ -115,6 +116,8 @@ class ServerState:
         self.limiter = RateLimiter(rate_limit, burst)
         self.remote_factory = remote_factory or _embedded_factory()
         self.upload_idle = upload_idle
+        #: False: answer getChanges 404 like a server from before the feed (tests).
+        self.change_feed = change_feed
         self.thumb_dir = os.path.join(self.store_dir, "thumbnails")
         self.thumb_cache_bytes = (DEFAULT_CACHE_BYTES if thumb_cache_bytes is None
                                   else thumb_cache_bytes)
@@ -277,6 +280,17 @@ def q_str(params: dict[str, str], key: str) -> str:
     return raw
 
 
+def q_float(params: dict[str, str], key: str, default: float) -> float:
+    """A number query parameter (``default`` if absent).  Raises InvalidArgument."""
+    raw = params.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise errors.InvalidArgument(f"parameter {key!r} must be a number") from exc
+
+
 def q_bool(params: dict[str, str], key: str) -> bool:
     raw = params.get(key, "").lower()
     if raw in ("", "0", "false", "no"):
@@ -372,6 +386,13 @@ async def _get_windows(remote: EmbeddedRemote, loc: FileLocation, offset: int, l
 
 
 async def _proto_get(method: str, remote: EmbeddedRemote, p: dict[str, str]) -> Any:
+    if method == "getChanges":
+        # A long poll: answers at once when there are changes after ``cursor``, else after
+        # ``timeout`` seconds with none (no cursor: the current one, at once).
+        raw = p.get("cursor")
+        cursor = None if raw is None or raw == "" else q_int(p, "cursor")
+        return wire.change_batch_to_json(await remote.get_changes(
+            cursor, q_float(p, "timeout", 0.0)))
     if method == "getConfig":
         return wire.config_to_json(await remote.get_config())
     if method in ("getFileHashes", "getFileChecksums"):
@@ -544,7 +565,8 @@ class FsmountApp:
                     send: Send) -> None:
         verb = scope["method"]
         want = "GET" if method in wire.GET_METHODS else "POST"
-        if method not in wire.ALL_METHODS:
+        if method not in wire.ALL_METHODS or (method == "getChanges"
+                                               and not self.state.change_feed):
             await self._drain(receive)
             await send_answer(send, *error_answer(errors.NotFound(f"no protocol method {method!r}")))
             return

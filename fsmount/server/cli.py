@@ -53,6 +53,9 @@ def register(sub: Any) -> None:
                    help="one line per request (method, path without the query, status, "
                    "bytes, seconds, user): - for stderr (the default; the journal under "
                    "systemd), a file to append to, or off")
+    p.add_argument("--no-change-feed", action="store_true",
+                   help="answer getChanges 404, like a server from before the change feed "
+                   "(mounts then trust attributes for 1 s; for tests)")
     p.set_defaults(func=cmd_serve)
 
     t = sub.add_parser("token", help="manage bearer tokens of `fsmount serve`",
@@ -210,13 +213,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         app = create_app(store, store_path, rate_limit=args.rate_limit, burst=args.burst,
-                         thumb_cache_bytes=args.thumbnail_cache)
+                         thumb_cache_bytes=args.thumbnail_cache,
+                         change_feed=not args.no_change_feed)
 
         async def shutdown_trigger() -> None:
             # hypercorn stops accepting, lets requests in flight finish (graceful_timeout),
             # then returns.
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
+                    # Long polls of the change feed answer now rather than hold the
+                    # shutdown for their timeout.
+                    store.changes.close()
                     return
 
         try:

@@ -21,6 +21,9 @@ from ..remote import (
     MAX_RUN_WINDOWS,
     BlockCheck,
     BlockChecksum,
+    Change,
+    ChangeBatch,
+    ChangeKind,
     Document,
     FileHash,
     FileLocation,
@@ -47,7 +50,7 @@ NON_IDEMPOTENT = frozenset(
 #: Methods sent as GET with their arguments in the query string.
 GET_METHODS = frozenset(
     {"getConfig", "getFile", "getFileHashes", "getFileChecksums", "getDocumentByHash",
-     "lookup", "getattr", "listFolder", "statfs"}
+     "lookup", "getattr", "listFolder", "statfs", "getChanges"}
 )
 
 #: Methods whose request body is raw part bytes, arguments in the query string.
@@ -254,6 +257,35 @@ def node_from_json(obj: Any) -> Node:
         restricted=req_bool(obj, "restricted", False),
         sha256=sha256,
     )
+
+
+def change_batch_to_json(batch: ChangeBatch) -> dict[str, Any]:
+    return {"cursor": batch.cursor, "reset": batch.reset, "changes": [
+        {"cursor": c.cursor, "kind": str(c.kind), "node_id": c.node_id, "parent": c.parent,
+         "name": c.name, "at_ns": c.at_ns, "old_parent": c.old_parent,
+         "old_name": c.old_name} for c in batch.changes]}
+
+
+def change_batch_from_json(obj: Any) -> ChangeBatch:
+    """Raises InvalidArgument on a malformed answer of getChanges."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("changes"), list):
+        raise _bad("change batch")
+    changes = []
+    for c in obj["changes"]:
+        if not isinstance(c, dict):
+            raise _bad("change")
+        try:
+            kind = ChangeKind(c.get("kind"))
+        except ValueError as exc:
+            raise _bad("change kind") from exc
+        old_name = c.get("old_name")
+        if old_name is not None and not isinstance(old_name, str):
+            raise _bad("change old_name")
+        changes.append(Change(
+            cursor=req_int(c, "cursor"), kind=kind, node_id=req_int(c, "node_id"),
+            parent=req_int(c, "parent"), name=req_str(c, "name"), at_ns=req_int(c, "at_ns"),
+            old_parent=req_int(c, "old_parent", default=None), old_name=old_name))
+    return ChangeBatch(req_int(obj, "cursor"), tuple(changes), req_bool(obj, "reset", False))
 
 
 def listing_to_json(listing: Listing) -> dict[str, Any]:

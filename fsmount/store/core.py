@@ -11,7 +11,8 @@ component of its concept:
   :mod:`~fsmount.store.parts` (saving parts, incremental hashing),
   :mod:`~fsmount.store.finalize` (documents and blobs), :mod:`~fsmount.store.reads`,
   :mod:`~fsmount.store.lifetime` (expiry, reclamation, the orphan sweep),
-  :mod:`~fsmount.store.deleter` (background deletion);
+  :mod:`~fsmount.store.deleter` (background deletion), :mod:`~fsmount.store.changes` (the
+  change log and its long polls);
 * below them the two seams: the metadata backend (:mod:`~fsmount.store.meta`; SQLite in
   :mod:`~fsmount.store.sqlite_meta`), whose transactions :mod:`~fsmount.store.txn` runs,
   and the content backend (:mod:`~fsmount.store.content`; a local directory in
@@ -41,6 +42,7 @@ from .. import errors
 from ..protocol import MAX_PART_SIZE, Limits
 from ..remote import (
     BlockCheck,
+    ChangeBatch,
     Document,
     FileHash,
     FileLocation,
@@ -52,6 +54,7 @@ from ..remote import (
     Usage,
     UserConfig,
 )
+from .changes import ChangeLog
 from .deleter import Deleter
 from .finalize import Finalizer
 from .hooks import NO_HOOKS, StoreHooks
@@ -142,7 +145,9 @@ class Store:
             self.finalizer = Finalizer(self.txn, self.content, self.deleter, self.users,
                                        self.lifetime, self.states, self.limits, hooks)
             self.reads = Reads(self.txn, self.content, self.lifetime)
-            self.namespace = Namespace(self.txn, self.users, self.reads, self.lifetime, hooks)
+            self.changes = ChangeLog(self.txn)
+            self.namespace = Namespace(self.txn, self.users, self.reads, self.lifetime, hooks,
+                                       self.changes)
             if alone:
                 self.lifetime.sweep_orphans()
                 self._locks.share_gc_lock()
@@ -164,6 +169,7 @@ class Store:
                 return
             self._closed = True
             self.txn.closed = True
+            self.changes.close()
             self.deleter.wait()
             try:
                 self.meta.close()
@@ -416,3 +422,13 @@ class Store:
     def rmdir(self, user_id: int, parent: int, name: str) -> None:
         """Remove an empty folder.  Raises NotFound, NotEmpty, NotADirectory."""
         self.namespace.rmdir(user_id, parent, name)
+
+    # --- change feed ----------------------------------------------------------------------
+
+    def get_changes(self, user_id: int, cursor: int | None, timeout: float) -> ChangeBatch:
+        """The user's namespace changes after ``cursor``: a long poll of up to ``timeout``
+        seconds (blocking; see :meth:`fsmount.remote.Remote.get_changes`).
+
+        Raises InvalidArgument (bad cursor or timeout; the store is closed).
+        """
+        return self.changes.get_changes(user_id, cursor, timeout)

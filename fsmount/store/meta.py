@@ -28,10 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..remote import Document
+from ..remote import Change, Document
 from .hooks import HookPoint
 from .rows import (
     BlobRow,
+    ChangeRecord,
     DocumentLife,
     DocumentRef,
     NodeRow,
@@ -169,6 +170,21 @@ class MetaTx(Protocol):
         """Up to ``limit`` parts of any upload saved at or before ``cutoff``."""
     def stale_upload_parts(self, up: UploadKey, cutoff: float) -> list[int]: ...
     def all_parts(self) -> list[SavedPart]: ...
+
+
+    # --- the change log (per user; see fsmount.store.changes) ---
+    def log_change(self, user_id: int, change: ChangeRecord) -> int:
+        """Append a change of the user's namespace; returns its cursor (increasing over
+        the whole store, never reused).  In the transaction of the change itself."""
+    def changes_after(self, user_id: int, cursor: int, limit: int) -> list[Change]:
+        """Up to ``limit`` of the user's changes with a cursor above ``cursor``, oldest first."""
+    def change_cursor(self) -> int:
+        """The cursor of the newest change logged in the store (0 before any)."""
+    def change_floor(self, user_id: int) -> int:
+        """The newest cursor dropped from the user's log (0 if none): a client at an older
+        cursor may have missed changes."""
+    def prune_changes(self, user_id: int, keep: int) -> None:
+        """Drop all but the user's ``keep`` newest changes, raising its floor."""
 
 
 class MetaBackend(Protocol):

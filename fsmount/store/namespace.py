@@ -3,19 +3,21 @@
 A file is an ordered tuple of documents (its segments).  Every change is one transaction:
 creating a file over an existing one, replacing a file's content and renaming over a target
 are atomic, and the documents a change unlinks are released to their grace period
-(:meth:`fsmount.store.lifetime.Lifetime.release_documents`).  Usage (bytes of files, count
+(:meth:`fsmount.store.lifetime.Lifetime.release_documents`).  Every change appends its
+rows to the user's change log (:mod:`fsmount.store.changes`) in the same transaction.  Usage (bytes of files, count
 of nodes) is kept per user as nodes change; growth is checked against the quota.
 """
 
 from __future__ import annotations
 
 from .. import errors
-from ..remote import ROOT_ID, Document, FileLocation, Listing, Node, NodeKind
+from ..remote import ROOT_ID, ChangeKind, Document, FileLocation, Listing, Node, NodeKind
+from .changes import ChangeLog
 from .hooks import HookPoint, StoreHooks
 from .lifetime import Lifetime
 from .meta import MetaTx
 from .reads import Reads
-from .rows import NodeRow
+from .rows import ChangeRecord, NodeRow
 from .txn import TxRunner
 from .users import Users
 
@@ -86,14 +88,22 @@ class Namespace:
     """The users' trees."""
 
     def __init__(self, txn: TxRunner, users: Users, reads: Reads, lifetime: Lifetime,
-                 hooks: StoreHooks) -> None:
+                 hooks: StoreHooks, changes: ChangeLog) -> None:
         self.txn = txn
+        self.changes = changes
         self.users = users
         self.reads = reads
         self.lifetime = lifetime
         self.hooks = hooks
 
     # --- rows -----------------------------------------------------------------------------
+
+    def _log(self, tx: MetaTx, uid: int, kind: ChangeKind, row_id: int, parent: int,
+             name: str, *, old: tuple[int, str] | None = None) -> None:
+        """Log a change stamped with this transaction's time (the ctime it sets)."""
+        self.changes.record(tx, uid, ChangeRecord(
+            kind, row_id, parent, name, int(tx.now * 1e9),
+            old[0] if old else None, old[1] if old else None))
 
     @staticmethod
     def _row(tx: MetaTx, uid: int, node_id: int) -> NodeRow:
@@ -201,6 +211,7 @@ class Namespace:
                 raise errors.AlreadyExists(f"{name!r} exists in folder {parent}")
             nid = self._new_node(tx, uid, parent, name, NodeKind.DIR, mode, 0, None)
             self._touch_dir(tx, uid, parent)
+            self._log(tx, uid, ChangeKind.CREATE, nid, parent, name)
             return self._node(tx, uid, nid)
 
     def create_file(self, uid: int, parent: int, name: str,
@@ -230,10 +241,12 @@ class Namespace:
             self._check_quota(tx, uid, size - old_size)
             if old is not None:
                 self._delete_node(tx, uid, old)
+                self._log(tx, uid, ChangeKind.DELETE, old.id, parent, name)
             nid = self._new_node(tx, uid, parent, name, NodeKind.FILE, mode, size, mtime_ns)
             self._set_segments(tx, uid, nid, docs)
             tx.set_node_sha256(uid, nid, whole_file_sha256(tx, docs, sha256))
             self._touch_dir(tx, uid, parent)
+            self._log(tx, uid, ChangeKind.CREATE, nid, parent, name)
             return self._node(tx, uid, nid)
 
     def set_content(self, uid: int, node_id: int, segments: tuple[FileLocation, ...], *,
@@ -261,6 +274,7 @@ class Namespace:
             tx.set_node_sha256(uid, node_id, whole_file_sha256(tx, docs, sha256))
             tx.adjust_usage(uid, used_bytes=size - row.size)
             self.lifetime.release_documents(tx, old_docs)
+            self._log(tx, uid, ChangeKind.CONTENT, node_id, row.parent, row.name)
             self.hooks.reached(HookPoint.SET_CONTENT_BEFORE_COMMIT)
             tx.hook_after = HookPoint.SET_CONTENT_AFTER_COMMIT
             return self._node(tx, uid, node_id)
@@ -280,19 +294,21 @@ class Namespace:
             nid = self._new_node(tx, uid, parent, name, NodeKind.SYMLINK, 0o777, size, None,
                                  target)
             self._touch_dir(tx, uid, parent)
+            self._log(tx, uid, ChangeKind.CREATE, nid, parent, name)
             return self._node(tx, uid, nid)
 
     def setattr(self, uid: int, node_id: int, *, mode: int | None = None,
                 mtime_ns: int | None = None) -> Node:
         """Change permission bits or mtime.  Raises NotFound."""
         with self.txn.run() as tx:
-            self._row(tx, uid, node_id)
+            row = self._row(tx, uid, node_id)
             ns = int(tx.now * 1e9)
             if mode is not None:
                 tx.set_node_mode(uid, node_id, int(mode) & 0o7777)
             if mtime_ns is not None:
                 tx.set_node_mtime(uid, node_id, int(mtime_ns))
             tx.set_node_ctime(uid, node_id, ns)
+            self._log(tx, uid, ChangeKind.ATTR, node_id, row.parent, row.name)
             return self._node(tx, uid, node_id)
 
     def rename(self, uid: int, parent: int, name: str, new_parent: int, new_name: str, *,
@@ -335,10 +351,13 @@ class Namespace:
                 if dst_is_dir and tx.has_children(uid, dst.id):
                     raise errors.NotEmpty(f"folder {new_name!r} is not empty")
                 self._delete_node(tx, uid, dst)
+                self._log(tx, uid, ChangeKind.DELETE, dst.id, new_parent, new_name)
             tx.move_node(uid, src.id, new_parent, new_name, int(tx.now * 1e9))
             self._touch_dir(tx, uid, parent)
             if new_parent != parent:
                 self._touch_dir(tx, uid, new_parent)
+            self._log(tx, uid, ChangeKind.RENAME, src.id, new_parent, new_name,
+                      old=(parent, src.name))
             self.hooks.reached(HookPoint.RENAME_BEFORE_COMMIT)
             tx.hook_after = HookPoint.RENAME_AFTER_COMMIT
             return self._node(tx, uid, src.id)
@@ -354,6 +373,7 @@ class Namespace:
                 raise errors.IsADirectory(f"{name!r} is a folder")
             self._delete_node(tx, uid, row)
             self._touch_dir(tx, uid, parent)
+            self._log(tx, uid, ChangeKind.DELETE, row.id, parent, row.name)
 
     def rmdir(self, uid: int, parent: int, name: str) -> None:
         """Remove an empty folder.  Raises NotFound, NotEmpty, NotADirectory."""
@@ -368,3 +388,4 @@ class Namespace:
                 raise errors.NotEmpty(f"folder {name!r} is not empty")
             self._delete_node(tx, uid, row)
             self._touch_dir(tx, uid, parent)
+            self._log(tx, uid, ChangeKind.DELETE, row.id, parent, row.name)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..protocol import FileType
-from ..remote import Document, Node, NodeKind
+from ..remote import ChangeKind, Document, Node, NodeKind
 
-__all__ = ["BlobRow", "DocumentRef", "DocumentLife", "NodeRow", "PartKey", "PartRow",
+__all__ = ["BlobRow", "ChangeRecord", "DocumentRef", "DocumentLife", "NodeRow", "PartKey", "PartRow",
            "PartStamp", "ReadableDocument", "SavedPart", "Tombstone", "UploadKey", "UploadRow",
            "UserRow"]
 
@@ -146,3 +146,15 @@ class PartStamp(NamedTuple):
     ino: int
     size: int
     mtime_ns: int
+
+
+class ChangeRecord(NamedTuple):
+    """A change of a user's namespace, as the store logs it (the log adds its cursor)."""
+
+    kind: ChangeKind
+    node_id: int
+    parent: int
+    name: str
+    at_ns: int
+    old_parent: int | None = None
+    old_name: str | None = None

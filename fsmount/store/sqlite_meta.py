@@ -3,7 +3,8 @@
 Every statement of SQL the store runs lives in this module; :class:`SqliteTx` answers the
 named queries of :class:`fsmount.store.meta.MetaTx` with the rows of
 :mod:`fsmount.store.rows`.  The schema is byte-compatible with the stores written before
-the package was split (version 2: the blocks' CRC32Cs).
+the package was split (version 2: the blocks' CRC32Cs); version 3 adds the change log
+(tables ``changes`` and ``change_floors``, created on open of an older store).
 
 Durability: commits run with ``synchronous=NORMAL`` -- atomic, and surviving a killed
 process; :meth:`SqliteMeta.make_durable` (a WAL checkpoint) is what the store runs before
@@ -21,10 +22,11 @@ from pathlib import Path
 
 from .. import errors
 from ..protocol import FileType
-from ..remote import Document, NodeKind
+from ..remote import Change, ChangeKind, Document, NodeKind
 from .meta import MetaTx, TxEffects
 from .rows import (
     BlobRow,
+    ChangeRecord,
     DocumentLife,
     DocumentRef,
     NodeRow,
@@ -121,8 +123,25 @@ CREATE TABLE IF NOT EXISTS parts(
     PRIMARY KEY(user_id, file_id, part)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS parts_by_age ON parts(saved_at);
+CREATE TABLE IF NOT EXISTS changes(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    node_id INTEGER NOT NULL,
+    parent INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    at_ns INTEGER NOT NULL,
+    old_parent INTEGER,
+    old_name TEXT
+);
+CREATE INDEX IF NOT EXISTS changes_by_user ON changes(user_id, seq);
+CREATE TABLE IF NOT EXISTS change_floors(
+    user_id INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
 """
-SCHEMA_VERSION = 2
+#: 2: the blocks' CRC32Cs; 3: the change log (``changes``, ``change_floors``).
+SCHEMA_VERSION = 3
 
 _NODE_COLS = "id, parent, name, kind, mode, size, mtime_ns, ctime_ns, version, target, sha256"
 _DOC_COLS = "id, access_hash, size, mime_type, sha256, md5, date, file_type"
@@ -134,6 +153,7 @@ _IN_BATCH = 500
 # NamedTuple is made with tuple.__new__ (a third of the cost of calling NodeKind() and
 # NodeRow() with ten arguments).
 _KINDS = {k.value: k for k in NodeKind}
+_CHANGE_KINDS = {k.value: k for k in ChangeKind}
 _FILE_TYPES = {t.value: t for t in FileType}
 _new_tuple = tuple.__new__
 
@@ -448,6 +468,41 @@ class SqliteTx(TxEffects):
 
     def all_parts(self) -> list[SavedPart]:
         return [SavedPart(*r) for r in self._q("SELECT user_id, file_id, part, size FROM parts")]
+
+    # --- the change log -------------------------------------------------------------------
+
+    def log_change(self, user_id: int, change: ChangeRecord) -> int:
+        cur = self._q("INSERT INTO changes(user_id, kind, node_id, parent, name, at_ns, "
+                      "old_parent, old_name) VALUES (?,?,?,?,?,?,?,?)", user_id,
+                      change.kind.value, change.node_id, change.parent, change.name,
+                      change.at_ns, change.old_parent, change.old_name)
+        return int(cur.lastrowid or 0)
+
+    def changes_after(self, user_id: int, cursor: int, limit: int) -> list[Change]:
+        return [Change(cursor=r[0], kind=_CHANGE_KINDS[r[1]], node_id=r[2], parent=r[3],
+                       name=r[4], at_ns=r[5], old_parent=r[6], old_name=r[7])
+                for r in self._q("SELECT seq, kind, node_id, parent, name, at_ns, "
+                                 "old_parent, old_name FROM changes WHERE user_id = ? "
+                                 "AND seq > ? ORDER BY seq LIMIT ?", user_id, cursor, limit)]
+
+    def change_cursor(self) -> int:
+        # AUTOINCREMENT keeps the highest seq ever given in sqlite_sequence, also once
+        # pruning has deleted it.
+        row = self._one("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")
+        return int(row[0]) if row else 0
+
+    def change_floor(self, user_id: int) -> int:
+        row = self._one("SELECT seq FROM change_floors WHERE user_id = ?", user_id)
+        return int(row[0]) if row else 0
+
+    def prune_changes(self, user_id: int, keep: int) -> None:
+        row = self._one("SELECT seq FROM changes WHERE user_id = ? ORDER BY seq DESC "
+                        "LIMIT 1 OFFSET ?", user_id, keep)
+        if row is None:
+            return
+        self._q("DELETE FROM changes WHERE user_id = ? AND seq <= ?", user_id, row[0])
+        self._q("INSERT INTO change_floors(user_id, seq) VALUES (?, ?) ON CONFLICT(user_id) "
+                "DO UPDATE SET seq = MAX(seq, excluded.seq)", user_id, row[0])
 
 
 class SqliteMeta:

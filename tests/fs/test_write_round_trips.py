@@ -12,8 +12,11 @@ Per file today (see docs/performance.md, "round trips per small file"):
   saveFilePart + uploadMedia + setContent (the mtime tar sets before close travels with
   setContent), setattr (tar's final chmod) = **6**;
 * ``rsync -a``: 3 negative lookups of the name and 1 of its temporary name, createFile, the
-  3 upload calls, setattr (mtime) + getattr (an open: close-to-open asks the store) + setattr
-  (chmod) after close, rename = **12**.
+  3 upload calls, setattr (mtime) + getattr (an open: close-to-open asks the store, when the
+  mount does not follow the change feed) + setattr (chmod) after close, rename = **12**.
+
+While the mount follows the change feed, opens take the cached node (no getattr) and its
+own changes coming back through the feed cost nothing: the bounds hold either way.
 
 The same run checks that what the tools set arrives on the store: contents, modes and mtimes,
 read back through a fresh mount.
