@@ -25,6 +25,7 @@ VERB_MODULES = (
     "fsmount.cli_files",
     "fsmount.server.cli",
     "fsmount.cli_fsck",
+    "fsmount.cli_writeback",
 )
 
 

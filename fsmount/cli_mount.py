@@ -4,12 +4,24 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 
 from .cli_common import add_remote_options, open_remote, parse_size, store_dir
 from .cli_errors import UsageError
-from .mount import MountConfig, check_mountpoint, prepare_cache_dir, run, unmount
+from .journal import DEFAULT_LIMIT
+from .mount import (
+    UNMOUNT_WAIT,
+    MountConfig,
+    MountError,
+    check_mountpoint,
+    journal_of,
+    prepare_cache_dir,
+    run,
+    unmount,
+    wait_drained,
+)
 from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD, DEFAULT_READ_AHEAD_MAX
 from .remote import Remote
 from .upload import DEFAULT_WRITE_MEMORY
@@ -60,6 +72,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="memory for parts of files being written, kept until each part's "
                    "upload is finalized, shared by all files; the rest waits in the cache "
                    "directory (default 96M)")
+    p.add_argument("--write-back", action="store_true",
+                   help="close returns once the content is durable in a local journal in "
+                   "the cache directory; a background uploader sends it to the store "
+                   "(fsmount sync waits for it, fsmount status shows it)")
+    p.add_argument("--write-back-limit", type=parse_size, default=DEFAULT_LIMIT,
+                   metavar="SIZE",
+                   help="bytes the journal may hold before writes wait for uploads (never "
+                   "past the cache directory's free space; default 4G)")
     p.add_argument("--log-level", default=argparse.SUPPRESS,
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="logging verbosity (default WARNING)")
@@ -76,6 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     u.add_argument("mountpoint", metavar="MOUNTPOINT")
     u.add_argument("-z", "--lazy", action="store_true",
                    help="detach now even if busy; finish when no longer in use")
+    u.add_argument("--no-wait", action="store_true",
+                   help="with --write-back: do not wait for pending uploads; the journal "
+                   "stays and the next mount of the store sends it")
     u.set_defaults(func=cmd_unmount)
 
 
@@ -102,6 +125,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
         log_file=os.path.abspath(args.log_file) if args.log_file else None,
         cache_dir=cache_dir,
         fsname=f"fsmount:{args.server or args.store}"[:120].replace(",", "_"),
+        write_back=args.write_back,
+        write_back_limit=args.write_back_limit,
+        identity=_identity(args),
     )
     logging.getLogger().setLevel(getattr(args, "log_level", "WARNING"))
 
@@ -111,6 +137,31 @@ def cmd_mount(args: argparse.Namespace) -> int:
     return run(config, factory)
 
 
+def _identity(args: argparse.Namespace) -> str:
+    """What a write-back journal is kept per: the store directory and user, or the server
+    URL and the token's user (a hash of the token: the token itself is never written)."""
+    if args.server:
+        token = ""
+        if args.token_file:
+            try:
+                with open(args.token_file, encoding="utf-8") as f:
+                    token = f.read().strip()
+            except OSError:
+                pass
+        token = token or os.environ.get("FSMOUNT_TOKEN", "")
+        return f"server:{args.server.rstrip('/')}:{hashlib.sha256(token.encode()).hexdigest()}"
+    return f"store:{args.store}:{args.user}"
+
+
 def cmd_unmount(args: argparse.Namespace) -> int:
-    unmount(args.mountpoint, lazy=args.lazy)
+    journal = journal_of(args.mountpoint)
+    if args.no_wait and journal is not None:
+        try:
+            os.setxattr(args.mountpoint, "user.fsmount.nowait", b"1")
+        except OSError as exc:
+            raise MountError(f"cannot tell {args.mountpoint} not to wait: {exc.strerror}"
+                             ) from None
+    unmount(args.mountpoint, lazy=args.lazy, wait=0 if journal else UNMOUNT_WAIT)
+    if journal is not None:
+        wait_drained(args.mountpoint, journal)
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import logging
 import os
 import stat
@@ -24,6 +25,7 @@ import trio
 
 from . import errors
 from .inodes import ATTR_TIMEOUT, DirHandle, FileHandle, HandleTable, NodeCache
+from .journal import Journal, Uploader
 from .mount import default_cache_dir
 from .reader import (
     DEFAULT_CACHE_BYTES,
@@ -141,6 +143,7 @@ class Operations(pyfuse3.Operations):
         attr_timeout: float = ATTR_TIMEOUT,
         cache_dir: str | None = None,
         write_memory: int = DEFAULT_WRITE_MEMORY,
+        journal: Journal | None = None,
     ) -> None:
         super().__init__()
         if log.isEnabledFor(logging.DEBUG):
@@ -168,12 +171,29 @@ class Operations(pyfuse3.Operations):
         self._write_states: WriteStates | None = None
         self._nursery: trio.Nursery | None = None
         self._reply = _ReplyBuffer()
+        #: Write-back (``--write-back``): the journal every change goes through, and the
+        #: uploader that sends it (run by fsmount.mount, which also drains it at unmount).
+        self.journal = journal
+        self.uploader: Uploader | None = None
+        if journal is not None:
+            self.uploader = Uploader(journal, remote, cache_dir=self.cache_dir,
+                                     on_stored=self._stored)
+        #: Set through the root's ``user.fsmount.nowait``: unmount leaves the journal.
+        self.no_wait = False
 
     def start(self, nursery: trio.Nursery) -> None:
         self.cache.start(nursery)
         self._nursery = nursery
         self._write_states = WriteStates(WriteSettings(
-            self.remote, nursery, cache_dir=self.cache_dir, budget=self.write_budget))
+            self.remote, nursery, cache_dir=self.cache_dir, budget=self.write_budget,
+            journal=self.journal))
+
+    def _stored(self, node: Node) -> None:
+        """The write-back uploader stored ``node``: what this mount caches follows."""
+        self.nodes.put(node)
+        state = self.writers.get(node.id)
+        if state is not None:
+            state.stored(node)
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -197,7 +217,18 @@ class Operations(pyfuse3.Operations):
             a.st_mode = stat.S_IFREG | node.mode
             a.st_nlink = 1
             state = self.writers.get(node.id)
-            a.st_size = state.size if state is not None else node.size
+            pending = self.journal.pending_file(node.id) if self.journal is not None else None
+            if pending is not None:
+                a.st_size = pending.content.size
+                a.st_atime_ns = a.st_mtime_ns = (
+                    pending.mtime_ns if pending.mtime_ns is not None
+                    else pending.content.mtime_ns)
+                if pending.mode is not None:
+                    a.st_mode = stat.S_IFREG | pending.mode
+            else:
+                a.st_size = node.size
+            if state is not None:
+                a.st_size = state.size
             if state is not None and state.mtime_ns is not None:
                 a.st_atime_ns = a.st_mtime_ns = state.mtime_ns  # linked with the content
         a.st_uid = self.uid
@@ -343,9 +374,30 @@ class Operations(pyfuse3.Operations):
             out["segments_sha256"] = ",".join(d.sha256 for d in segs)
         return out
 
+    def _state_of(self, inode: int) -> str:
+        """``pending`` while a file's content (or metadata) is not in the store yet."""
+        state = self.writers.get(inode)
+        if state is not None and state.dirty:
+            return "pending"
+        if self.journal is not None and self.journal.pending_file(inode) is not None:
+            return "pending"
+        return "stored"
+
+    def _control_status(self) -> bytes:
+        """The root's ``user.fsmount.status``: what ``fsmount status`` prints (JSON)."""
+        if self.uploader is None:
+            return json.dumps({"write_back": False}).encode()
+        return json.dumps({"write_back": True} | self.uploader.status()).encode()
+
     @_op
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
         sname = _decode(name)
+        if sname == XATTR_PREFIX + "status" and inode == ROOT_ID:
+            return self._control_status()
+        if sname == XATTR_PREFIX + "state":
+            node = await self.nodes.get(inode)
+            if node.kind is NodeKind.FILE:
+                return self._state_of(inode).encode()
         if sname.startswith(XATTR_PREFIX):
             value = self._xattrs(await self.nodes.get(inode)).get(sname[len(XATTR_PREFIX):])
             if value is not None:
@@ -358,6 +410,23 @@ class Operations(pyfuse3.Operations):
         return [(XATTR_PREFIX + k).encode() for k in self._xattrs(node)]
 
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        # The control channel of ``fsmount sync`` / ``pause`` / ``resume`` / ``unmount
+        # --no-wait`` (fsmount.cli_writeback): set on the mount's root, ``sync`` waits for
+        # the journal to drain, ``uploads`` pauses or resumes the uploader, ``nowait`` tells
+        # the unmount not to wait.
+        sname = _decode(name)
+        if inode == ROOT_ID and self.journal is not None:
+            if sname == XATTR_PREFIX + "sync":
+                await self.journal.wait_drained()
+                return
+            if sname == XATTR_PREFIX + "nowait":
+                self.no_wait = True
+                return
+            if sname == XATTR_PREFIX + "uploads" and self.uploader is not None:
+                if value not in (b"pause", b"resume"):
+                    raise pyfuse3.FUSEError(errno.EINVAL)
+                self.uploader.pause(value == b"pause")
+                return
         raise pyfuse3.FUSEError(errno.ENOTSUP)
 
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
@@ -377,6 +446,13 @@ class Operations(pyfuse3.Operations):
         direct = (writer is not None and flags & os.O_ACCMODE == os.O_WRONLY) or (
             state is not None and state.direct_handles > 0)
         handle = FileHandle(node, reader, flags, writer, direct=direct)
+        pending = self.journal.pending_file(node.id) if self.journal is not None else None
+        if pending is not None:
+            try:
+                handle.local_fd = os.open(self.journal.content_path(  # type: ignore[union-attr]
+                    pending.content.id), os.O_RDONLY)
+            except FileNotFoundError:
+                pass  # stored this instant: the store has the content
         fh = self.files.add(handle)
         if direct and writer is not None:
             writer.direct_handles += 1
@@ -432,6 +508,28 @@ class Operations(pyfuse3.Operations):
         self.nodes.remember(node.id)
         return fi, self._attrs(node)
 
+    async def _read_pending(self, handle: FileHandle, off: int, size: int) -> bytes | None:
+        """Write-back: the file's pending content from the journal, or None when it has
+        none (it is in the store)."""
+        if handle.local_fd >= 0 and handle.writer is None:
+            return await trio.to_thread.run_sync(os.pread, handle.local_fd, size, off)
+        pending = self.journal.pending_file(handle.node.id) if self.journal else None
+        if pending is None:
+            return None
+        path = self.journal.content_path(pending.content.id)  # type: ignore[union-attr]
+
+        def pread() -> bytes | None:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                return None  # stored meanwhile
+            try:
+                return os.pread(fd, size, off)
+            finally:
+                os.close(fd)
+
+        return await trio.to_thread.run_sync(pread)
+
     @_op
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.files.get(fh)
@@ -440,6 +538,11 @@ class Operations(pyfuse3.Operations):
             data, base = await state.read(off, size)
             if data is not None:
                 return data
+        if self.journal is not None:
+            pending_data = await self._read_pending(handle, off, size)
+            if pending_data is not None:
+                return pending_data
+        if state is not None:
             if handle.reader.segments != base:
                 handle.reader.close()
                 handle.reader = self._reader(base, handle.reader.name)
@@ -479,6 +582,8 @@ class Operations(pyfuse3.Operations):
             self.nodes.put(node)
             handle.node = node
             self._opened_version.pop(node.id, None)
+        elif self.journal is not None:
+            self._opened_version.pop(handle.node.id, None)  # journaled: the kernel re-reads
 
     @_op
     async def flush(self, fh: int) -> None:
@@ -486,13 +591,20 @@ class Operations(pyfuse3.Operations):
 
     @_op
     async def fsync(self, fh: int, datasync: bool) -> None:
-        await self._commit(self.files.get(fh))
+        handle = self.files.get(fh)
+        await self._commit(handle)
+        if self.journal is not None:
+            # Write-back: fsync(2) returns once the file is in the store.
+            await self.journal.wait_stored(handle.node.id)
 
     async def release(self, fh: int) -> None:
         handle = self.files.pop(fh)
         if handle is None:
             return
         handle.reader.close()
+        if handle.local_fd >= 0:
+            os.close(handle.local_fd)
+            handle.local_fd = -1
         state = handle.writer
         if state is not None:
             state.handles -= 1
@@ -533,6 +645,20 @@ class Operations(pyfuse3.Operations):
         # that lose their last file readable for a grace period (Limits.unlinked_grace).
         await self.remote.unlink(parent_inode, _decode(name))
         self.nodes.invalidate(parent_inode)
+        if self.journal is not None:
+            await self._gone(parent_inode, _decode(name), None)
+
+    async def _gone(self, parent: int, name: str, keep: int | None) -> None:
+        """Write-back: the file at ``parent``/``name`` (other than node ``keep``) was deleted
+        or replaced through this mount: its pending content is never sent, and a writer of
+        it still open journals nothing at close."""
+        assert self.journal is not None
+        gone = self.journal.pending_at(parent, name)
+        if gone is not None and gone != keep:
+            await self.journal.drop(gone)
+        for node_id, state in self.writers.items():
+            if node_id != keep and (state.parent, state.name) == (parent, name):
+                state.deleted = True
 
     @_op
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
@@ -544,6 +670,13 @@ class Operations(pyfuse3.Operations):
         replace = not flags & pyfuse3.RENAME_NOREPLACE
         node = await self.remote.rename(parent_inode_old, old, parent_inode_new, new,
                                         replace=replace)
+        if self.journal is not None:
+            await self._gone(parent_inode_new, new, node.id)
+            if self.journal.pending_file(node.id) is not None:
+                await self.journal.moved(node.id, parent_inode_new, new)
+            state = self.writers.get(node.id)
+            if state is not None:
+                state.parent, state.name = parent_inode_new, new
         self.nodes.put(node)
         self.nodes.dir_changed(parent_inode_old, node.ctime_ns)
         if parent_inode_new != parent_inode_old:
@@ -574,9 +707,11 @@ class Operations(pyfuse3.Operations):
             if node.kind is not NodeKind.FILE:
                 raise pyfuse3.FUSEError(errno.EISDIR if node.is_dir else errno.EINVAL)
             state = self.writers.get(inode)
+            pending = self.journal.pending_file(inode) if self.journal is not None else None
+            size = pending.content.size if pending is not None else node.size
             if state is not None:
                 await state.truncate(attr.st_size)
-            elif attr.st_size != node.size:
+            elif attr.st_size != size:
                 state = self._new_write_state(node)
                 try:
                     await state.truncate(attr.st_size)
@@ -595,6 +730,11 @@ class Operations(pyfuse3.Operations):
         mtime = attr.st_mtime_ns if fields.update_mtime else None
         if mtime is not None and state is not None and await state.defer_mtime(mtime):
             mtime = None  # stored with the pending content when it is linked (close, fsync)
+        pending = self.journal.pending_file(inode) if self.journal is not None else None
+        if pending is not None and (mode is not None or mtime is not None):
+            # Write-back: applied with the pending content by the uploader.
+            await self.journal.meta(inode, mode=mode, mtime_ns=mtime)  # type: ignore[union-attr]
+            mode = mtime = None
         if mode is not None or mtime is not None:
             node = self.nodes.put(await self.remote.setattr(inode, mode=mode, mtime_ns=mtime))
         return self._attrs(node)

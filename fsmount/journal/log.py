@@ -26,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -45,6 +46,8 @@ from .records import (
     decode_all,
     encode,
 )
+
+log = logging.getLogger(__name__)
 
 #: Default bound on the bytes pending in a journal (``--write-back-limit``).
 DEFAULT_LIMIT = 4 << 30
@@ -246,6 +249,22 @@ class Journal:
         """Until ``node`` has nothing pending."""
         while node in self.pending:
             await self._changed.wait()
+
+    async def wait_room(self, n: int) -> None:
+        """Until ``n`` more bytes fit (``--write-back-limit``, the cache directory's free
+        space): writes wait, never fail, while the uploads catch up (or the store is back).
+        Logs one line when the journal fills and one when it has room again."""
+        while self.pending and self.room() < n:
+            if not self.full:
+                self.full = True
+                log.warning("write-back journal full (%d files, %d bytes pending, limit %d): "
+                            "writes wait for uploads", len(self.pending), self.pending_bytes,
+                            self.limit)
+            with trio.move_on_after(1.0):  # free space may also come from elsewhere
+                await self._changed.wait()
+        if self.full:
+            self.full = False
+            log.warning("write-back journal has room again: writes go on")
 
     async def wait_drained(self) -> None:
         """Until nothing is pending."""

@@ -90,18 +90,25 @@ class Uploader:
         self.last_error: str | None = None
         self.conflicts: list[str] = []
         self.uploaded_files = 0
+        #: While True no new upload starts (``fsmount pause``; e.g. on a metered link).
+        self.paused = False
+
+    def pause(self, paused: bool) -> None:
+        self.paused = paused
+        self.journal.changed()
 
     def status(self) -> dict[str, object]:
         return self.journal.status() | {
             "uploading": len(self.in_flight), "last_error": self.last_error,
-            "conflicts": list(self.conflicts[-20:]), "uploaded": self.uploaded_files}
+            "conflicts": list(self.conflicts[-20:]), "uploaded": self.uploaded_files,
+            "paused": self.paused}
 
     async def run(self) -> None:
         """Schedule uploads until cancelled."""
         async with open_nursery() as nursery:
             while True:
                 now = trio.current_time()
-                for p in self.journal.in_order():
+                for p in [] if self.paused else self.journal.in_order():
                     if len(self.in_flight) >= self.parallel_files:
                         break
                     if p.node in self.in_flight or self._retry_at.get(p.node, 0.0) > now:
