@@ -198,21 +198,30 @@ class WriteState:
         assert journal is not None
         pending = journal.pending_file(self.node_id)
         base_fd = -1
+        if pending is not None and not self._truncate_pending:
+            # The file's pending content, held open: the uploader may delete the journal's
+            # file once it is in the store while old bytes are still to be fetched from it.
+            # Opened without a checkpoint in between: the uploader cannot delete it first.
+            try:
+                base_fd = os.open(journal.content_path(pending.content.id), os.O_RDONLY)
+            except FileNotFoundError:
+                pending = None  # a drop; a store would have updated base (stored())
         work = journal.new_work_path()
         if self._truncate_pending:
             staging = await StagingFile.create(journal.work_dir, self.remote, (), path=work)
         elif pending is not None:
-            # The file's pending content, held open: the uploader may delete the journal's
-            # file once it is in the store while old bytes are still to be fetched from it.
-            base_fd = await trio.to_thread.run_sync(
-                os.open, journal.content_path(pending.content.id), os.O_RDONLY)
             fd = base_fd
 
             async def fetch(offset: int, size: int) -> bytes:
                 return await trio.to_thread.run_sync(os.pread, fd, size, offset)
 
-            staging = await StagingFile.create(journal.work_dir, self.remote, (), path=work,
-                                               fetch=fetch, orig_size=pending.content.size)
+            try:
+                staging = await StagingFile.create(
+                    journal.work_dir, self.remote, (), path=work, fetch=fetch,
+                    orig_size=pending.content.size)
+            except BaseException:
+                _close_fd(base_fd)
+                raise
         else:
             staging = await StagingFile.create(journal.work_dir, self.remote, self.base,
                                                path=work)

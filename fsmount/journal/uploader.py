@@ -87,6 +87,8 @@ class Uploader:
         self.host = (host or socket.gethostname()).replace("/", "_")
         self.in_flight: set[int] = set()
         self._retry_at: dict[int, float] = {}
+        #: Errors logged since the last upload that worked (each is logged once).
+        self._logged: set[str] = set()
         self.last_error: str | None = None
         self.conflicts: list[str] = []
         self.uploaded_files = 0
@@ -127,13 +129,18 @@ class Uploader:
             if p is not None:
                 await self._store(dataclasses.replace(p))
                 self._retry_at.pop(node_id, None)
+                if self._logged:
+                    log.warning("write-back: uploads work again")
+                    self._logged.clear()
         except _Superseded:
             pass
         except (errors.FsmountError, OSError) as exc:
             p = self.journal.pending_file(node_id)
-            where = p.name if p is not None else f"node {node_id}"
-            msg = f"{where}: {exc}"
-            if msg != self.last_error:
+            if p is None:
+                return  # deleted through this mount while it uploaded: nothing to do
+            msg = f"{p.name}: {exc}"
+            if str(exc) not in self._logged:  # once per distinct error until an upload works
+                self._logged.add(str(exc))
                 log.warning("write-back: cannot upload %s (retrying)", msg)
             self.last_error = msg
             self._retry_at[node_id] = trio.current_time() + RETRY_PAUSE
