@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -12,7 +13,19 @@ from dataclasses import dataclass, field
 from . import control
 from .cli_common import add_remote_options, human, open_remote, parse_size, store_dir
 from .cli_errors import UsageError
-from .mount import MountConfig, check_mountpoint, prepare_cache_dir, run, unmount
+from .cli_writeback import read_status, status_lines
+from .journal import DEFAULT_LIMIT
+from .mount import (
+    UNMOUNT_WAIT,
+    MountConfig,
+    MountError,
+    check_mountpoint,
+    journal_of,
+    prepare_cache_dir,
+    run,
+    unmount,
+    wait_drained,
+)
 from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD, DEFAULT_READ_AHEAD_MAX
 from .remote import Remote
 from .sdnotify import under_systemd
@@ -95,6 +108,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="memory for parts of files being written, kept until each part's "
                    "upload is finalized, shared by all files; the rest waits in the cache "
                    "directory (default 96M)")
+    p.add_argument("--write-back", action="store_true",
+                   help="close returns once the content is durable in a local journal in "
+                   "the cache directory; a background uploader sends it to the store "
+                   "(fsmount sync waits for it, fsmount status shows it)")
+    p.add_argument("--write-back-limit", type=parse_size, default=DEFAULT_LIMIT,
+                   metavar="SIZE",
+                   help="bytes the journal may hold before writes wait for uploads (never "
+                   "past the cache directory's free space; default 4G)")
     p.add_argument("--log-level", default=argparse.SUPPRESS,
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="logging verbosity (default WARNING)")
@@ -123,6 +144,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     u.add_argument("mountpoint", metavar="MOUNTPOINT")
     u.add_argument("-z", "--lazy", action="store_true",
                    help="detach now even if busy; finish when no longer in use")
+    u.add_argument("--no-wait", action="store_true",
+                   help="with --write-back: do not wait for pending uploads; the journal "
+                   "stays and the next mount of the store sends it")
     u.set_defaults(func=cmd_unmount)
 
 
@@ -156,6 +180,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
         source=args.server or args.store,
         cache_dir=cache_dir,
         fsname=f"fsmount:{args.server or args.store}"[:120].replace(",", "_"),
+        write_back=args.write_back,
+        write_back_limit=args.write_back_limit,
+        identity=_identity(args),
     )
     logging.getLogger().setLevel(getattr(args, "log_level", "WARNING"))
 
@@ -178,6 +205,11 @@ def default_log_file(mountpoint: str) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     s = control.request(args.mountpoint, "status")
+    try:
+        # Write-back's pending work (its keys do not overlap the control channel's).
+        s.update(read_status(args.mountpoint))
+    except UsageError:
+        pass
     if args.json:
         print(json.dumps(s, indent=2, sort_keys=True))
         return 0
@@ -198,11 +230,37 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"retries      {s['retries']}",
         "errors       " + (", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items()))
                            or "none"),
+        *status_lines(s),
     ]
     print("\n".join(lines))
     return 0
 
 
+def _identity(args: argparse.Namespace) -> str:
+    """What a write-back journal is kept per: the store directory and user, or the server
+    URL and the token's user (a hash of the token: the token itself is never written)."""
+    if args.server:
+        token = ""
+        if args.token_file:
+            try:
+                with open(args.token_file, encoding="utf-8") as f:
+                    token = f.read().strip()
+            except OSError:
+                pass
+        token = token or os.environ.get("FSMOUNT_TOKEN", "")
+        return f"server:{args.server.rstrip('/')}:{hashlib.sha256(token.encode()).hexdigest()}"
+    return f"store:{args.store}:{args.user}"
+
+
 def cmd_unmount(args: argparse.Namespace) -> int:
-    unmount(args.mountpoint, lazy=args.lazy)
+    journal = journal_of(args.mountpoint)
+    if args.no_wait and journal is not None:
+        try:
+            os.setxattr(args.mountpoint, "user.fsmount.nowait", b"1")
+        except OSError as exc:
+            raise MountError(f"cannot tell {args.mountpoint} not to wait: {exc.strerror}"
+                             ) from None
+    unmount(args.mountpoint, lazy=args.lazy, wait=0 if journal else UNMOUNT_WAIT)
+    if journal is not None:
+        wait_drained(args.mountpoint, journal)
     return 0

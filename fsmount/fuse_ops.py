@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import logging
 import os
 import stat
@@ -29,6 +30,7 @@ import trio
 from . import errors
 from .feed import FeedFollower, start_feed_follower
 from .inodes import ATTR_TIMEOUT, DirHandle, FileHandle, HandleTable, NodeCache
+from .journal import Journal, Uploader
 from .mount import default_cache_dir
 from .reader import (
     DEFAULT_CACHE_BYTES,
@@ -193,6 +195,7 @@ class Operations(pyfuse3.Operations):
         cache_dir: str | None = None,
         write_memory: int = DEFAULT_WRITE_MEMORY,
         view: OwnershipView | None = None,
+        journal: Journal | None = None,
     ) -> None:
         super().__init__()
         #: The remote as given: the change feed's polls are not counted as calls.
@@ -232,13 +235,30 @@ class Operations(pyfuse3.Operations):
         self._own_removals: OrderedDict[tuple[int, str], None] = OrderedDict()
         #: Handlers changing the store now (see _mutates).
         self._in_flight: set[trio.Event] = set()
+        #: Write-back (``--write-back``): the journal every change goes through, and the
+        #: uploader that sends it (run by fsmount.mount, which also drains it at unmount).
+        self.journal = journal
+        self.uploader: Uploader | None = None
+        if journal is not None:
+            self.uploader = Uploader(journal, remote, cache_dir=self.cache_dir,
+                                     on_stored=self._stored)
+        #: Set through the root's ``user.fsmount.nowait``: unmount leaves the journal.
+        self.no_wait = False
 
     def start(self, nursery: trio.Nursery) -> None:
         self.cache.start(nursery)
         self._nursery = nursery
         self.feed = start_feed_follower(nursery, self._feed_remote, self)
         self._write_states = WriteStates(WriteSettings(
-            self.remote, nursery, cache_dir=self.cache_dir, budget=self.write_budget))
+            self.remote, nursery, cache_dir=self.cache_dir, budget=self.write_budget,
+            journal=self.journal))
+
+    def _stored(self, node: Node) -> None:
+        """The write-back uploader stored ``node``: what this mount caches follows."""
+        self.nodes.put(node)
+        state = self.writers.get(node.id)
+        if state is not None:
+            state.stored(node)
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -262,7 +282,18 @@ class Operations(pyfuse3.Operations):
             a.st_mode = stat.S_IFREG | node.mode
             a.st_nlink = 1
             state = self.writers.get(node.id)
-            a.st_size = state.size if state is not None else node.size
+            pending = self.journal.pending_file(node.id) if self.journal is not None else None
+            if pending is not None:
+                a.st_size = pending.content.size
+                a.st_atime_ns = a.st_mtime_ns = (
+                    pending.mtime_ns if pending.mtime_ns is not None
+                    else pending.content.mtime_ns)
+                if pending.mode is not None:
+                    a.st_mode = stat.S_IFREG | pending.mode
+            else:
+                a.st_size = node.size
+            if state is not None:
+                a.st_size = state.size
             if state is not None and state.mtime_ns is not None:
                 a.st_atime_ns = a.st_mtime_ns = state.mtime_ns  # linked with the content
         a.st_uid, a.st_gid = self.view.owner(self.uid, self.gid)
@@ -299,6 +330,13 @@ class Operations(pyfuse3.Operations):
             if fresh:
                 return await self.nodes.fetch(inode)
             return await self.nodes.get(inode)
+        except errors.TransportError:
+            stale = self.nodes.peek(inode) if self.journal is not None else None
+            if stale is None:
+                raise
+            # Write-back through an outage: the last attributes seen (and the pending
+            # ones over them), so that writing into the journal goes on.
+            return stale
         except errors.NotFound:
             for handle in self.files.values():
                 if handle.node.id == inode:
@@ -426,9 +464,30 @@ class Operations(pyfuse3.Operations):
             out["segments_sha256"] = ",".join(d.sha256 for d in segs)
         return out
 
+    def _state_of(self, inode: int) -> str:
+        """``pending`` while a file's content (or metadata) is not in the store yet."""
+        state = self.writers.get(inode)
+        if state is not None and state.dirty:
+            return "pending"
+        if self.journal is not None and self.journal.pending_file(inode) is not None:
+            return "pending"
+        return "stored"
+
+    def _control_status(self) -> bytes:
+        """The root's ``user.fsmount.status``: what ``fsmount status`` prints (JSON)."""
+        if self.uploader is None:
+            return json.dumps({"write_back": False}).encode()
+        return json.dumps({"write_back": True} | self.uploader.status()).encode()
+
     @_op
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
         sname = _decode(name)
+        if sname == XATTR_PREFIX + "status" and inode == ROOT_ID:
+            return self._control_status()
+        if sname == XATTR_PREFIX + "state":
+            node = await self._node(inode)
+            if node.kind is NodeKind.FILE:
+                return self._state_of(inode).encode()
         if sname.startswith(XATTR_PREFIX):
             value = self._xattrs(await self.nodes.get(inode)).get(sname[len(XATTR_PREFIX):])
             if value is not None:
@@ -441,6 +500,23 @@ class Operations(pyfuse3.Operations):
         return [(XATTR_PREFIX + k).encode() for k in self._xattrs(node)]
 
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        # The control channel of ``fsmount sync`` / ``pause`` / ``resume`` / ``unmount
+        # --no-wait`` (fsmount.cli_writeback): set on the mount's root, ``sync`` waits for
+        # the journal to drain, ``uploads`` pauses or resumes the uploader, ``nowait`` tells
+        # the unmount not to wait.
+        sname = _decode(name)
+        if inode == ROOT_ID and self.journal is not None:
+            if sname == XATTR_PREFIX + "sync":
+                await self.journal.wait_drained()
+                return
+            if sname == XATTR_PREFIX + "nowait":
+                self.no_wait = True
+                return
+            if sname == XATTR_PREFIX + "uploads" and self.uploader is not None:
+                if value not in (b"pause", b"resume"):
+                    raise pyfuse3.FUSEError(errno.EINVAL)
+                self.uploader.pause(value == b"pause")
+                return
         raise pyfuse3.FUSEError(errno.ENOTSUP)
 
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
@@ -460,6 +536,13 @@ class Operations(pyfuse3.Operations):
         direct = (writer is not None and flags & os.O_ACCMODE == os.O_WRONLY) or (
             state is not None and state.direct_handles > 0)
         handle = FileHandle(node, reader, flags, writer, direct=direct)
+        pending = self.journal.pending_file(node.id) if self.journal is not None else None
+        if pending is not None:
+            try:
+                handle.local_fd = os.open(self.journal.content_path(  # type: ignore[union-attr]
+                    pending.content.id), os.O_RDONLY)
+            except FileNotFoundError:
+                pass  # stored this instant: the store has the content
         fh = self.files.add(handle)
         if direct and writer is not None:
             writer.direct_handles += 1
@@ -487,8 +570,13 @@ class Operations(pyfuse3.Operations):
         # change feed is followed the cached node is current until the feed says otherwise
         # (it reports a replaced content within the bound); without it every open asks the
         # store (one getattr).
+        pending = self.journal.pending_file(inode) if self.journal is not None else None
         if inode in self.writers:
             node = await self.nodes.get(inode)
+        elif pending is not None and self.nodes.peek(inode) is not None:
+            # Write-back: this mount holds the file's newest content (its conflict check
+            # is the uploader's), so opening it needs no store (which may be unreachable).
+            node = self.nodes.peek(inode)  # type: ignore[assignment]
         else:
             before = self.nodes.peek(inode)
             node = await self._node(inode, fresh=not self.nodes.following)
@@ -518,6 +606,28 @@ class Operations(pyfuse3.Operations):
         self.nodes.remember(node.id)
         return fi, self._attrs(node)
 
+    async def _read_pending(self, handle: FileHandle, off: int, size: int) -> bytes | None:
+        """Write-back: the file's pending content from the journal, or None when it has
+        none (it is in the store)."""
+        if handle.local_fd >= 0 and handle.writer is None:
+            return await trio.to_thread.run_sync(os.pread, handle.local_fd, size, off)
+        pending = self.journal.pending_file(handle.node.id) if self.journal else None
+        if pending is None:
+            return None
+        path = self.journal.content_path(pending.content.id)  # type: ignore[union-attr]
+
+        def pread() -> bytes | None:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                return None  # stored meanwhile
+            try:
+                return os.pread(fd, size, off)
+            finally:
+                os.close(fd)
+
+        return await trio.to_thread.run_sync(pread)
+
     @_op
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.files.get(fh)
@@ -526,6 +636,11 @@ class Operations(pyfuse3.Operations):
             data, base = await state.read(off, size)
             if data is not None:
                 return data
+        if self.journal is not None:
+            pending_data = await self._read_pending(handle, off, size)
+            if pending_data is not None:
+                return pending_data
+        if state is not None:
             if handle.reader.segments != base:
                 handle.reader.close()
                 handle.reader = self._reader(base, handle.reader.name)
@@ -565,6 +680,8 @@ class Operations(pyfuse3.Operations):
             self.nodes.put(self._own(node))
             handle.node = node
             self._opened_version.pop(node.id, None)
+        elif self.journal is not None:
+            self._opened_version.pop(handle.node.id, None)  # journaled: the kernel re-reads
 
     @_op
     @_mutates
@@ -574,7 +691,11 @@ class Operations(pyfuse3.Operations):
     @_op
     @_mutates
     async def fsync(self, fh: int, datasync: bool) -> None:
-        await self._commit(self.files.get(fh))
+        handle = self.files.get(fh)
+        await self._commit(handle)
+        if self.journal is not None:
+            # Write-back: fsync(2) returns once the file is in the store.
+            await self.journal.wait_stored(handle.node.id)
 
     @_mutates
     async def release(self, fh: int) -> None:
@@ -582,6 +703,9 @@ class Operations(pyfuse3.Operations):
         if handle is None:
             return
         handle.reader.close()
+        if handle.local_fd >= 0:
+            os.close(handle.local_fd)
+            handle.local_fd = -1
         state = handle.writer
         if state is not None:
             state.handles -= 1
@@ -637,6 +761,20 @@ class Operations(pyfuse3.Operations):
             self._own_removals.pop((parent_inode, _decode(name)), None)
             raise
         self.nodes.invalidate(parent_inode)
+        if self.journal is not None:
+            await self._gone(parent_inode, _decode(name), None)
+
+    async def _gone(self, parent: int, name: str, keep: int | None) -> None:
+        """Write-back: the file at ``parent``/``name`` (other than node ``keep``) was deleted
+        or replaced through this mount: its pending content is never sent, and a writer of
+        it still open journals nothing at close."""
+        assert self.journal is not None
+        gone = self.journal.pending_at(parent, name)
+        if gone is not None and gone != keep:
+            await self.journal.drop(gone)
+        for node_id, state in self.writers.items():
+            if node_id != keep and (state.parent, state.name) == (parent, name):
+                state.deleted = True
 
     @_op
     @_mutates
@@ -649,6 +787,13 @@ class Operations(pyfuse3.Operations):
         replace = not flags & pyfuse3.RENAME_NOREPLACE
         node = await self.remote.rename(parent_inode_old, old, parent_inode_new, new,
                                         replace=replace)
+        if self.journal is not None:
+            await self._gone(parent_inode_new, new, node.id)
+            if self.journal.pending_file(node.id) is not None:
+                await self.journal.moved(node.id, parent_inode_new, new)
+            state = self.writers.get(node.id)
+            if state is not None:
+                state.parent, state.name = parent_inode_new, new
         self.nodes.put(self._own(node))
         self.nodes.dir_changed(parent_inode_old, node.ctime_ns)
         if parent_inode_new != parent_inode_old:
@@ -681,9 +826,11 @@ class Operations(pyfuse3.Operations):
             if node.kind is not NodeKind.FILE:
                 raise pyfuse3.FUSEError(errno.EISDIR if node.is_dir else errno.EINVAL)
             state = self.writers.get(inode)
+            pending = self.journal.pending_file(inode) if self.journal is not None else None
+            size = pending.content.size if pending is not None else node.size
             if state is not None:
                 await state.truncate(attr.st_size)
-            elif attr.st_size != node.size:
+            elif attr.st_size != size:
                 state = self._new_write_state(node)
                 try:
                     await state.truncate(attr.st_size)
@@ -702,6 +849,11 @@ class Operations(pyfuse3.Operations):
         mtime = attr.st_mtime_ns if fields.update_mtime else None
         if mtime is not None and state is not None and await state.defer_mtime(mtime):
             mtime = None  # stored with the pending content when it is linked (close, fsync)
+        pending = self.journal.pending_file(inode) if self.journal is not None else None
+        if pending is not None and (mode is not None or mtime is not None):
+            # Write-back: applied with the pending content by the uploader.
+            await self.journal.meta(inode, mode=mode, mtime_ns=mtime)  # type: ignore[union-attr]
+            mode = mtime = None
         if mode is not None or mtime is not None:
             node = self.nodes.put(self._own(await self.remote.setattr(inode, mode=mode,
                                                                       mtime_ns=mtime)))

@@ -360,3 +360,6 @@ class FileHandle:
     path_hint: str = "?"
     #: Opened with direct_io (the kernel's page cache bypassed).
     direct: bool = False
+    #: Write-back: the journal's pending content this handle opened (read from it while
+    #: the handle lives, whatever the uploader does meanwhile); -1 when none.
+    local_fd: int = -1

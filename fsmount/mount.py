@@ -9,12 +9,20 @@ does the parent exit, with status 0 or 1.
 
 The daemon records its pid under the runtime directory so that ``fsmount unmount`` can
 wait for it to finish (and release the store) before returning.
+
+With ``--write-back`` the mount opens its journal (:mod:`fsmount.journal`) before mounting,
+runs the uploader beside the FUSE session, and after the session ends keeps uploading until
+the journal is drained (writing its progress to the journal's ``status.json``, which
+``fsmount unmount`` prints as a progress line; the journal directory is named in a file
+beside the pid file), unless told not to (``fsmount unmount --no-wait``) or signalled again:
+then the journal stays and the next mount sends it.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import os
 import select
@@ -31,6 +39,7 @@ import trio
 
 from . import control, errors, observe, sdnotify
 from .cli_errors import describe
+from .journal import DEFAULT_LIMIT, Journal, journal_dir
 from .memory import tune_malloc
 from .reader import DEFAULT_CACHE_BYTES, DEFAULT_READ_AHEAD, DEFAULT_READ_AHEAD_MAX
 from .remote import Remote
@@ -80,6 +89,11 @@ class MountConfig:
     metrics_addr: tuple[str, int] | None = None
     #: What is mounted (a store directory or a server URL), for fsmount status.
     source: str = ""
+    #: ``--write-back``: close returns once the content is in the local journal.
+    write_back: bool = False
+    write_back_limit: int = DEFAULT_LIMIT
+    #: What the journal is kept per (the store directory, or server URL and user).
+    identity: str = ""
 
     @property
     def read_only(self) -> bool:
@@ -154,13 +168,25 @@ def pid_file(mountpoint: str) -> str:
     return os.path.join(_runtime_dir(), f"{key}.pid")
 
 
-def _write_pid(mountpoint: str) -> None:
+def _write_pid(mountpoint: str, journal: str | None = None) -> None:
     try:
         os.makedirs(_runtime_dir(), mode=0o700, exist_ok=True)
         with open(pid_file(mountpoint), "w", encoding="ascii") as f:
             f.write(f"{os.getpid()}\n")
+        if journal is not None:
+            with open(pid_file(mountpoint) + ".journal", "w", encoding="utf-8") as f:
+                f.write(journal)
     except OSError as exc:
         log.warning("cannot write pid file: %s", exc)
+
+
+def journal_of(mountpoint: str) -> str | None:
+    """The journal directory of a write-back mount at ``mountpoint`` (None: not one)."""
+    try:
+        with open(pid_file(mountpoint) + ".journal", encoding="utf-8") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def _remove_pid(mountpoint: str) -> None:
@@ -169,6 +195,8 @@ def _remove_pid(mountpoint: str) -> None:
         with open(path, encoding="ascii") as f:
             if int(f.read().strip() or 0) == os.getpid():
                 os.unlink(path)
+                if os.path.exists(path + ".journal"):
+                    os.unlink(path + ".journal")
     except (OSError, ValueError):
         pass
 
@@ -247,7 +275,19 @@ async def serve(config: MountConfig, factory: RemoteFactory,
 
     remote = await factory()
     stats = observe.MountStats()
+    journal = None
     try:
+        if config.write_back:
+            # Kept per store and user, by the id the store gives itself where it does (so
+            # the journal is found again whatever address the store is reached at).
+            store_id = (await remote.get_config()).extra.get("store_id")
+            identity = f"id:{store_id}" if isinstance(store_id, str) else config.identity
+            journal = Journal.open(
+                journal_dir(config.cache_dir or default_cache_dir(), identity),
+                limit=config.write_back_limit)
+            if journal.pending:
+                log.warning("write-back: %d files left by the last mount are uploaded now",
+                            len(journal.pending))
         ops = fuse_ops.Operations(
             observe.MeteredRemote(remote, stats),  # type: ignore[arg-type]
             cache_bytes=config.cache_bytes,
@@ -257,20 +297,67 @@ async def serve(config: MountConfig, factory: RemoteFactory,
             cache_dir=config.cache_dir,
             write_memory=config.write_memory,
             view=config.view,
+            journal=journal,
         )
-        fuse_ops.session_open(ops, config.mountpoint, fuse_options(config))
-        # The receiver stays open through the cleanup, so that a second signal cannot
-        # interrupt the unmount.
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
-            unmount = True
-            try:
-                unmount = await _serve_mounted(ops, config, sigs, ready, stats, remote)
-            finally:
-                _remove_pid(config.mountpoint)
-                fuse_ops.session_close(unmount=unmount)
+        async with trio.open_nursery() as uploads:
+            if ops.uploader is not None:
+                uploads.start_soon(ops.uploader.run)
+            fuse_ops.session_open(ops, config.mountpoint, fuse_options(config))
+            # The receiver stays open through the cleanup, so that a second signal cannot
+            # interrupt the unmount.
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM,
+                                           signal.SIGHUP) as sigs:
+                unmount = True
+                try:
+                    unmount = await _serve_mounted(ops, config, sigs, ready, stats,
+                                                    remote)
+                finally:
+                    if journal is None:
+                        _remove_pid(config.mountpoint)
+                    fuse_ops.session_close(unmount=unmount)
+                if journal is not None:
+                    try:
+                        if not ops.no_wait:
+                            await _drain(ops, journal, sigs)
+                    finally:
+                        _remove_pid(config.mountpoint)
+            uploads.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await remote.aclose()
+        if journal is not None:
+            journal.close()
+
+
+async def _drain(ops: fuse_ops_t.Operations, journal: Journal,
+                 sigs: AsyncIterator[int]) -> None:
+    """After the session: upload what is pending, with a progress line in ``status.json``
+    and the log; a signal stops the wait (the journal stays for the next mount)."""
+    if not journal.pending:
+        return
+    log.warning("unmount: uploading %d pending files (%d bytes) before exiting",
+                len(journal.pending), journal.pending_bytes)
+    uploader = ops.uploader
+    if uploader is not None:
+        uploader.pause(False)
+    async with trio.open_nursery() as n:
+
+        async def stop_on_signal() -> None:
+            async for signum in sigs:
+                log.warning("signal %d: unmount stops waiting; %d files stay in the journal "
+                            "for the next mount", signum, len(journal.pending))
+                n.cancel_scope.cancel()
+                return
+
+        n.start_soon(stop_on_signal)
+        while journal.pending:
+            extra = uploader.status() if uploader is not None else {}
+            await trio.to_thread.run_sync(journal.write_status, extra)
+            with trio.move_on_after(0.5):
+                await journal.wait_drained()
+        await trio.to_thread.run_sync(journal.write_status, {})
+        log.warning("unmount: everything is uploaded")
+        n.cancel_scope.cancel()
 
 
 async def _serve_mounted(ops: fuse_ops_t.Operations, config: MountConfig,
@@ -289,7 +376,7 @@ async def _serve_mounted(ops: fuse_ops_t.Operations, config: MountConfig,
             # mount to answer before raising it.
             await trio.to_thread.run_sync(os.stat, config.mountpoint)
             tune_read_ahead(config.mountpoint, config.read_ahead_kb)
-            _write_pid(config.mountpoint)
+            _write_pid(config.mountpoint, ops.journal.path if ops.journal else None)
             if ready is not None:
                 ready()
             # systemd (Type=notify): the mount answers now.
@@ -458,8 +545,55 @@ def unmount(mountpoint: str, *, lazy: bool = False, wait: float = UNMOUNT_WAIT) 
         if "busy" in msg and not lazy:
             msg += " (files are open there; fsmount unmount -z detaches it now)"
         raise MountError(msg)
-    if pid is not None:
+    if pid is not None and wait > 0:
         _wait_exit(pid, wait)
+
+
+#: ``fsmount unmount`` of a write-back mount gives up waiting when the uploads made no
+#: progress (``status.json`` not rewritten) for this long.
+DRAIN_STALL = 60.0
+
+
+def wait_drained(mountpoint: str, journal: str) -> None:
+    """Wait for a write-back mount's process to exit after its unmount, printing a progress
+    line (files and bytes left, from the journal's ``status.json``) while it uploads."""
+    pid = _read_pid(os.path.abspath(mountpoint))
+    if pid is None:
+        return
+    status_path = os.path.join(journal, "status.json")
+    shown = False
+    while _alive(pid):
+        try:
+            st = os.stat(status_path)
+            with open(status_path, encoding="utf-8") as f:
+                status = json.load(f)
+        except (OSError, ValueError):
+            status, st = None, None
+        if st is not None and time.time() - st.st_mtime > DRAIN_STALL:
+            log.warning("uploads made no progress for %.0f s; the mount keeps trying "
+                        "(pid %d)", DRAIN_STALL, pid)
+            break
+        if isinstance(status, dict) and status.get("files"):
+            line = (f"uploading before unmount: {status['files']} files, "
+                    f"{status.get('bytes', 0)} bytes left")
+            if status.get("last_error"):
+                line += f" (last error: {status['last_error']})"
+            print(f"\r{line[:150]:<150}", end="", file=sys.stderr, flush=True)
+            shown = True
+        time.sleep(0.2)
+    if shown:
+        print(file=sys.stderr)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"fsmount" not in f.read():
+                return False
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().split(b") ")[-1][:1] != b"Z"
+    except OSError:
+        return False
 
 
 def _wait_exit(pid: int, timeout: float) -> None:

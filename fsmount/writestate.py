@@ -14,9 +14,13 @@ what was written) and is in exactly one *mode*, each a type of its own (as mount
   to a non-zero size), held in a :class:`~fsmount.upload.StagingFile` and uploaded as a
   whole on commit.
 
-A future write-back journal (issue 15) is one more mode here: a ``Journaled`` type holding
-the journal, entered from :meth:`WriteState.write` instead of :class:`Streaming`, committed
-by :meth:`WriteState.commit` like the others.
+* :class:`Journaled` (``fsmount mount --write-back`` only, where it replaces the three
+  above): every change goes to a named staging file in the write-back journal's work
+  directory (its old content fetched lazily from the store, or from the journal's pending
+  content of the file); :meth:`WriteState.commit` fsyncs it and hands it to the journal
+  (:meth:`fsmount.journal.Journal.commit_content`), which makes it durable and pending:
+  the background uploader sends it.  While a file has pending content, reads of it come
+  from the journal (see fsmount.fuse_ops).
 
 The transitions: a write at the end of an empty :class:`Unchanged` or :class:`Emptied`
 content starts :class:`Streaming`; any other write, or a truncate to a non-zero size, moves
@@ -31,11 +35,13 @@ what every write state of a mount shares (remote, nursery, cache directory, memo
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
 import trio
 
+from .journal import Journal
 from .remote import Document, Node, Remote
 from .upload import (
     DEFAULT_PARALLEL,
@@ -82,8 +88,19 @@ class Staging:
     dirty: bool = False
 
 
-#: The modes of a file open for writing (a write-back journal would be one more).
-Mode = Unchanged | Emptied | Streaming | Staging
+@dataclass(eq=False)
+class Journaled:
+    """Write-back: changed in a named staging file that the journal takes over on commit."""
+
+    staging: StagingFile
+    #: The journal's pending content this staging file reads old bytes from (-1: none, the
+    #: old content comes from the store).
+    base_fd: int = -1
+    dirty: bool = False
+
+
+#: The modes of a file open for writing.
+Mode = Unchanged | Emptied | Streaming | Staging | Journaled
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,8 @@ class WriteSettings:
     parallel: int = DEFAULT_PARALLEL
     #: What the parts in flight may grow to over a long link (PartSender).
     parallel_max: int = PARALLEL_MAX
+    #: The write-back journal (``--write-back``): every change goes through it.
+    journal: Journal | None = None
 
 
 class WriteState:
@@ -115,7 +134,24 @@ class WriteState:
         #: truncate to 0).
         self.base: tuple[Document, ...] = () if truncate else node.segments
         self.size = sum(d.size for d in self.base)
+        #: The node's version when this write began (write-back's conflict check).
+        self.base_version = node.version
+        self.parent = node.parent
         self.mode: Mode = Emptied() if truncate and node.segments else Unchanged()
+        self._journal = settings.journal
+        #: Write-back: the file was deleted (or replaced) through this mount while open;
+        #: its commit journals nothing.
+        self.deleted = False
+        pending = self._journal.pending_file(node.id) if self._journal is not None else None
+        if pending is not None and not truncate:
+            self.size = pending.content.size
+        if self._journal is not None and isinstance(self.mode, Emptied):
+            self.mode = Unchanged()
+            self._truncate_pending = True
+        else:
+            #: Write-back: the file was opened truncated over content; the commit records
+            #: the empty content even if nothing is written.
+            self._truncate_pending = False
         #: Set by utimes while content is pending; linked with it at commit.
         self.mtime_ns: int | None = None
         self.handles = 0
@@ -127,7 +163,7 @@ class WriteState:
     @property
     def dirty(self) -> bool:
         """True while the content differs from what the store links (a commit is due)."""
-        return self.mode.dirty
+        return self.mode.dirty or self._truncate_pending
 
     @property
     def reads_from_base(self) -> bool:
@@ -158,12 +194,55 @@ class WriteState:
         self.mode = new
         return new
 
+    async def _to_journaled(self) -> Journaled:
+        mode = self.mode
+        if isinstance(mode, Journaled):
+            return mode
+        journal = self._journal
+        assert journal is not None
+        pending = journal.pending_file(self.node_id)
+        base_fd = -1
+        if pending is not None and not self._truncate_pending:
+            # The file's pending content, held open: the uploader may delete the journal's
+            # file once it is in the store while old bytes are still to be fetched from it.
+            # Opened without a checkpoint in between: the uploader cannot delete it first.
+            try:
+                base_fd = os.open(journal.content_path(pending.content.id), os.O_RDONLY)
+            except FileNotFoundError:
+                pending = None  # a drop; a store would have updated base (stored())
+        work = journal.new_work_path()
+        if self._truncate_pending:
+            staging = await StagingFile.create(journal.work_dir, self.remote, (), path=work)
+        elif pending is not None:
+            fd = base_fd
+
+            async def fetch(offset: int, size: int) -> bytes:
+                return await trio.to_thread.run_sync(os.pread, fd, size, offset)
+
+            try:
+                staging = await StagingFile.create(
+                    journal.work_dir, self.remote, (), path=work, fetch=fetch,
+                    orig_size=pending.content.size)
+            except BaseException:
+                _close_fd(base_fd)
+                raise
+        else:
+            staging = await StagingFile.create(journal.work_dir, self.remote, self.base,
+                                               path=work)
+        new = Journaled(staging, base_fd, dirty=mode.dirty or self._truncate_pending)
+        self._truncate_pending = False
+        self.mode = new
+        return new
+
     async def _drop_pending(self) -> None:
         mode = self.mode
         if isinstance(mode, Streaming):
             await mode.upload.abort()
         elif isinstance(mode, Staging):
             await mode.staging.aclose()
+        elif isinstance(mode, Journaled):
+            await mode.staging.aclose()
+            _close_fd(mode.base_fd)
 
     # -- operations --------------------------------------------------------------------
 
@@ -174,9 +253,15 @@ class WriteState:
             FsmountError: the streaming upload failed, or fetching old content did.
             OSError: the staging file could not be written.
         """
+        if self._journal is not None:
+            await self._journal.wait_room(len(data))
         async with self.lock:
             mode = self.mode
-            if isinstance(mode, Streaming) and offset == self.size:
+            if self._journal is not None:
+                journaled = await self._to_journaled()
+                await journaled.staging.pwrite(offset, data)
+                journaled.dirty = True
+            elif isinstance(mode, Streaming) and offset == self.size:
                 await mode.upload.write(data)
                 mode.dirty = True
             elif isinstance(mode, Unchanged | Emptied) and offset == self.size == 0:
@@ -213,7 +298,7 @@ class WriteState:
         """
         async with self.lock:
             mode = self.mode
-            if isinstance(mode, Staging):
+            if isinstance(mode, Staging | Journaled):
                 return bytes(await mode.staging.pread(offset, size)), self.base
             if isinstance(mode, Streaming):
                 return bytes(await mode.upload.read(offset, size)), self.base
@@ -230,6 +315,12 @@ class WriteState:
         """
         async with self.lock:
             if size == self.size:
+                return
+            if self._journal is not None:
+                journaled = await self._to_journaled()
+                await journaled.staging.truncate(size)
+                journaled.dirty = True
+                self.size = size
                 return
             if size == 0:
                 await self._drop_pending()
@@ -253,7 +344,10 @@ class WriteState:
         """
         async with self.lock:
             mode = self.mode
-            if not mode.dirty:
+            if not self.dirty:
+                return None
+            if self._journal is not None:
+                await self._commit_journaled(self._journal)
                 return None
             # The whole content's SHA-256, computed while it went out (the store keeps it
             # per node: user.fsmount.sha256); None where the store knows it itself.
@@ -287,6 +381,34 @@ class WriteState:
             self.mode = Unchanged()
             return node
 
+    async def _commit_journaled(self, journal: Journal) -> None:
+        """Hand the changed content to the journal (lock held): durable when this returns."""
+        if self.deleted:
+            await self._drop_pending()
+            self.mode = Unchanged()
+            self._truncate_pending = False
+            return
+        mode = await self._to_journaled()  # a truncate-on-open with nothing written
+        staging = mode.staging
+        sha256 = await staging.sync(self._settings.parallel)
+        path = staging.path
+        assert path is not None
+        mtime = self.mtime_ns if self.mtime_ns is not None else time.time_ns()
+        await journal.commit_content(
+            path, node=self.node_id, parent=self.parent, name=self.name, size=staging.size,
+            sha256=sha256, base_version=self.base_version, mtime_ns=mtime)
+        staging.disown()
+        _close_fd(mode.base_fd)
+        self.mtime_ns = None
+        self.mode = Unchanged()
+
+    def stored(self, node: Node) -> None:
+        """The write-back uploader stored ``node``: an unchanged content is now its
+        segments (reads go to the store once the journal has let go of it)."""
+        if isinstance(self.mode, Unchanged) and not self._truncate_pending:
+            self.base = tuple(node.segments)
+            self.base_version = node.version
+
     async def discard(self) -> None:
         """Drop pending content (the upload is aborted, the staging file deleted).
 
@@ -294,8 +416,11 @@ class WriteState:
             OSError: closing the staging file failed.
         """
         await self._drop_pending()
-        if isinstance(self.mode, Streaming | Staging):
+        if isinstance(self.mode, Journaled):
+            self.mode = Unchanged()
+        elif isinstance(self.mode, Streaming | Staging):
             self.mode = Unchanged() if not self.mode.dirty else Emptied()
+        self._truncate_pending = False
 
 
 class WriteStates:
@@ -308,3 +433,8 @@ class WriteStates:
         """A write state for ``node``: its content as the store has it, or (``truncate``)
         empty, to be linked as such at commit."""
         return WriteState(self.settings, node, truncate=truncate)
+
+
+def _close_fd(fd: int) -> None:
+    if fd >= 0:
+        os.close(fd)

@@ -73,6 +73,8 @@ __all__ = ["LIMITS_ENV", "Store", "limits_from_env"]
 #: Environment variable with ``Limits`` fields (``name=value,...``) for a store opened
 #: without explicit limits, e.g. by ``fsmount mount`` in a test that needs a small part limit.
 LIMITS_ENV = "FSMOUNT_STORE_LIMITS"
+#: The file in a store directory holding its random id (:meth:`Store.store_id`).
+STORE_ID_FILE = "store-id"
 
 
 def limits_from_env(text: str | None = None) -> Limits:
@@ -203,8 +205,31 @@ class Store:
         self.users.set(user_id, quota_bytes=quota_bytes, premium=premium)
 
     def get_config(self, user_id: int) -> UserConfig:
-        """Raises NotFound."""
-        return self.users.config(user_id)
+        """Raises NotFound.  ``extra["store_id"]`` names this store and user for good (a
+        client keeps per-store state by it, e.g. the write-back journal, whatever URL it
+        reaches the store at)."""
+        config = self.users.config(user_id)
+        return dataclasses.replace(
+            config, extra={**config.extra, "store_id": f"{self.store_id()}/{user_id}"})
+
+    def store_id(self) -> str:
+        """A random id of this store directory, made the first time it is asked for (the
+        file ``store-id``).  Raises OSError when it cannot be read or written."""
+        path = self.path / STORE_ID_FILE
+        try:
+            return path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            pass
+        new = secrets.token_hex(16)
+        tmp = self.path / f"{STORE_ID_FILE}.{new}"
+        tmp.write_text(new + "\n", encoding="ascii")
+        try:
+            os.link(tmp, path)  # the first writer wins; a racing one reads its id
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        return path.read_text(encoding="ascii").strip()
 
     def statfs(self, user_id: int) -> Usage:
         """The user's usage and quota, with the free space of the content's disk.  Raises

@@ -81,14 +81,19 @@ class StagingFile:
         segments: tuple[Document, ...],
         fetch: FetchFn | None,
         cache_dir: str,
+        *,
+        path: str | None = None,
+        orig_size: int | None = None,
     ) -> None:
         self._fd = fd
+        #: The file's name while it is a named (kept) staging file; None once unlinked.
+        self.path = path
         self.remote = remote
         self.cache_dir = cache_dir
         self._segments = segments
         self._fetch_fn = fetch
         #: Bytes of old content still relevant (shrinks when truncated below it).
-        self._orig = sum(d.size for d in segments)
+        self._orig = sum(d.size for d in segments) if orig_size is None else orig_size
         self._fetched: set[int] = set()
         self.size = self._orig
         #: True once the content differs from what was last uploaded (or created from).
@@ -105,10 +110,15 @@ class StagingFile:
         segments: tuple[Document, ...] = (),
         *,
         fetch: FetchFn | None = None,
+        path: str | None = None,
+        orig_size: int | None = None,
     ) -> StagingFile:
         """A staging file in ``cache_dir`` whose content is the concatenation of ``segments``.
 
-        ``fetch(offset, size)`` reads old content (default: :func:`read_segments`, verified).
+        ``fetch(offset, size)`` reads old content (default: :func:`read_segments`, verified);
+        with ``orig_size`` the old content is that many bytes from ``fetch`` instead of
+        ``segments``.  With ``path`` the file is created there and kept (the write-back
+        journal moves it into place on close, see :meth:`sync`) instead of unlinked at once.
 
         Raises:
             OSError: the cache directory cannot be created or written.
@@ -117,13 +127,15 @@ class StagingFile:
 
         def make() -> int:
             os.makedirs(cache, exist_ok=True)
-            fd, path = tempfile.mkstemp(dir=cache, prefix="fsmount-staging-")
+            if path is not None:
+                return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            fd, tmp = tempfile.mkstemp(dir=cache, prefix="fsmount-staging-")
             # Unlinked at once: nothing is left behind if the process dies.
-            os.unlink(path)
+            os.unlink(tmp)
             return fd
 
         fd = await trio.to_thread.run_sync(make)
-        sf = cls(fd, remote, tuple(segments), fetch, cache)
+        sf = cls(fd, remote, tuple(segments), fetch, cache, path=path, orig_size=orig_size)
         try:
             await trio.to_thread.run_sync(os.ftruncate, fd, sf._orig)
         except BaseException:
@@ -281,11 +293,47 @@ class StagingFile:
             for w in missing:
                 n.start_soon(one, w)
 
+    async def sync(self, parallel: int = DEFAULT_PARALLEL) -> str:
+        """Fetch any old content never fetched, fsync the file, and return the SHA-256 (hex)
+        of its whole content (for the write-back journal, which then takes the file over
+        by its :attr:`path`).
+
+        Raises:
+            FsmountError: fetching old content failed.
+            OSError: the local file could not be read or synced.
+        """
+        async with self._lock:
+            self._check()
+            await self._ensure_all(parallel)
+            fd, size = self._fd, self.size
+
+            def digest() -> str:
+                h = hashlib.sha256()
+                for off in range(0, size, 4 * WINDOW):
+                    h.update(os.pread(fd, min(4 * WINDOW, size - off), off))
+                os.fsync(fd)
+                return h.hexdigest()
+
+            return await trio.to_thread.run_sync(digest)
+
+    def disown(self) -> None:
+        """Close the file without deleting it: it was moved away (the journal has it)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self.path = None
+
     async def aclose(self) -> None:
         """Delete the local file.  Idempotent."""
         async with self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+            if self.path is not None:
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+                self.path = None
 
 
