@@ -219,14 +219,21 @@ def _build_rings(root: Path, ports: dict[str, int]) -> None:
                    check=True, capture_output=True, timeout=120, cwd=root)
 
 
+#: Where a throwaway Swift keeps its files by default: memory, so that its fsyncs (object
+#: files, container databases) cost nothing -- the tests throw the data away anyway.
+SWIFT_TMP = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
 @contextlib.contextmanager
-def swift_s3(bucket: str = "fsmount-test") -> Iterator[S3Endpoint]:
-    """Start Swift with s3api in a temporary directory; yield its endpoint; stop it.
+def swift_s3(bucket: str = "fsmount-test", *, tmpdir: str | None = SWIFT_TMP
+             ) -> Iterator[S3Endpoint]:
+    """Start Swift with s3api in a temporary directory (under ``tmpdir``); yield its
+    endpoint; stop it.
 
     Raises:
         RuntimeError: a daemon exited or did not answer within :data:`START_DEADLINE`.
     """
-    root = Path(tempfile.mkdtemp(prefix="fsmount-swift-"))
+    root = Path(tempfile.mkdtemp(prefix="fsmount-swift-", dir=tmpdir))
     procs: list[subprocess.Popen[bytes]] = []
     user = pwd.getpwuid(os.getuid()).pw_name
     t0 = time.monotonic()
