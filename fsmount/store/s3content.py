@@ -50,6 +50,7 @@ import secrets
 import tempfile
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 60.0
 #: Attempts per request in botocore's "standard" retry mode (1 = no retry).
 MAX_ATTEMPTS = 4
+#: Server-side copies in flight while a blob is promoted.
+COPY_THREADS = 8
 #: A staged blob above this size spills from memory to a temporary file before its PUT.
 SPOOL_BYTES = 8 << 20
 
@@ -279,8 +282,15 @@ class S3Content:
         objs = [k for k, _ in self.list_keys(src + "/")]
         if not objs:
             raise FileNotFoundError(src)
-        for k in objs:
-            self._copy(k, dest + k[len(src):])
+        if len(objs) == 1:
+            self._copy(objs[0], dest + objs[0][len(src):])
+        else:
+            # A gigabyte is 2048 chunk objects: copy them over several pooled connections
+            # (each copy is a round trip that the store does server-side).
+            with ThreadPoolExecutor(min(COPY_THREADS, len(objs)),
+                                    thread_name_prefix="fsmount-s3-copy") as pool:
+                for _ in pool.map(lambda k: self._copy(k, dest + k[len(src):]), objs):
+                    pass
         self._delete_keys(objs)
 
     @staticmethod
