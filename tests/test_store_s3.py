@@ -115,3 +115,22 @@ def test_content_selection_is_checked(tmp_path: Path, s3_url: str) -> None:
         parse_s3_url("s3://bucket/p?colour=red")
     with pytest.raises(errors.InvalidArgument, match="not usable"):
         Store(tmp_path / "nobucket", content=s3_url.replace("s3://fsmount-test", "s3://absent"))
+
+
+def test_serve_with_content_creates_an_s3_store(tmp_path: Path, s3_url: str) -> None:
+    import signal
+
+    from engines import free_port
+    from server.harness import start_serve
+
+    path = tmp_path / "s"
+    proc, log = start_serve(path, free_port(), "--content", s3_url)
+    try:
+        assert "content at s3://" in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert parse_s3_url((path / "content.url").read_text().strip()) == parse_s3_url(s3_url)
+    with Store(path) as store:
+        put(store, store.default_user_id, "f", b"served" * 100, 1)
+    assert fsck.check(path) == []
