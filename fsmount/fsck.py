@@ -2,6 +2,11 @@
 
 :func:`check` opens the store's SQLite database read-only and compares it with itself and
 with the files on disk.  It never repairs anything; it returns one line per problem.
+A store whose content is in S3 (``DIR/content.url``) has its blobs and parts checked
+against the bucket's object listing under its prefix instead (:func:`_check_objects`):
+every blob's chunks present with the right sizes, every part object there, and every
+object nobody references reported as an orphan (``fsmount fsck --reclaim``... no: the
+next exclusive open's orphan sweep reclaims them, as for local files).
 Run it while the store is quiescent (files of an upload in flight in another process would
 be reported as orphans).
 """
@@ -12,11 +17,16 @@ import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import errors
 from .protocol import HASH_BLOCK
 from .remote import ROOT_ID
 from .store import Hasher, upload_relpath
+from .store.content_select import content_url
+
+if TYPE_CHECKING:
+    from .store.s3content import S3Content
 
 __all__ = ["check"]
 
@@ -40,14 +50,24 @@ def check(store_path: str | os.PathLike[str], *, deep: bool = False) -> list[str
     db = sqlite3.connect(f"file:{dbfile}?mode=ro", uri=True, timeout=30.0)
     try:
         db.execute("BEGIN")
-        return _check(db, root, deep)
+        url = content_url(root)
+        if url is not None:
+            from .store.s3content import S3Content, parse_s3_url
+
+            objects = S3Content(parse_s3_url(url))
+            problems = _check(db, root, deep, objects)
+            return problems + _check_objects(db, objects, deep)
+        return _check(db, root, deep, None)
     except sqlite3.Error as exc:
         raise errors.InvalidArgument(f"{dbfile} is not a usable store database: {exc}") from None
     finally:
         db.close()
 
 
-def _check(db: sqlite3.Connection, root: Path, deep: bool) -> list[str]:
+def _check(db: sqlite3.Connection, root: Path, deep: bool, objects: S3Content | None
+           ) -> list[str]:
+    """Everything; with ``objects`` (S3 content) not the content files, which
+    :func:`_check_objects` compares with the object listing."""
     problems: list[str] = []
     p = problems.append
 
@@ -157,7 +177,10 @@ def _check(db: sqlite3.Connection, root: Path, deep: bool) -> list[str]:
     for sha, b in blobs.items():
         if sha not in used_blobs:
             p(f"blob {sha} is referenced by no document (leak)")
-        _check_blob(root, b, deep, p)
+        if objects is None:
+            _check_blob(root, b, deep, p)
+    if objects is not None:
+        return problems
     blob_paths = {b[3] for b in blobs.values()}
     blob_dir = root / "blobs"
     if blob_dir.is_dir():
@@ -241,3 +264,71 @@ def _check_blob(root: Path, b: tuple, deep: bool, report: Callable[[str], None])
             report(f"blob {rel} block hashes do not match its content")
         if crcs is not None and got.crcs != bytes(crcs):
             report(f"blob {rel} block CRC32Cs do not match its content")
+
+
+def _check_objects(db: sqlite3.Connection, objects: S3Content, deep: bool) -> list[str]:
+    """Blobs and parts of the metadata against the S3 object listing (one LIST pass)."""
+    problems: list[str] = []
+    p = problems.append
+    listing = dict(objects.list_keys())
+    seen: set[str] = set()
+    for sha, size, chunk, rel, blocks, crcs in db.execute(
+            "SELECT sha256, size, chunk_size, path, block_hashes, block_crc32c FROM blobs"):
+        if chunk <= 0:
+            p(f"blob {sha} has chunk size {chunk}")
+            continue
+        count = max(1, -(-size // chunk))
+        names = [f"{rel}/{i}" for i in range(count)]
+        seen.update(names)
+        missing = [n for n in names if n not in listing]
+        if len(missing) == count:
+            p(f"blob {sha} objects {rel}/* are missing")
+            continue
+        if missing:
+            p(f"blob {rel} lacks chunk objects {missing[:5]}")
+            continue
+        for i, n in enumerate(names):
+            want = chunk if i < count - 1 else size - chunk * (count - 1)
+            if listing[n] != want:
+                p(f"blob {rel} chunk {i} has {listing[n]} bytes, expected {want}")
+        nblocks = -(-size // HASH_BLOCK)
+        if len(blocks) != 32 * nblocks:
+            p(f"blob {sha} has {len(blocks) // 32} block hashes for {size} bytes")
+        if deep:
+            h = Hasher()
+            for i in range(count):
+                h.update(objects.read_range(rel, chunk, i * chunk, chunk))
+            got = h.result()
+            if got.sha256 != sha:
+                p(f"blob {rel} content does not match its SHA-256")
+            if got.blocks != bytes(blocks):
+                p(f"blob {rel} block hashes do not match its content")
+            if crcs is not None and got.crcs != bytes(crcs):
+                p(f"blob {rel} block CRC32Cs do not match its content")
+    uploads = {(r[0], r[1]) for r in db.execute("SELECT user_id, file_id FROM uploads")}
+    with_parts: set[tuple[int, int]] = set()
+    for uid, fid, part, size in db.execute("SELECT user_id, file_id, part, size FROM parts"):
+        if (uid, fid) not in uploads:
+            p(f"part {part} of upload {uid}/{fid} has no upload row")
+        with_parts.add((uid, fid))
+        name = f"{upload_relpath(uid, fid)}/{part}"
+        seen.add(name)
+        if name not in listing:
+            p(f"part object {name} is missing")
+        elif listing[name] != size:
+            p(f"part object {name} has {listing[name]} bytes, recorded {size}")
+    for uid, fid in sorted(uploads - with_parts):
+        p(f"upload {uid}/{fid} has no parts")
+    orphan_blobs: set[str] = set()
+    for name in sorted(listing):
+        if name in seen:
+            continue
+        if name.startswith("blobs/"):
+            orphan_blobs.add(name.rsplit("/", 1)[0])
+        elif name.startswith("parts/"):
+            p(f"orphan part object {name}")
+        elif not name.startswith("tmp/"):
+            p(f"stray object {name}")
+    for rel in sorted(orphan_blobs):
+        p(f"orphan blob {rel}")
+    return problems

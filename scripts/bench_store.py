@@ -18,11 +18,22 @@ DONTNEED), so reads come from the disk for both.  Prints MB/s and the ratio stor
 
     python3 scripts/bench_store.py --size 64M     # a quick run
     python3 scripts/bench_store.py                # the 1 GiB figure of docs/performance.md
+
+With ``--content URL`` it compares content backends instead, side by side in one run:
+the store with its content in the local directory against the same store with its content
+at ``URL`` (``s3://BUCKET/PREFIX?endpoint=...``, credentials in AWS_ACCESS_KEY_ID /
+AWS_SECRET_ACCESS_KEY), or ``--content swift`` to start the tests' throwaway Swift + s3api
+(tests/engines.py) on 127.0.0.1 for the run: upload of ``--size`` bytes, getFile of it
+(one at a time and ``--inflight`` at once) and ``--small`` small files (putFile of 4 KiB,
+then a read of each).
+
+    python3 scripts/bench_store.py --content swift --size 64M --small 200
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -36,8 +47,9 @@ import trio
 
 from fsmount.cli_common import parse_size
 from fsmount.embedded import EmbeddedRemote
-from fsmount.protocol import MIB, Limits
+from fsmount.protocol import KIB, MIB, Limits
 from fsmount.remote import ROOT_ID, InputFileBig
+from fsmount.store.s3content import parse_s3_url
 
 PART = 512 * 1024
 
@@ -295,6 +307,86 @@ async def main_async(args: argparse.Namespace) -> int:
         shutil.rmtree(base, ignore_errors=True)
 
 
+async def bench_small(remote: EmbeddedRemote, count: int) -> tuple[float, float]:
+    """putFile ``count`` 4 KiB files, then read each back: (files/s written, read)."""
+    datas = [os.urandom(4 * KIB) for _ in range(count)]
+    t = time.perf_counter()
+    nodes = []
+    for i, d in enumerate(datas):
+        nodes.append(await remote.put_file(ROOT_ID, f"small{i}", d,
+                                           md5_checksum=hashlib.md5(d).hexdigest()))
+    t_w = time.perf_counter() - t
+    t = time.perf_counter()
+    for n, d in zip(nodes, datas, strict=True):
+        got = await remote.get_file(n.segments[0].location, 0, 4 * KIB)
+        assert got.bytes == d
+    return count / t_w, count / (time.perf_counter() - t)
+
+
+async def bench_content(base: Path, args: argparse.Namespace, url: str) -> None:
+    """Local directory against ``url``, interleaved per round (medians printed)."""
+    size = parse_size(args.size)
+    limits = Limits(upload_max_fileparts_default=max(4000, size // (512 * KIB) + 1))
+    names = ("local", "s3")
+    rows: dict[str, dict[str, list[float]]] = {n: {k: [] for k in ("w", "r", "rp", "sw", "sr")}
+                                               for n in names}
+    mb = size / 1e6
+    for rnd in range(args.rounds):
+        parts = make_parts(size, rnd)
+        for name in names:
+            content = None
+            if name == "s3":  # a fresh prefix per store
+                loc = parse_s3_url(url)
+                sub = f"bench{os.urandom(4).hex()}"
+                content = dataclasses.replace(
+                    loc, prefix=f"{loc.prefix}/{sub}" if loc.prefix else sub).url()
+            remote = EmbeddedRemote.open(base / f"{name}-{rnd}", limits=limits,
+                                         content=content)
+            try:
+                dt, _fin, doc = await store_upload(remote, parts, args.inflight, "big")
+                row = rows[name]
+                row["w"].append(mb / dt)
+                dt_r, _ = await store_read(remote, doc, size, base / f"{name}-{rnd}")
+                row["r"].append(mb / dt_r)
+                row["rp"].append(mb / await store_read_parallel(
+                    remote, doc, size, base / f"{name}-{rnd}", args.inflight))
+                sw, sr = await bench_small(remote, args.small)
+                row["sw"].append(sw)
+                row["sr"].append(sr)
+                print(f"round {rnd + 1} {name:5}: upload {row['w'][-1]:7.1f} MB/s, read "
+                      f"{row['r'][-1]:7.1f} MB/s, {args.inflight} in flight "
+                      f"{row['rp'][-1]:7.1f} MB/s; {args.small} small files: put "
+                      f"{sw:6.1f}/s, read {sr:6.1f}/s", flush=True)
+            finally:
+                await remote.aclose()
+    print(f"\nsize {size / MIB:.0f} MiB, {args.inflight} in flight, {args.small} small files, "
+          f"{args.rounds} rounds (medians):")
+    for name in names:
+        m = {k: statistics.median(v) for k, v in rows[name].items()}
+        print(f"  {name:5} upload {m['w']:7.1f} MB/s  read {m['r']:7.1f} MB/s  "
+              f"read {args.inflight} in flight {m['rp']:7.1f} MB/s  small put {m['sw']:6.1f}/s "
+              f"small read {m['sr']:6.1f}/s")
+
+
+async def content_main(args: argparse.Namespace) -> int:
+    base = Path(tempfile.mkdtemp(prefix="bench-content-", dir=args.dir))
+    try:
+        if args.content != "swift":
+            await bench_content(base, args, args.content)
+            return 0
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from engines import swift_s3
+
+        with swift_s3() as s3:
+            print(f"swift + s3api up in {s3.startup_seconds:.1f} s at {s3.endpoint}",
+                  flush=True)
+            os.environ.update(s3.env())
+            await bench_content(base, args, s3.url())
+        return 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", default="1G", help="file size, e.g. 64M, 1G (default 1G)")
@@ -303,7 +395,15 @@ def main() -> int:
     ap.add_argument("--entries", type=int, default=0,
                     help="also time a folder of this many entries (e.g. 100000)")
     ap.add_argument("--dir", default=None, help="where to put the store and the raw file")
+    ap.add_argument("--content", default=None, metavar="URL",
+                    help="compare the local directory with this content backend "
+                         "(s3://BUCKET/PREFIX?endpoint=..., or 'swift' to start a "
+                         "throwaway Swift + s3api)")
+    ap.add_argument("--small", type=int, default=200,
+                    help="small files per round with --content (default 200)")
     args = ap.parse_args()
+    if args.content:
+        return trio.run(content_main, args)
     return trio.run(main_async, args)
 
 

@@ -9,9 +9,12 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # chromium + chromium-driver: the web UI tests drive Debian's browser (never a downloaded one);
-# attr: getfattr/setfattr for the xattr tests.
+# attr: getfattr/setfattr for the xattr tests; postgresql and the swift packages are the real
+# engines the tests start (tests/engines.py): a throwaway PostgreSQL cluster and Swift with its
+# s3api middleware, on loopback.
 PKGS=(fuse3 libfuse3-dev pkg-config gcc python3-dev ffmpeg rsync sqlite3 git curl rclone nginx-light
-      attr chromium chromium-driver)
+      attr chromium chromium-driver postgresql swift swift-proxy swift-account swift-container
+      swift-object python3-swift util-linux)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,5 +31,13 @@ if [ -f "$($PY -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTER
    && [ -z "${VIRTUAL_ENV:-}" ]; then
   PIPFLAGS+=(--break-system-packages)
 fi
+# Debian's packages start the swift and postgresql services where systemd runs; the tests
+# start their own on free ports, so the system ones are not needed (and may not be running).
+
+# PostgreSQL refuses to run as root: the tests' throwaway cluster runs as this system user.
+if ! id -u fsmount-test >/dev/null 2>&1; then
+  $SUDO useradd --system --no-create-home --shell /usr/sbin/nologin fsmount-test
+fi
+
 $SUDO "$PY" -m pip install -q --disable-pip-version-check "${PIPFLAGS[@]}" -e '.[test,server]'
 echo "fsmount installed: $(command -v fsmount)"

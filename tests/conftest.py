@@ -3,7 +3,9 @@ their own directory's conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,38 @@ async def embedded_remote(tmp_path: Path) -> AsyncIterator[EmbeddedRemote]:
         yield remote
     finally:
         await remote.aclose()
+
+
+@pytest.fixture(scope="session")
+def s3_engine() -> Iterator[object]:
+    """A real S3 store (Swift + s3api, tests/engines.py) for the whole session, started on
+    first use; its credentials are put in the environment, where fsmount's S3 content
+    backend (botocore's chain) and child processes find them."""
+    from engines import swift_s3
+
+    with swift_s3() as s3:
+        saved = {k: os.environ.get(k) for k in s3.env()}
+        os.environ.update(s3.env())
+        try:
+            yield s3
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+@pytest.fixture
+def s3_url(s3_engine: object) -> str:
+    """A content URL with a prefix of its own in the session's bucket (tests stay apart)."""
+    return s3_engine.url(f"t{secrets.token_hex(6)}")  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def pg_engine() -> Iterator[object]:
+    """A throwaway PostgreSQL cluster (tests/engines.py) for the whole session."""
+    from engines import postgres
+
+    with postgres() as pg:
+        yield pg

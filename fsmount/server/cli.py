@@ -31,6 +31,24 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _create_with_content(args: argparse.Namespace) -> None:
+    """Create a missing store with ``--content`` (``store_dir`` would make it local).
+
+    Raises:
+        InvalidArgument: a bad content URL or an unusable bucket.
+    """
+    from ..cli_common import STORE_DB, default_store_dir
+    from ..store import Store
+
+    path = os.path.abspath(args.store or default_store_dir())
+    if os.path.isfile(os.path.join(path, STORE_DB)):
+        return
+    os.makedirs(path, exist_ok=True)
+    Store(path, content=args.content).close()
+    print(f"fsmount: created a new empty store in {path}, content at {args.content}",
+          file=sys.stderr, flush=True)
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve a store over HTTP (protocol API and REST)",
                        description="Serve a store directory over HTTP with hypercorn (trio).")
@@ -56,6 +74,11 @@ def register(sub: Any) -> None:
     p.add_argument("--no-change-feed", action="store_true",
                    help="answer getChanges 404, like a server from before the change feed "
                    "(mounts then trust attributes for 1 s; for tests)")
+    p.add_argument("--content", metavar="URL", default=None,
+                   help="where the store's bytes live: s3://BUCKET[/PREFIX]?endpoint=URL "
+                        "(credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or "
+                        "a credentials file; default: the store directory, or what the "
+                        "store was created with)")
     p.set_defaults(func=cmd_serve)
 
     t = sub.add_parser("token", help="manage bearer tokens of `fsmount serve`",
@@ -207,8 +230,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = hypercorn_config(host, port, certfile=args.certfile, keyfile=args.keyfile,
                            graceful_timeout=args.graceful_timeout)
     setup_access_log(args.access_log)
+    if args.content:
+        _create_with_content(args)
     store_path = store_dir(args, create=True)
-    store = Store(store_path, exclusive=True)
+    store = Store(store_path, exclusive=True, content=args.content)
     tune_malloc()
 
     async def main() -> None:

@@ -16,7 +16,8 @@ component of its concept:
 * below them the two seams: the metadata backend (:mod:`~fsmount.store.meta`; SQLite in
   :mod:`~fsmount.store.sqlite_meta`), whose transactions :mod:`~fsmount.store.txn` runs,
   and the content backend (:mod:`~fsmount.store.content`; a local directory in
-  :mod:`~fsmount.store.localdir`).
+  :mod:`~fsmount.store.localdir`, the default, or an S3 bucket in
+  :mod:`~fsmount.store.s3content`, chosen by :mod:`~fsmount.store.content_select`).
 
 A store directory ``DIR`` holds ``meta.sqlite`` (the metadata), ``blobs/`` and ``parts/``
 (the content) and ``mount.lock`` / ``gc.lock`` (:mod:`~fsmount.store.locks`).
@@ -55,11 +56,12 @@ from ..remote import (
     UserConfig,
 )
 from .changes import ChangeLog
+from .content import ContentBackend
+from .content_select import select_content
 from .deleter import Deleter
 from .finalize import Finalizer
 from .hooks import NO_HOOKS, StoreHooks
 from .lifetime import Lifetime
-from .localdir import LocalDir
 from .locks import StoreLocks
 from .namespace import Namespace, check_name
 from .parts import Parts, UploadStates
@@ -104,10 +106,14 @@ class Store:
     ``exclusive=True`` (``fsmount mount`` and ``fsmount serve``) takes the mount lock; the
     sweep of orphaned files runs at open only for an opener that has the store to itself
     (see :mod:`fsmount.store.locks`).  ``hooks`` are for tests (:mod:`fsmount.store.hooks`).
+    ``content`` selects the content backend: None (what the store recorded, else the local
+    directory), an ``s3://BUCKET/PREFIX?endpoint=...`` URL, or a backend object
+    (:mod:`fsmount.store.content_select`).
 
     Raises (at open):
         StoreLocked: ``exclusive`` and another process holds the store exclusively.
-        InvalidArgument: the metadata database is not usable; bad :data:`LIMITS_ENV`.
+        InvalidArgument: the metadata database is not usable; bad :data:`LIMITS_ENV`; a
+            content URL that is malformed, disagrees with the store's, or is not usable.
     """
 
     def __init__(
@@ -118,6 +124,7 @@ class Store:
         clock: Callable[[], float] = time.time,
         exclusive: bool = False,
         hooks: StoreHooks = NO_HOOKS,
+        content: str | ContentBackend | None = None,
     ) -> None:
         self.path = Path(path).absolute()
         self.limits = limits if limits is not None else limits_from_env()
@@ -130,7 +137,7 @@ class Store:
             if exclusive:
                 self._locks.take_mount_lock()
             alone = self._locks.take_gc_lock()
-            self.content = LocalDir(self.path)
+            self.content = select_content(self.path, content)
             self.content.open()
             meta = SqliteMeta(self.path)
             self.meta = meta

@@ -31,6 +31,7 @@ from fsmount.embedded import EmbeddedRemote
 from fsmount.protocol import MIB, Limits
 from fsmount.remote import Remote
 from fsmount.store import Store
+from fsmount.store.s3content import S3Content
 
 #: Small limits so that big-file rules are cheap to exercise.
 TEST_LIMITS = Limits(
@@ -56,6 +57,9 @@ class Harness:
     store: Store | None = None
     #: Change user A's quota (0 = unlimited).
     set_quota: Callable[[int], None] | None = None
+    #: Every content file or object of the store (blobs/..., parts/...; staging and trash
+    #: left out) with its size, on disk or in the bucket.
+    content_sizes: Callable[[], dict[str, int]] | None = None
 
     @classmethod
     def over_store(cls, store: Store, path: Path, clock: Any, limits: Limits, user_a: int,
@@ -71,7 +75,21 @@ class Harness:
             store_path=path,
             store=store,
             set_quota=lambda q: store.set_user(user_a, quota_bytes=q),
+            content_sizes=lambda: content_sizes(store),
         )
+
+
+def content_sizes(store: Store) -> dict[str, int]:
+    """The store's content files (local) or objects (S3) and their sizes."""
+    if isinstance(store.content, S3Content):
+        return {k: n for k, n in store.content.list_keys() if not k.startswith("tmp/")}
+    out: dict[str, int] = {}
+    for sub in ("blobs", "parts"):
+        for f in (store.path / sub).rglob("*"):
+            rel = str(f.relative_to(store.path))
+            if f.is_file() and not rel.startswith("parts/tmp/"):
+                out[rel] = f.stat().st_size
+    return out
 
 
 @contextlib.asynccontextmanager
@@ -91,6 +109,27 @@ async def make_embedded(tmp_path: Path, clock: Any, limits: Limits) -> AsyncIter
 
 
 @contextlib.asynccontextmanager
+async def make_embedded_s3(tmp_path: Path, clock: Any, limits: Limits, content: str
+                           ) -> AsyncIterator[Harness]:
+    """The embedded store with its content in S3 (Swift + s3api; metadata in SQLite)."""
+    path = tmp_path / "store"
+    path.mkdir()
+    store = Store(path, limits=limits, clock=clock, content=content)
+    a = store.ensure_user("alice")
+    b = store.ensure_user("bob")
+    remote = EmbeddedRemote(store, a)
+    remote_b = EmbeddedRemote(store, b)
+    try:
+        h = Harness.over_store(store, path, clock, limits, a, remote, remote_b)
+        h.store_path = None  # the bytes are not on this disk
+        yield h
+    finally:
+        await remote.aclose()
+        await remote_b.aclose()
+        store.close()
+
+
+@contextlib.asynccontextmanager
 async def make_http(tmp_path: Path, clock: Any, limits: Limits) -> AsyncIterator[Harness]:
     """HttpRemote against the real server on 127.0.0.1 (tests/server/harness.py, SERVER's)."""
     from server.harness import make_http as make
@@ -103,12 +142,22 @@ FACTORIES: dict[str, Callable[[Path, Any, Limits], contextlib.AbstractAsyncConte
     "embedded": make_embedded,
     "http": make_http,
 }
+#: Factories that also take a content URL (the session's S3 store, a prefix per test).
+CONTENT_FACTORIES: dict[str, Callable[[Path, Any, Limits, str],
+                                      contextlib.AbstractAsyncContextManager[Harness]]] = {
+    "embedded-s3": make_embedded_s3,
+}
 
 
-@pytest.fixture(params=sorted(FACTORIES))
+@pytest.fixture(params=sorted([*FACTORIES, *CONTENT_FACTORIES]))
 async def harness(request: pytest.FixtureRequest, tmp_path: Path, manual_clock: Any
                   ) -> AsyncIterator[Harness]:
-    async with FACTORIES[request.param](tmp_path, manual_clock, TEST_LIMITS) as h:
+    if request.param in CONTENT_FACTORIES:
+        url = request.getfixturevalue("s3_url")
+        cm = CONTENT_FACTORIES[request.param](tmp_path, manual_clock, TEST_LIMITS, url)
+    else:
+        cm = FACTORIES[request.param](tmp_path, manual_clock, TEST_LIMITS)
+    async with cm as h:
         yield h
         problems = h.fsck()
         assert problems == [], problems

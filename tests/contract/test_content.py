@@ -19,8 +19,9 @@ from .helpers import Harness, after_grace, new_file_id, read_all, upload
 
 
 def blob_dirs(h: Harness) -> list[str]:
-    assert h.store_path is not None
-    return sorted(str(p.relative_to(h.store_path)) for p in (h.store_path / "blobs").glob("*/*"))
+    """The blobs' keys (directories, or object prefixes in S3)."""
+    assert h.content_sizes is not None
+    return sorted({k.rsplit("/", 1)[0] for k in h.content_sizes() if k.startswith("blobs/")})
 
 
 async def test_dedup_shares_one_blob_and_reclaims_it_last(harness: Harness) -> None:
@@ -108,14 +109,14 @@ async def test_replace_on_finalize_is_atomic_for_readers(harness: Harness) -> No
 
 
 async def test_dedup_finalize_of_known_content_frees_its_parts(harness: Harness) -> None:
-    assert harness.store_path is not None
+    assert harness.content_sizes is not None
     r = harness.remote
     data = os.urandom(3 * 512 * KIB)
     d1 = await upload(r, data)
     await r.create_file(ROOT_ID, "a", (d1.location,))
     d2 = await upload(r, data, file_id=new_file_id())
     await r.create_file(ROOT_ID, "b", (d2.location,))
-    parts = [p for p in (harness.store_path / "parts").rglob("*") if p.is_file()]
+    parts = [k for k in harness.content_sizes() if k.startswith("parts/")]
     assert parts == []
     assert len(blob_dirs(harness)) == 1
 
