@@ -35,7 +35,7 @@ from .cli_errors import LocalFileExists
 from .memory import tune_malloc
 from .reader import CHUNK, FileReader, open_chunk_cache
 from .remote import ROOT_ID, Node, NodeKind, Remote
-from .resumable_put import PutKey, default_state_dir, forget, put_file
+from .resumable_put import PutKey, PutStats, default_state_dir, forget, put_file
 
 #: Read-ahead of ``fsmount get`` (chunks in flight).
 GET_READ_AHEAD = 16 * CHUNK
@@ -275,14 +275,16 @@ async def put_one(remote: Remote, args: argparse.Namespace, local: str, parent: 
                  remote_path)
     state_dir = args.state_dir or default_state_dir()
     progress = Progress(name, st.st_size)
+    stats = PutStats()
     try:
         docs = await put_file(remote, local, name, key, state_dir=state_dir,
-                              parallel=max(1, args.parallel), progress=progress.update)
+                              parallel=max(1, args.parallel), progress=progress.update,
+                              stats=stats)
     finally:
         progress.close()  # ends the bar's line, so an error line starts afresh
     await remote.create_file(parent, name, tuple(d.location for d in docs),
                              mode=stat.S_IMODE(st.st_mode), mtime_ns=st.st_mtime_ns,
-                             replace=True)
+                             replace=True, sha256=stats.sha256 or None)
     forget(state_dir, key)
 
 

@@ -33,6 +33,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -84,6 +85,9 @@ class PutStats:
     parts_sent: int = 0
     parts_resumed: int = 0  #: parts a previous run had saved and this one did not send
     segments_deduplicated: int = 0
+    #: The whole file's SHA-256 (hex), computed on the way by the segments' dedup hashing,
+    #: so that a file of several segments is linked with its digest.
+    sha256: str = ""
 
 
 class Journal:
@@ -154,12 +158,16 @@ def _read(fd: int, offset: int, size: int) -> bytes:
     return bytes(out)
 
 
-def _hash_range(fd: int, offset: int, size: int) -> str:
+def _hash_range(fd: int, offset: int, size: int, whole: Any) -> str:
+    """The SHA-256 of ``size`` bytes at ``offset``; ``whole`` (the file's hasher, ranges
+    given in order) sees the same bytes."""
     h = hashlib.sha256()
     pos = 0
     while pos < size:
         n = min(READ_BLOCK, size - pos)
-        h.update(_read(fd, offset + pos, n))
+        data = _read(fd, offset + pos, n)
+        h.update(data)
+        whole.update(data)
         pos += n
     return h.hexdigest()
 
@@ -186,11 +194,12 @@ async def put_file(remote: Remote, path: str, name: str, key: PutKey, *, state_d
     journal.load(max_age=cfg.part_lifetime * 0.9)
     fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY)
     done_bytes = 0
+    whole = hashlib.sha256()
     try:
         docs: list[Document] = []
         for seg in plan:
             offset = policy.part_offset(seg.first_part)
-            sha = await trio.to_thread.run_sync(_hash_range, fd, offset, seg.size)
+            sha = await trio.to_thread.run_sync(_hash_range, fd, offset, seg.size, whole)
             known = await remote.get_document_by_hash(sha, seg.size, "")
             if known is not None:
                 stats.segments_deduplicated += 1
@@ -206,6 +215,7 @@ async def put_file(remote: Remote, path: str, name: str, key: PutKey, *, state_d
             docs.append(await _send_segment(remote, fd, seg, name, journal, parallel, stats,
                                             seg_progress))
             done_bytes += seg.size
+        stats.sha256 = whole.hexdigest()
         return tuple(docs)
     finally:
         os.close(fd)

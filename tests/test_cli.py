@@ -207,3 +207,35 @@ def test_mount_creates_a_missing_store_and_says_so(tmp_path) -> None:
         line = one_line(run("mount", *foreground, "--store", str(plain), str(mnt)))
         assert line == f"fsmount: --store {plain} is not a directory"
         assert not is_mounted(str(mnt))
+
+
+def test_put_of_a_file_of_several_segments_links_its_whole_sha256(tmp_path, monkeypatch) -> None:
+    """put hashes each segment for dedup anyway; the same pass gives the whole file's
+    SHA-256, which the file is linked with (user.fsmount.sha256 through a mount)."""
+    import hashlib
+
+    import trio
+
+    from fsmount.embedded import EmbeddedRemote
+    from fsmount.remote import ROOT_ID
+
+    # Two parts per upload: a file of 3 MiB and 5 bytes becomes four segments.
+    monkeypatch.setenv("FSMOUNT_STORE_LIMITS", "upload_max_fileparts_default=2")
+    store, local = tmp_path / "store", tmp_path / "big.bin"
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    local.write_bytes(data)
+    assert run("init", "--store", str(store)).returncode == 0
+    res = run("put", "--store", str(store), "--state-dir", str(tmp_path / "state"),
+              str(local), "/big.bin")
+    assert res.returncode == 0, res.stderr
+
+    async def check() -> None:
+        remote = EmbeddedRemote.open(store)
+        try:
+            node = await remote.lookup(ROOT_ID, "big.bin")
+            assert len(node.segments) == 4  # 1 MiB each, the last 5 bytes
+            assert node.sha256 == hashlib.sha256(data).hexdigest()
+        finally:
+            await remote.aclose()
+
+    trio.run(check)
