@@ -11,11 +11,13 @@ session through :func:`session_open`, :func:`session_main`, :func:`session_termi
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import logging
 import os
 import stat
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -32,7 +34,16 @@ from .reader import (
     ChunkCache,
     FileReader,
 )
-from .remote import ROOT_ID, Document, Node, NodeKind, Remote
+from .remote import (
+    RESERVED_XATTR_PREFIX,
+    ROOT_ID,
+    XATTR_NAMESPACES,
+    Document,
+    Node,
+    NodeKind,
+    Owner,
+    Remote,
+)
 from .upload import DEFAULT_WRITE_MEMORY, RetainBudget
 from .writestate import WriteSettings, WriteState, WriteStates
 
@@ -40,7 +51,15 @@ log = logging.getLogger(__name__)
 
 assert ROOT_ID == pyfuse3.ROOT_INODE
 
-XATTR_PREFIX = "user.fsmount."
+XATTR_PREFIX = RESERVED_XATTR_PREFIX
+#: Longest name in bytes (statfs's f_namemax; the store's limit).
+MAX_NAME = 255
+#: chown(2)'s "leave this id as it is".
+NO_ID = (0xFFFFFFFF, -1)
+#: The file type bits of each node kind that is not a file, folder or symlink.
+_SPECIAL_MODE = {NodeKind.FIFO: stat.S_IFIFO, NodeKind.SOCKET: stat.S_IFSOCK,
+                 NodeKind.CHARDEV: stat.S_IFCHR, NodeKind.BLOCKDEV: stat.S_IFBLK}
+_KIND_OF_MODE = {v: k for k, v in _SPECIAL_MODE.items()}
 #: Block size reported to tools: cp, dd and friends size their buffers from st_blksize.
 BLKSIZE = 1024 * 1024
 #: statfs for a store without a quota: this much free space is reported.
@@ -168,6 +187,8 @@ class Operations(pyfuse3.Operations):
         self._write_states: WriteStates | None = None
         self._nursery: trio.Nursery | None = None
         self._reply = _ReplyBuffer()
+        #: When a file open for writing last changed (write, truncate) before its commit.
+        self._changed_ns: dict[int, int] = {}
 
     def start(self, nursery: trio.Nursery) -> None:
         self.cache.start(nursery)
@@ -180,32 +201,45 @@ class Operations(pyfuse3.Operations):
     def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = node.id
-        a.st_atime_ns = node.mtime_ns
+        a.st_atime_ns = node.mtime_ns if node.atime_ns is None else node.atime_ns
         a.st_mtime_ns = node.mtime_ns
         a.generation = 0
         a.entry_timeout = self.attr_timeout
         a.attr_timeout = self.attr_timeout
         if node.kind is NodeKind.DIR:
             a.st_mode = stat.S_IFDIR | node.mode
-            a.st_nlink = 2
+            a.st_nlink = max(2, node.nlink)  # 2 + subfolders; older stores' rows say 1
             a.st_size = 0
         elif node.kind is NodeKind.SYMLINK:
             a.st_mode = stat.S_IFLNK | 0o777
-            a.st_nlink = 1
+            a.st_nlink = node.nlink
             a.st_size = len(os.fsencode(node.target or ""))
+        elif node.kind in _SPECIAL_MODE:
+            a.st_mode = _SPECIAL_MODE[node.kind] | node.mode
+            a.st_nlink = node.nlink
+            a.st_size = 0
         else:
             a.st_mode = stat.S_IFREG | node.mode
-            a.st_nlink = 1
+            a.st_nlink = node.nlink
             state = self.writers.get(node.id)
             a.st_size = state.size if state is not None else node.size
             if state is not None and state.mtime_ns is not None:
-                a.st_atime_ns = a.st_mtime_ns = state.mtime_ns  # linked with the content
-        a.st_uid = self.uid
-        a.st_gid = self.gid
-        a.st_rdev = 0
+                a.st_mtime_ns = state.mtime_ns  # linked with the content
+                if node.atime_ns is None:
+                    a.st_atime_ns = state.mtime_ns
+            elif state is not None and node.id in self._changed_ns:
+                # Written or truncated, not stored yet: the times of that change.
+                a.st_mtime_ns = self._changed_ns[node.id]
+        if node.id in self._changed_ns and self._changed_ns[node.id] > node.ctime_ns:
+            a.st_ctime_ns = self._changed_ns[node.id]
+        else:
+            a.st_ctime_ns = node.ctime_ns
+        # A node made without an owner (REST, put, older stores) is the mounting user's.
+        a.st_uid = self.uid if node.uid is None else node.uid
+        a.st_gid = self.gid if node.gid is None else node.gid
+        a.st_rdev = node.rdev
         a.st_blksize = BLKSIZE
         a.st_blocks = -(-a.st_size // 512)
-        a.st_ctime_ns = node.ctime_ns
         return a
 
     def path_of(self, node: Node) -> str:
@@ -234,7 +268,8 @@ class Operations(pyfuse3.Operations):
         except errors.NotFound:
             for handle in self.files.values():
                 if handle.node.id == inode:
-                    return handle.node
+                    # Open but deleted: no names left.
+                    return dataclasses.replace(handle.node, nlink=0)
             raise pyfuse3.FUSEError(errno.ESTALE) from None
 
     async def _invalidate_attrs(self, inode: int) -> None:
@@ -253,10 +288,25 @@ class Operations(pyfuse3.Operations):
         if self.read_only:
             raise pyfuse3.FUSEError(errno.EROFS)
 
+    async def _new_owner(self, parent_inode: int, ctx: Any) -> tuple[Owner, bool]:
+        """The owner of a node the caller creates in ``parent_inode`` (POSIX: the caller's
+        uid; the folder's group when the folder has the set-group-ID bit, else the caller's
+        gid), and whether the folder has that bit (new folders inherit it)."""
+        parent = await self.nodes.get(parent_inode)
+        if parent.mode & stat.S_ISGID:
+            return Owner(ctx.uid, self.gid if parent.gid is None else parent.gid), True
+        return Owner(ctx.uid, ctx.gid), False
+
+    def _owner_ids(self, node: Node) -> tuple[int, int]:
+        return (self.uid if node.uid is None else node.uid,
+                self.gid if node.gid is None else node.gid)
+
     # --- metadata --------------------------------------------------------------------
 
     @_op
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        if len(name) > MAX_NAME:
+            raise pyfuse3.FUSEError(errno.ENAMETOOLONG)  # the kernel leaves that to us
         sname = _decode(name)
         if sname == ".":
             node = await self.nodes.get(parent_inode)
@@ -326,7 +376,11 @@ class Operations(pyfuse3.Operations):
         s.f_namemax = 255
         return s
 
-    # --- extended attributes (read-only) ---------------------------------------------
+    # --- extended attributes ----------------------------------------------------------
+    # ``user.fsmount.*`` are computed from the content (read-only); the rest are the
+    # store's.  The kernel applies the namespaces' permission rules (trusted.* needs
+    # CAP_SYS_ADMIN, user.* only on files and folders); pyfuse3 turns XATTR_CREATE and
+    # XATTR_REPLACE into a getxattr first, and answers ERANGE for a short buffer.
 
     def _xattrs(self, node: Node) -> dict[str, str]:
         if node.kind is not NodeKind.FILE:
@@ -350,18 +404,39 @@ class Operations(pyfuse3.Operations):
             value = self._xattrs(await self.nodes.get(inode)).get(sname[len(XATTR_PREFIX):])
             if value is not None:
                 return value.encode()
-        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        if not sname.startswith(XATTR_NAMESPACES):
+            # system.* (POSIX ACLs) is not kept: no such attribute, without a remote call.
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return await self.remote.get_xattr(inode, sname)
 
     @_op
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
-        node = await self.nodes.get(inode)
-        return [(XATTR_PREFIX + k).encode() for k in self._xattrs(node)]
+        # The computed user.fsmount.* are read by name and not listed: rsync -aX and
+        # cp --preserve=xattr copy every listed attribute and remove the destination's
+        # unlisted ones, so listing them would carry them off as stored attributes (that
+        # cannot be set back here) and make every copy into the mount fail to remove them.
+        return [os.fsencode(n) for n in await self.remote.list_xattrs(inode)]
 
+    @_op
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
-        raise pyfuse3.FUSEError(errno.ENOTSUP)
+        self._check_writable()
+        sname = _decode(name)
+        if not sname.startswith(XATTR_NAMESPACES):
+            raise pyfuse3.FUSEError(errno.ENOTSUP)
+        await self.remote.set_xattr(inode, sname, bytes(value))
+        self.nodes.invalidate(inode)  # its ctime moved
 
+    @_op
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
-        raise pyfuse3.FUSEError(errno.ENOTSUP)
+        self._check_writable()
+        sname = _decode(name)
+        if sname.startswith(XATTR_PREFIX):
+            raise pyfuse3.FUSEError(errno.EPERM)
+        if not sname.startswith(XATTR_NAMESPACES):
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        await self.remote.remove_xattr(inode, sname)
+        self.nodes.invalidate(inode)
 
     # --- files -----------------------------------------------------------------------
 
@@ -417,14 +492,19 @@ class Operations(pyfuse3.Operations):
             writer = self._writer_for(node, truncate=False)
             if flags & os.O_TRUNC:
                 await writer.truncate(0)
-        return self._file_handle(node, flags, writer)
+        fi = self._file_handle(node, flags, writer)
+        if writer is not None and ctx is not None and ctx.uid != 0:
+            self.files.get(fi.fh).kill_privs = True
+        return fi
 
     @_op
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         self._check_writable()
+        owner, _ = await self._new_owner(parent_inode, ctx)
         node = self.nodes.put(await self.remote.create_file(
-            parent_inode, _decode(name), (), mode=stat.S_IMODE(mode) & ~ctx.umask))
+            parent_inode, _decode(name), (), mode=stat.S_IMODE(mode) & ~ctx.umask,
+            owner=owner))
         # The kernel re-reads the folder's attributes after a create; answer from the cache.
         self.nodes.dir_changed(parent_inode, node.ctime_ns)
         writer = self._writer_for(node, truncate=True)
@@ -459,7 +539,21 @@ class Operations(pyfuse3.Operations):
         handle = self.files.get(fh)
         if handle.writer is None:
             raise pyfuse3.FUSEError(errno.EBADF)
+        if handle.kill_privs:
+            handle.kill_privs = False
+            await self._kill_privs(handle.node.id)
+        self._changed_ns[handle.node.id] = time.time_ns()
         return await handle.writer.write(off, buf)
+
+    async def _kill_privs(self, inode: int) -> None:
+        """Clear set-user-ID, and set-group-ID with group execute, after a write."""
+        node = await self.nodes.get(inode)
+        kill = node.mode & stat.S_ISUID
+        if node.mode & stat.S_ISGID and node.mode & stat.S_IXGRP:
+            kill |= stat.S_ISGID
+        if kill:
+            self.nodes.put(await self.remote.setattr(inode, mode=node.mode & ~kill))
+            await self._invalidate_attrs(inode)
 
     async def _commit(self, handle: FileHandle) -> None:
         state = handle.writer
@@ -507,6 +601,7 @@ class Operations(pyfuse3.Operations):
                     await state.discard()
                     if self.writers.get(handle.node.id) is state:
                         del self.writers[handle.node.id]
+                        self._changed_ns.pop(handle.node.id, None)
 
     # --- namespace changes -----------------------------------------------------------
 
@@ -514,9 +609,11 @@ class Operations(pyfuse3.Operations):
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: Any) -> pyfuse3.EntryAttributes:
         self._check_writable()
-        node = self.nodes.put(await self.remote.mkdir(
-            parent_inode, _decode(name), stat.S_IMODE(mode) & ~ctx.umask))
-        self.nodes.dir_changed(parent_inode, node.ctime_ns)
+        owner, setgid = await self._new_owner(parent_inode, ctx)
+        dmode = stat.S_IMODE(mode) & ~ctx.umask | (stat.S_ISGID if setgid else 0)
+        node = self.nodes.put(await self.remote.mkdir(parent_inode, _decode(name), dmode,
+                                                      owner=owner))
+        self.nodes.dir_changed(parent_inode, node.ctime_ns, subfolders=1)
         self.nodes.remember(node.id)
         return self._attrs(node)
 
@@ -531,8 +628,15 @@ class Operations(pyfuse3.Operations):
         self._check_writable()
         # An open handle keeps reading the content it opened: the store keeps documents
         # that lose their last file readable for a grace period (Limits.unlinked_grace).
-        await self.remote.unlink(parent_inode, _decode(name))
+        sname = _decode(name)
+        await self.remote.unlink(parent_inode, sname)
         self.nodes.invalidate(parent_inode)
+        # An open file losing its name: its next fstat must say nlink 0.
+        for handle in self.files.values():
+            if (handle.node.parent, handle.node.name) == (parent_inode, sname):
+                self.nodes.invalidate(handle.node.id)
+        # A node with other names lives on with one name less (nlink, ctime).
+        self.nodes.invalidate_linked()
 
     @_op
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
@@ -544,17 +648,24 @@ class Operations(pyfuse3.Operations):
         replace = not flags & pyfuse3.RENAME_NOREPLACE
         node = await self.remote.rename(parent_inode_old, old, parent_inode_new, new,
                                         replace=replace)
+        self.nodes.invalidate_linked()  # a replaced target may have lost one of its names
         self.nodes.put(node)
-        self.nodes.dir_changed(parent_inode_old, node.ctime_ns)
-        if parent_inode_new != parent_inode_old:
-            self.nodes.dir_changed(parent_inode_new, node.ctime_ns)
+        if node.is_dir:
+            # The folders' nlinks may have changed (moved, or an empty folder replaced).
+            self.nodes.invalidate(parent_inode_old)
+            self.nodes.invalidate(parent_inode_new)
+        else:
+            self.nodes.dir_changed(parent_inode_old, node.ctime_ns)
+            if parent_inode_new != parent_inode_old:
+                self.nodes.dir_changed(parent_inode_new, node.ctime_ns)
 
     @_op
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: Any) -> pyfuse3.EntryAttributes:
         self._check_writable()
+        owner, _ = await self._new_owner(parent_inode, ctx)
         node = self.nodes.put(await self.remote.symlink(parent_inode, _decode(name),
-                                                        os.fsdecode(target)))
+                                                        os.fsdecode(target), owner=owner))
         self.nodes.dir_changed(parent_inode, node.ctime_ns)
         self.nodes.remember(node.id)
         return self._attrs(node)
@@ -563,19 +674,28 @@ class Operations(pyfuse3.Operations):
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
                       fields: pyfuse3.SetattrFields, fh: int | None,
                       ctx: Any) -> pyfuse3.EntryAttributes:
-        if fields.update_uid and attr.st_uid not in (self.uid, 0xFFFFFFFF, -1):
-            raise pyfuse3.FUSEError(errno.EPERM)
-        if fields.update_gid and attr.st_gid not in (self.gid, 0xFFFFFFFF, -1):
-            raise pyfuse3.FUSEError(errno.EPERM)
-        if fields.update_size or fields.update_mode or fields.update_mtime:
+        new_uid = attr.st_uid if fields.update_uid and attr.st_uid not in NO_ID else None
+        new_gid = attr.st_gid if fields.update_gid and attr.st_gid not in NO_ID else None
+        if (fields.update_size or fields.update_mode or fields.update_mtime
+                or fields.update_atime or new_uid is not None or new_gid is not None):
             self._check_writable()
         node = await self.nodes.get(inode)
+        if new_uid is not None or new_gid is not None:
+            owner_uid, owner_gid = self._owner_ids(node)
+            if new_uid == owner_uid:
+                new_uid = None
+            if new_gid == owner_gid:
+                new_gid = None
+            if new_uid is not None or new_gid is not None:
+                self._check_chown(ctx, owner_uid, new_uid, new_gid)
+                node = self.nodes.put(await self.remote.chown(inode, uid=new_uid, gid=new_gid))
         if fields.update_size:
             if node.kind is not NodeKind.FILE:
                 raise pyfuse3.FUSEError(errno.EISDIR if node.is_dir else errno.EINVAL)
             state = self.writers.get(inode)
             if state is not None:
                 await state.truncate(attr.st_size)
+                self._changed_ns[inode] = time.time_ns()
             elif attr.st_size != node.size:
                 state = self._new_write_state(node)
                 try:
@@ -595,15 +715,73 @@ class Operations(pyfuse3.Operations):
         mtime = attr.st_mtime_ns if fields.update_mtime else None
         if mtime is not None and state is not None and await state.defer_mtime(mtime):
             mtime = None  # stored with the pending content when it is linked (close, fsync)
+        atime = attr.st_atime_ns if fields.update_atime else None
+        if atime is not None:
+            node = self.nodes.put(await self.remote.set_times(inode, atime_ns=atime,
+                                                              mtime_ns=mtime))
+            mtime = None
         if mode is not None or mtime is not None:
             node = self.nodes.put(await self.remote.setattr(inode, mode=mode, mtime_ns=mtime))
+        elif (fields.update_size and state is None and node.kind is NodeKind.FILE
+              and attr.st_size == node.size):
+            # truncate(2) to the size it has: no content change, but POSIX (and pjdfstest)
+            # expect the times to move as for any truncate.
+            node = self.nodes.put(await self.remote.setattr(inode, mtime_ns=time.time_ns()))
         return self._attrs(node)
 
-    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Any:
-        raise pyfuse3.FUSEError(errno.EPERM)
+    @staticmethod
+    def _check_chown(ctx: Any, owner_uid: int, new_uid: int | None,
+                     new_gid: int | None) -> None:
+        """POSIX's rule (the kernel applies it too under ``default_permissions``): root may
+        change both; the owner may change the group to one of their own groups."""
+        if ctx.uid == 0:
+            return
+        if new_uid is not None or ctx.uid != owner_uid:
+            raise pyfuse3.FUSEError(errno.EPERM)
+        if new_gid is not None and new_gid != ctx.gid and new_gid not in _groups_of(ctx.pid):
+            raise pyfuse3.FUSEError(errno.EPERM)
 
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> Any:
-        raise pyfuse3.FUSEError(errno.EPERM)
+    @_op
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: Any) -> pyfuse3.EntryAttributes:
+        self._check_writable()
+        node = self.nodes.put(await self.remote.link(inode, new_parent_inode,
+                                                     _decode(new_name)))
+        self.nodes.dir_changed(new_parent_inode, node.ctime_ns)
+        self.nodes.remember(node.id)
+        return self._attrs(node)
+
+    @_op
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: Any) -> pyfuse3.EntryAttributes:
+        self._check_writable()
+        perm = stat.S_IMODE(mode) & ~ctx.umask
+        owner, _ = await self._new_owner(parent_inode, ctx)
+        fmt = stat.S_IFMT(mode)
+        if fmt in (stat.S_IFREG, 0):
+            node = await self.remote.create_file(parent_inode, _decode(name), (), mode=perm,
+                                                 owner=owner)
+        elif fmt in _KIND_OF_MODE:
+            node = await self.remote.mknod(parent_inode, _decode(name), _KIND_OF_MODE[fmt],
+                                           perm, rdev, owner=owner)
+        else:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        self.nodes.put(node)
+        self.nodes.dir_changed(parent_inode, node.ctime_ns)
+        self.nodes.remember(node.id)
+        return self._attrs(node)
+
+
+def _groups_of(pid: int) -> set[int]:
+    """The supplementary groups of a process (from /proc; empty if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    return {int(g) for g in line.split()[1:]}
+    except OSError:
+        pass
+    return set()
 
 
 # --- session control (used by fsmount.mount) -----------------------------------------

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-PKGS=(fuse3 libfuse3-dev pkg-config gcc python3-dev ffmpeg rsync sqlite3 git curl rclone nginx-light)
+PKGS=(fuse3 libfuse3-dev pkg-config gcc python3-dev ffmpeg rsync sqlite3 git curl rclone nginx-light attr)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

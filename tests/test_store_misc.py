@@ -18,6 +18,7 @@ from fsmount import errors, fsck
 from fsmount.protocol import KIB, MIB, Limits
 from fsmount.remote import ROOT_ID, BlockChecksum, FileHash, InputFile, InputFileBig
 from fsmount.store import NO_HOOKS, HookPoint, Store, StoreHooks, hooks_from_spec
+from fsmount.store.sqlite_meta import SCHEMA_VERSION
 
 
 def put(store: Store, uid: int, name: str, data: bytes, fid: int, parent: int = ROOT_ID):
@@ -322,7 +323,8 @@ def test_a_store_from_before_checksums_is_upgraded_and_verified_by_sha256(
             store.get_file_hashes(uid, old.location, 0, windows=2))
     db = sqlite3.connect(path / "meta.sqlite")
     try:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (2,)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            SCHEMA_VERSION,)
     finally:
         db.close()
     assert fsck.check(path, deep=True) == []
