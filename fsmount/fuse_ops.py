@@ -187,7 +187,8 @@ class Operations(pyfuse3.Operations):
         self._write_states: WriteStates | None = None
         self._nursery: trio.Nursery | None = None
         self._reply = _ReplyBuffer()
-        #: When a file open for writing last changed (write, truncate) before its commit.
+        #: When a file open for writing last changed (write, truncate) before its commit:
+        #: its ctime until the commit stores a later one.
         self._changed_ns: dict[int, int] = {}
 
     def start(self, nursery: trio.Nursery) -> None:
@@ -227,9 +228,9 @@ class Operations(pyfuse3.Operations):
                 a.st_mtime_ns = state.mtime_ns  # linked with the content
                 if node.atime_ns is None:
                     a.st_atime_ns = state.mtime_ns
-            elif state is not None and node.id in self._changed_ns:
-                # Written or truncated, not stored yet: the times of that change.
-                a.st_mtime_ns = self._changed_ns[node.id]
+        # Written or truncated, not stored yet: the ctime of that change.  Not the mtime: a
+        # changed mtime makes the kernel drop the file's page cache (which a read-write
+        # handle writes through); it is stored with the content at close or fsync.
         if node.id in self._changed_ns and self._changed_ns[node.id] > node.ctime_ns:
             a.st_ctime_ns = self._changed_ns[node.id]
         else:
