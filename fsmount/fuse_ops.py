@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 assert ROOT_ID == pyfuse3.ROOT_INODE
 
 XATTR_PREFIX = RESERVED_XATTR_PREFIX
+#: File capabilities: not kept (a FUSE mount is nosuid, where the kernel ignores them; and
+#: the kernel asks for this attribute before every write, which must not cost a call).
+CAPABILITY_XATTR = "security.capability"
 #: Longest name in bytes (statfs's f_namemax; the store's limit).
 MAX_NAME = 255
 #: chown(2)'s "leave this id as it is".
@@ -293,7 +296,9 @@ class Operations(pyfuse3.Operations):
         """The owner of a node the caller creates in ``parent_inode`` (POSIX: the caller's
         uid; the folder's group when the folder has the set-group-ID bit, else the caller's
         gid), and whether the folder has that bit (new folders inherit it)."""
-        parent = await self.nodes.get(parent_inode)
+        # The folder as last seen, however old (its mode and group rarely change): a
+        # create must not cost a getattr of its folder.
+        parent = self.nodes.peek(parent_inode) or await self.nodes.get(parent_inode)
         if parent.mode & stat.S_ISGID:
             return Owner(ctx.uid, self.gid if parent.gid is None else parent.gid), True
         return Owner(ctx.uid, ctx.gid), False
@@ -406,8 +411,9 @@ class Operations(pyfuse3.Operations):
             if value is not None:
                 return value.encode()
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
-        if not sname.startswith(XATTR_NAMESPACES):
-            # system.* (POSIX ACLs) is not kept: no such attribute, without a remote call.
+        if not sname.startswith(XATTR_NAMESPACES) or sname == CAPABILITY_XATTR:
+            # system.* (POSIX ACLs) and file capabilities are not kept: no such attribute,
+            # without a remote call (the kernel asks for security.capability on writes).
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return await self.remote.get_xattr(inode, sname)
 
@@ -423,7 +429,7 @@ class Operations(pyfuse3.Operations):
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
         self._check_writable()
         sname = _decode(name)
-        if not sname.startswith(XATTR_NAMESPACES):
+        if not sname.startswith(XATTR_NAMESPACES) or sname == CAPABILITY_XATTR:
             raise pyfuse3.FUSEError(errno.ENOTSUP)
         await self.remote.set_xattr(inode, sname, bytes(value))
         self.nodes.invalidate(inode)  # its ctime moved
@@ -690,6 +696,7 @@ class Operations(pyfuse3.Operations):
             if new_uid is not None or new_gid is not None:
                 self._check_chown(ctx, owner_uid, new_uid, new_gid)
                 node = self.nodes.put(await self.remote.chown(inode, uid=new_uid, gid=new_gid))
+        same_size = fields.update_size and attr.st_size == node.size
         if fields.update_size:
             if node.kind is not NodeKind.FILE:
                 raise pyfuse3.FUSEError(errno.EISDIR if node.is_dir else errno.EINVAL)
@@ -714,17 +721,19 @@ class Operations(pyfuse3.Operations):
             # temporary file.  Nothing to store.
             mode = None
         mtime = attr.st_mtime_ns if fields.update_mtime else None
+        atime = attr.st_atime_ns if fields.update_atime else None
         if mtime is not None and state is not None and await state.defer_mtime(mtime):
             mtime = None  # stored with the pending content when it is linked (close, fsync)
-        atime = attr.st_atime_ns if fields.update_atime else None
+            # The atime that comes with it (rsync's utimensat of the file it just wrote)
+            # is not worth a call of its own on a noatime mount.
+            atime = None
         if atime is not None:
             node = self.nodes.put(await self.remote.set_times(inode, atime_ns=atime,
                                                               mtime_ns=mtime))
             mtime = None
         if mode is not None or mtime is not None:
             node = self.nodes.put(await self.remote.setattr(inode, mode=mode, mtime_ns=mtime))
-        elif (fields.update_size and state is None and node.kind is NodeKind.FILE
-              and attr.st_size == node.size):
+        elif same_size and state is None:
             # truncate(2) to the size it has: no content change, but POSIX (and pjdfstest)
             # expect the times to move as for any truncate.
             node = self.nodes.put(await self.remote.setattr(inode, mtime_ns=time.time_ns()))

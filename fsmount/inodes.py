@@ -48,7 +48,7 @@ class NodeCache:
 
     def put(self, node: Node, seen_at: float | None = None) -> Node:
         self._nodes[node.id] = (node, self._clock() if seen_at is None else seen_at)
-        if node.nlink > 1:
+        if node.nlink > 1 and not node.is_dir:  # a folder's nlink counts subfolders
             self._linked.add(node.id)
         else:
             self._linked.discard(node.id)
