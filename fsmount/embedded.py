@@ -33,10 +33,13 @@ from .remote import (
     InputFileBig,
     Listing,
     Node,
+    NodeKind,
+    Owner,
     UploadFile,
     Usage,
     UserConfig,
     WindowRun,
+    XattrMode,
 )
 from .store import DEFAULT_USER, Store
 
@@ -178,8 +181,9 @@ class EmbeddedRemote:
     ) -> Listing:
         return await self._run(self.store.list_folder, folder_id, after, limit)
 
-    async def mkdir(self, parent: int, name: str, mode: int = 0o755) -> Node:
-        return await self._run(self.store.mkdir, parent, name, mode)
+    async def mkdir(self, parent: int, name: str, mode: int = 0o755, *,
+                    owner: Owner | None = None) -> Node:
+        return await self._run(self.store.mkdir, parent, name, mode, owner=owner)
 
     async def create_file(
         self,
@@ -191,10 +195,11 @@ class EmbeddedRemote:
         mtime_ns: int | None = None,
         replace: bool = False,
         sha256: str | None = None,
+        owner: Owner | None = None,
     ) -> Node:
         return await self._run(
             self.store.create_file, parent, name, tuple(segments), mode=mode,
-            mtime_ns=mtime_ns, replace=replace, sha256=sha256,
+            mtime_ns=mtime_ns, replace=replace, sha256=sha256, owner=owner,
         )
 
     async def put_file(self, parent: int, name: str, data: bytes, *, md5_checksum: str,
@@ -211,8 +216,9 @@ class EmbeddedRemote:
         return await self._run(self.store.set_content, node_id, tuple(segments),
                                mtime_ns=mtime_ns, sha256=sha256)
 
-    async def symlink(self, parent: int, name: str, target: str) -> Node:
-        return await self._run(self.store.symlink, parent, name, target)
+    async def symlink(self, parent: int, name: str, target: str, *,
+                      owner: Owner | None = None) -> Node:
+        return await self._run(self.store.symlink, parent, name, target, owner=owner)
 
     async def setattr(
         self, node_id: int, *, mode: int | None = None, mtime_ns: int | None = None
@@ -241,6 +247,38 @@ class EmbeddedRemote:
         call = functools.partial(self.store.get_changes, self.user_id, cursor, timeout)
         return await trio.to_thread.run_sync(call, limiter=self._poll_limiter,
                                              abandon_on_cancel=True)
+
+    # --- POSIX ---------------------------------------------------------------------------
+
+    async def mknod(self, parent: int, name: str, kind: NodeKind, mode: int, rdev: int = 0,
+                    *, owner: Owner | None = None) -> Node:
+        return await self._run(self.store.mknod, parent, name, NodeKind(kind), mode, rdev,
+                               owner=owner)
+
+    async def link(self, node_id: int, new_parent: int, new_name: str) -> Node:
+        return await self._run(self.store.link, node_id, new_parent, new_name)
+
+    async def chown(self, node_id: int, *, uid: int | None = None,
+                    gid: int | None = None) -> Node:
+        return await self._run(self.store.chown, node_id, uid=uid, gid=gid)
+
+    async def set_times(self, node_id: int, *, atime_ns: int | None = None,
+                        mtime_ns: int | None = None) -> Node:
+        return await self._run(self.store.set_times, node_id, atime_ns=atime_ns,
+                               mtime_ns=mtime_ns)
+
+    async def get_xattr(self, node_id: int, name: str) -> bytes:
+        return await self._run(self.store.get_xattr, node_id, name)
+
+    async def list_xattrs(self, node_id: int) -> list[str]:
+        return await self._run(self.store.list_xattrs, node_id)
+
+    async def set_xattr(self, node_id: int, name: str, value: bytes,
+                        mode: XattrMode = XattrMode.EITHER) -> None:
+        await self._run(self.store.set_xattr, node_id, name, value, XattrMode(mode))
+
+    async def remove_xattr(self, node_id: int, name: str) -> None:
+        await self._run(self.store.remove_xattr, node_id, name)
 
     async def aclose(self) -> None:
         """Close the store if :meth:`open` opened it; idempotent."""

@@ -53,6 +53,11 @@ __all__ = [
     "TlsFailed",
     "ServerURLNotFound",
     "ChecksumMismatch",
+    "NotPermitted",
+    "NameTooLong",
+    "NoSuchAttribute",
+    "AttributeTooBig",
+    "AttributesFull",
     "ERRNO",
     "errno_for",
     "from_name",
@@ -200,9 +205,45 @@ class InvalidName(FsmountError):
     http_status = 400
 
 
+class NameTooLong(InvalidName):
+    """A name of more than 255 bytes (ENAMETOOLONG, as POSIX asks)."""
+
+    name = "NAME_TOO_LONG"
+    http_status = 400
+
+
 class InvalidArgument(FsmountError):
     name = "INVALID_ARGUMENT"
     http_status = 400
+
+
+class NotPermitted(FsmountError):
+    """The operation is not allowed on this node at all (a hard link to a folder, setting a
+    read-only attribute): EPERM, whoever asks."""
+
+    name = "NOT_PERMITTED"
+    http_status = 403
+
+
+class NoSuchAttribute(FsmountError):
+    """The node has no extended attribute of that name."""
+
+    name = "NO_SUCH_ATTRIBUTE"
+    http_status = 404
+
+
+class AttributeTooBig(FsmountError):
+    """An extended attribute's value above 64 KiB."""
+
+    name = "ATTRIBUTE_TOO_BIG"
+    http_status = 413
+
+
+class AttributesFull(FsmountError):
+    """A node's extended attributes would exceed their bound (names and values together)."""
+
+    name = "ATTRIBUTES_FULL"
+    http_status = 507
 
 
 class QuotaExceeded(FsmountError):
@@ -338,8 +379,13 @@ ERRNO: dict[type[FsmountError], int] = {
     NotADirectory: errno.ENOTDIR,
     IsADirectory: errno.EISDIR,
     InvalidName: errno.EINVAL,
+    NameTooLong: errno.ENAMETOOLONG,
     InvalidArgument: errno.EINVAL,
     QuotaExceeded: errno.ENOSPC,
+    NotPermitted: errno.EPERM,
+    NoSuchAttribute: errno.ENODATA,
+    AttributeTooBig: errno.E2BIG,
+    AttributesFull: errno.ENOSPC,
     FileTooBig: errno.EFBIG,
     AccessDenied: errno.EACCES,
     Unauthorized: errno.EACCES,

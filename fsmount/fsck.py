@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from . import errors
 from .protocol import HASH_BLOCK
-from .remote import ROOT_ID
+from .remote import ROOT_ID, NodeKind
 from .store import Hasher, upload_relpath
 from .store.content_select import content_url
 
@@ -90,7 +90,7 @@ def _check(db: sqlite3.Connection, root: Path, deep: bool, objects: S3Content | 
             continue
         if nid >= users[uid][2]:
             p(f"node {uid}/{nid} is not below the user's next id {users[uid][2]}")
-        if r[4] not in ("file", "dir", "symlink"):
+        if r[4] not in _KINDS:
             p(f"node {uid}/{nid} has kind {r[4]!r}")
         if nid == ROOT_ID:
             continue
@@ -114,6 +114,9 @@ def _check(db: sqlite3.Connection, root: Path, deep: bool, objects: S3Content | 
             steps += 1
         if cur is None or cur[1] != ROOT_ID:
             p(f"node {uid}/{nid} does not reach the root (cycle or broken chain)")
+
+    # --- extra names (hard links) and extended attributes ------------------------------
+    _check_names(db, nodes, names, p)
 
     # --- documents and segments --------------------------------------------------------
     docs = {r[0]: r for r in db.execute(
@@ -223,6 +226,49 @@ def _check(db: sqlite3.Connection, root: Path, deep: bool, objects: S3Content | 
                     if f.name not in keep:
                         p(f"orphan part file {f.relative_to(root)}")
     return problems
+
+
+#: Node kinds a store may hold.
+_KINDS = frozenset(k.value for k in NodeKind)
+
+
+def _check_names(db: sqlite3.Connection, nodes: dict[tuple[int, int], tuple],
+                 names: set[tuple[int, int, str]], p: Callable[[str], None]) -> None:
+    """Extra names name an existing non-folder node in an existing folder, each name once
+    among all names of the folder, and each node's ``nlink`` is 1 plus its extra names;
+    every extended attribute belongs to an existing node."""
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "node_names" not in tables:
+        return  # a store from before hard links (schema version 2)
+    extra: dict[tuple[int, int], int] = {}
+    for uid, parent, name, nid in db.execute(
+            "SELECT user_id, parent, name, node_id FROM node_names"):
+        node = nodes.get((uid, nid))
+        if node is None:
+            p(f"extra name {name!r} in folder {uid}/{parent} names a missing node {nid}")
+        elif node[4] == "dir":
+            p(f"extra name {name!r} in folder {uid}/{parent} names folder {uid}/{nid}")
+        folder = nodes.get((uid, parent))
+        if folder is None or folder[4] != "dir":
+            p(f"extra name {name!r} of node {uid}/{nid} is in {uid}/{parent}, not a folder")
+        if (uid, parent, name) in names:
+            p(f"name {name!r} appears twice in folder {uid}/{parent}")
+        names.add((uid, parent, name))
+        extra[(uid, nid)] = extra.get((uid, nid), 0) + 1
+    subdirs: dict[tuple[int, int], int] = {}
+    for (uid, nid), r in nodes.items():
+        if r[4] == "dir" and nid != ROOT_ID:
+            subdirs[(uid, r[2])] = subdirs.get((uid, r[2]), 0) + 1
+    for uid, nid, nlink in db.execute("SELECT user_id, id, nlink FROM nodes"):
+        if nodes[(uid, nid)][4] == "dir":
+            if nlink != 2 + subdirs.get((uid, nid), 0):
+                p(f"folder {uid}/{nid} has nlink {nlink}, but "
+                  f"{subdirs.get((uid, nid), 0)} subfolders")
+        elif nlink != 1 + extra.get((uid, nid), 0):
+            p(f"node {uid}/{nid} has nlink {nlink}, but {1 + extra.get((uid, nid), 0)} names")
+    for uid, nid, name in db.execute("SELECT user_id, node_id, name FROM xattrs"):
+        if (uid, nid) not in nodes:
+            p(f"attribute {name!r} belongs to a missing node {uid}/{nid}")
 
 
 def _check_blob(root: Path, b: tuple, deep: bool, report: Callable[[str], None]) -> None:

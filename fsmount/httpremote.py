@@ -68,10 +68,13 @@ from .remote import (
     InputFileBig,
     Listing,
     Node,
+    NodeKind,
+    Owner,
     UploadFile,
     Usage,
     UserConfig,
     WindowRun,
+    XattrMode,
 )
 from .server import wire
 
@@ -686,16 +689,19 @@ class HttpRemote:
         return wire.listing_from_json(await self._json(
             "listFolder", query={"folder_id": folder_id, "after": after, "limit": limit}))
 
-    async def mkdir(self, parent: int, name: str, mode: int = 0o755) -> Node:
-        return wire.node_from_json(await self._post("mkdir", {"parent": parent, "name": name,
-                                                              "mode": mode}))
+    async def mkdir(self, parent: int, name: str, mode: int = 0o755, *,
+                    owner: Owner | None = None) -> Node:
+        return wire.node_from_json(await self._post("mkdir", {
+            "parent": parent, "name": name, "mode": mode, "owner": wire.owner_to_json(owner)}))
 
     async def create_file(self, parent: int, name: str, segments: tuple[FileLocation, ...] = (), *,
                           mode: int = 0o644, mtime_ns: int | None = None,
-                          replace: bool = False, sha256: str | None = None) -> Node:
+                          replace: bool = False, sha256: str | None = None,
+                          owner: Owner | None = None) -> Node:
         args = {"parent": parent, "name": name,
                 "segments": [wire.location_to_json(s) for s in segments],
-                "mode": mode, "mtime_ns": mtime_ns, "replace": replace}
+                "mode": mode, "mtime_ns": mtime_ns, "replace": replace,
+                "owner": wire.owner_to_json(owner)}
         if sha256 is not None:
             args["sha256"] = sha256
         return wire.node_from_json(await self._post("createFile", args))
@@ -718,9 +724,11 @@ class HttpRemote:
             args["sha256"] = sha256
         return wire.node_from_json(await self._post("setContent", args))
 
-    async def symlink(self, parent: int, name: str, target: str) -> Node:
-        return wire.node_from_json(await self._post("symlink", {"parent": parent, "name": name,
-                                                                "target": target}))
+    async def symlink(self, parent: int, name: str, target: str, *,
+                      owner: Owner | None = None) -> Node:
+        return wire.node_from_json(await self._post("symlink", {
+            "parent": parent, "name": name, "target": target,
+            "owner": wire.owner_to_json(owner)}))
 
     async def setattr(self, node_id: int, *, mode: int | None = None,
                       mtime_ns: int | None = None) -> Node:
@@ -759,6 +767,52 @@ class HttpRemote:
             raise errors.InvalidArgument(f"timeout must be in 0..{MAX_CHANGES_TIMEOUT:g}")
         return wire.change_batch_from_json(await self._json(
             "getChanges", query=query, poll=float(timeout)))
+
+    # --- POSIX ---------------------------------------------------------------------------------
+
+    async def mknod(self, parent: int, name: str, kind: NodeKind, mode: int, rdev: int = 0,
+                    *, owner: Owner | None = None) -> Node:
+        return wire.node_from_json(await self._post("mknod", {
+            "parent": parent, "name": name, "kind": str(kind), "mode": mode, "rdev": rdev,
+            "owner": wire.owner_to_json(owner)}))
+
+    async def link(self, node_id: int, new_parent: int, new_name: str) -> Node:
+        return wire.node_from_json(await self._post("link", {
+            "node_id": node_id, "new_parent": new_parent, "new_name": new_name}))
+
+    async def chown(self, node_id: int, *, uid: int | None = None,
+                    gid: int | None = None) -> Node:
+        # Absolute values: repeating it is harmless, no idempotency key needed.
+        return wire.node_from_json(await self._post(
+            "chown", {"node_id": node_id, "uid": uid, "gid": gid}, key=False))
+
+    async def set_times(self, node_id: int, *, atime_ns: int | None = None,
+                        mtime_ns: int | None = None) -> Node:
+        return wire.node_from_json(await self._post(
+            "setTimes", {"node_id": node_id, "atime_ns": atime_ns, "mtime_ns": mtime_ns},
+            key=False))
+
+    async def get_xattr(self, node_id: int, name: str) -> bytes:
+        res = await self._json("getXattr", query={"node_id": node_id, "name": name})
+        if not isinstance(res, dict):
+            raise errors.InvalidArgument("malformed getXattr answer")
+        return wire.bytes_from_json(res, "value")
+
+    async def list_xattrs(self, node_id: int) -> list[str]:
+        res = await self._json("listXattrs", query={"node_id": node_id})
+        names = res.get("names") if isinstance(res, dict) else None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise errors.InvalidArgument("malformed listXattrs answer")
+        return names
+
+    async def set_xattr(self, node_id: int, name: str, value: bytes,
+                        mode: XattrMode = XattrMode.EITHER) -> None:
+        await self._post("setXattr", {"node_id": node_id, "name": name,
+                                      "value": wire.bytes_to_json(bytes(value)),
+                                      "mode": str(XattrMode(mode))})
+
+    async def remove_xattr(self, node_id: int, name: str) -> None:
+        await self._post("removeXattr", {"node_id": node_id, "name": name})
 
     async def aclose(self) -> None:
         """Close every pooled connection; later calls raise TransportError."""

@@ -88,6 +88,8 @@ class NodeCache:
         self._listed = 0
         #: The last known (parent, name) of every node seen (to drop the kernel's entries).
         self._where: dict[int, tuple[int, str]] = {}
+        #: Cached nodes with several names (hard links): removing a name changes them.
+        self._linked: set[int] = set()
 
     # --- trust ----------------------------------------------------------------------------
 
@@ -115,11 +117,22 @@ class NodeCache:
     def put(self, node: Node, seen_at: float | None = None) -> Node:
         self._nodes[node.id] = (node, self._clock() if seen_at is None else seen_at)
         self._where[node.id] = (node.parent, node.name)
+        if node.nlink > 1 and not node.is_dir:  # a folder's nlink counts subfolders
+            self._linked.add(node.id)
+        else:
+            self._linked.discard(node.id)
         listed = self._listings.get(node.parent) if node.parent != node.id else None
         if listed is not None and listed.by_id.get(node.id) != node:
             # A node newer than its folder's listing (changed here, or fetched anew).
             self._drop_listing(node.parent)
         return node
+
+    def invalidate_linked(self) -> None:
+        """Drop every cached node with several names (a name was removed or replaced
+        somewhere: one of them may have one name less)."""
+        for node_id in self._linked:
+            self._nodes.pop(node_id, None)
+        self._linked.clear()
 
     def merge(self, node: Node, seen_at: float) -> Node:
         """Keep whichever of ``node`` (as seen at ``seen_at``, e.g. in a folder listing
@@ -149,7 +162,7 @@ class NodeCache:
         self._nodes.pop(node_id, None)
         self._drop_listing(node_id)
 
-    def dir_changed(self, dir_id: int, at_ns: int) -> None:
+    def dir_changed(self, dir_id: int, at_ns: int, subfolders: int = 0) -> None:
         """Record a change this mount just made in folder ``dir_id`` (an entry created,
         renamed in or out), which the store stamped ``at_ns``: the store sets the folder's
         mtime and ctime to the changed entry's ctime in the same transaction.  The cached
@@ -157,15 +170,17 @@ class NodeCache:
         an uncached folder stays uncached (the next getattr asks the store).  A stamp older
         than the cached mtime (a rename onto itself, which changes nothing and returns the
         node's old ctime; a folder mtime set into the future) drops the cached folder
-        instead.  The folder's listing is dropped."""
+        instead.  ``subfolders``: folders the change added (or removed) there, which the
+        store counted in the folder's nlink."""
         self._drop_listing(dir_id)
         got = self._nodes.get(dir_id)
         if got is None:
             return
         node, seen_at = got
         if node.is_dir and at_ns >= node.mtime_ns:
-            self._nodes[dir_id] = (dataclasses.replace(node, mtime_ns=at_ns, ctime_ns=at_ns),
-                                   seen_at)
+            self._nodes[dir_id] = (dataclasses.replace(
+                node, mtime_ns=at_ns, ctime_ns=at_ns,
+                nlink=max(2, node.nlink + subfolders)), seen_at)
         else:
             self.invalidate(dir_id)
 
@@ -363,3 +378,7 @@ class FileHandle:
     #: Write-back: the journal's pending content this handle opened (read from it while
     #: the handle lives, whatever the uploader does meanwhile); -1 when none.
     local_fd: int = -1
+    #: Opened for writing by a caller that is not root: its first write clears the
+    #: set-user-ID (and group-executable set-group-ID) bit, as POSIX asks.  The kernel does
+    #: that itself only for writes through its page cache, not for direct_io ones.
+    kill_privs: bool = False

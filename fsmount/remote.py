@@ -173,6 +173,43 @@ class NodeKind(enum.StrEnum):
     FILE = "file"
     DIR = "dir"
     SYMLINK = "symlink"
+    #: Special files: namespace entries only (mode, owner and ``rdev`` kept; no content).
+    FIFO = "fifo"
+    SOCKET = "socket"
+    CHARDEV = "chardev"
+    BLOCKDEV = "blockdev"
+
+
+#: The kinds ``mknod`` creates (a regular file is ``create_file``, a folder ``mkdir``).
+SPECIAL_KINDS = frozenset({NodeKind.FIFO, NodeKind.SOCKET, NodeKind.CHARDEV, NodeKind.BLOCKDEV})
+
+
+class Owner(NamedTuple):
+    """Numeric owner of a node, kept as given (the store maps no names)."""
+
+    uid: int
+    gid: int
+
+
+class XattrMode(enum.StrEnum):
+    """How ``set_xattr`` treats an existing attribute (setxattr(2)'s flags)."""
+
+    EITHER = "either"  #: create or replace (flags 0)
+    CREATE = "create"  #: fail with AlreadyExists if it exists (XATTR_CREATE)
+    REPLACE = "replace"  #: fail with NoSuchAttribute if it does not (XATTR_REPLACE)
+
+
+#: Largest value of one extended attribute (Linux's XATTR_SIZE_MAX, ext4 with ea_inode).
+MAX_XATTR_VALUE = 65536
+#: Longest extended attribute name in bytes, with its namespace prefix (XATTR_NAME_MAX).
+MAX_XATTR_NAME = 255
+#: Most bytes of names plus values one node's extended attributes may hold together.
+MAX_XATTR_TOTAL = 256 * 1024
+#: The namespaces a store keeps (``system.*``, i.e. POSIX ACLs, is not kept).
+XATTR_NAMESPACES = ("user.", "trusted.", "security.")
+#: Names under this prefix are the mount's read-only attributes (``user.fsmount.sha256``,
+#: ...), computed, never stored.
+RESERVED_XATTR_PREFIX = "user.fsmount."
 
 
 @dataclass(frozen=True)
@@ -195,6 +232,16 @@ class Node:
     #: SHA-256 (hex) of the whole file's bytes, set by the commit that linked its content
     #: (see create_file / set_content); None where it is not known.
     sha256: str | None = None
+    #: Numeric owner; None for nodes made without one (REST, ``put``, stores before
+    #: ownership): the mount shows those as owned by the user who mounted it.
+    uid: int | None = None
+    gid: int | None = None
+    #: Device number of a character or block device node (0 otherwise).
+    rdev: int = 0
+    #: Last access time as set (utimensat); None: not set, the mtime stands in.
+    atime_ns: int | None = None
+    #: Names the node has (hard links); folders report 1 here.
+    nlink: int = 1
 
     @property
     def is_dir(self) -> bool:
@@ -371,8 +418,10 @@ class Remote(Protocol):
         """One page of entries with names greater than ``after``.  Raises NotFound, NotADirectory."""
         ...
 
-    async def mkdir(self, parent: int, name: str, mode: int = 0o755) -> Node:
-        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName."""
+    async def mkdir(self, parent: int, name: str, mode: int = 0o755, *,
+                    owner: Owner | None = None) -> Node:
+        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName.  ``owner``: the new
+        folder's numeric owner (None: none, see :attr:`Node.uid`)."""
         ...
 
     async def create_file(
@@ -385,12 +434,13 @@ class Remote(Protocol):
         mtime_ns: int | None = None,
         replace: bool = False,
         sha256: str | None = None,
+        owner: Owner | None = None,
     ) -> Node:
-        """Create a file with the given content; with ``replace`` an existing file of that
-        name is replaced atomically (readers see the old or the new content, never a mix).
-        ``sha256`` is the whole content's SHA-256 as the writer computed it (kept as the
-        node's ``sha256``; without it the store sets it only where it knows it: no
-        segment or one).
+        """Create a file with the given content (owned by ``owner``, if given); with
+        ``replace`` an existing file of that name is replaced atomically (readers see the
+        old or the new content, never a mix).  ``sha256`` is the whole content's SHA-256
+        as the writer computed it (kept as the node's ``sha256``; without it the store
+        sets it only where it knows it: no segment or one).
 
         Raises AlreadyExists, IsADirectory, NotFound, FileIdInvalid, QuotaExceeded,
         InvalidArgument (``sha256`` malformed, or not the one segment's).
@@ -429,7 +479,8 @@ class Remote(Protocol):
         """
         ...
 
-    async def symlink(self, parent: int, name: str, target: str) -> Node:
+    async def symlink(self, parent: int, name: str, target: str, *,
+                      owner: Owner | None = None) -> Node:
         """Raises AlreadyExists, NotFound, InvalidName."""
         ...
 
@@ -472,6 +523,70 @@ class Remote(Protocol):
 
         Raises InvalidArgument (a negative cursor, a timeout out of range), NotFound (a
         server from before the feed).
+        """
+        ...
+
+    # --- POSIX: special files, hard links, ownership, times, extended attributes -------
+    async def mknod(self, parent: int, name: str, kind: NodeKind, mode: int, rdev: int = 0,
+                    *, owner: Owner | None = None) -> Node:
+        """Create a FIFO, socket or device node (``kind`` in :data:`SPECIAL_KINDS`): a
+        namespace entry with mode, owner and ``rdev``; it never has content.
+
+        Raises AlreadyExists, NotFound, NotADirectory, InvalidName, InvalidArgument (a kind
+        that is not special).
+        """
+        ...
+
+    async def link(self, node_id: int, new_parent: int, new_name: str) -> Node:
+        """Give a node one more name (a hard link): the same node, content and attributes
+        under both; its ``nlink`` counts the names.  Answers the node under the new name.
+
+        Raises NotFound, NotADirectory, AlreadyExists, InvalidName, NotPermitted (a folder).
+        """
+        ...
+
+    async def chown(self, node_id: int, *, uid: int | None = None,
+                    gid: int | None = None) -> Node:
+        """Set a node's numeric owner and/or group (kept as given); sets its ctime.  Who may
+        do so is the caller's rule (the mount: POSIX's); the store keeps what it is given.
+
+        Raises NotFound, InvalidArgument (an id outside 0..2**32-2).
+        """
+        ...
+
+    async def set_times(self, node_id: int, *, atime_ns: int | None = None,
+                        mtime_ns: int | None = None) -> Node:
+        """Set the access and/or modification time (utimensat); sets the ctime to now.
+
+        Raises NotFound.
+        """
+        ...
+
+    async def get_xattr(self, node_id: int, name: str) -> bytes:
+        """One extended attribute's value.  Raises NotFound, NoSuchAttribute."""
+        ...
+
+    async def list_xattrs(self, node_id: int) -> list[str]:
+        """The names of a node's extended attributes, in name order.  Raises NotFound."""
+        ...
+
+    async def set_xattr(self, node_id: int, name: str, value: bytes,
+                        mode: XattrMode = XattrMode.EITHER) -> None:
+        """Set an extended attribute (names in :data:`XATTR_NAMESPACES`; values up to
+        :data:`MAX_XATTR_VALUE` bytes, a node's names and values together up to
+        :data:`MAX_XATTR_TOTAL`); sets the node's ctime.
+
+        Raises NotFound, AlreadyExists (``CREATE`` and it exists), NoSuchAttribute
+        (``REPLACE`` and it does not), InvalidArgument (a bad name), NotPermitted (a name
+        under :data:`RESERVED_XATTR_PREFIX`), AttributeTooBig (value too big),
+        AttributesFull (the node's total would exceed the bound).
+        """
+        ...
+
+    async def remove_xattr(self, node_id: int, name: str) -> None:
+        """Remove an extended attribute; sets the node's ctime.
+
+        Raises NotFound, NoSuchAttribute.
         """
         ...
 

@@ -323,7 +323,8 @@ def test_a_store_from_before_checksums_is_upgraded_and_verified_by_sha256(
             store.get_file_hashes(uid, old.location, 0, windows=2))
     db = sqlite3.connect(path / "meta.sqlite")
     try:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (SCHEMA_VERSION,)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            SCHEMA_VERSION,)
     finally:
         db.close()
     assert fsck.check(path, deep=True) == []

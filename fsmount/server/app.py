@@ -34,7 +34,7 @@ import trio
 
 from .. import errors
 from ..protocol import MAX_PART_SIZE, WINDOW
-from ..remote import FileLocation
+from ..remote import FileLocation, NodeKind, XattrMode
 from . import wire
 from .auth import AuthDB, RateLimiter
 from .metrics import Observer
@@ -426,6 +426,13 @@ async def _proto_get(method: str, remote: EmbeddedRemote, p: dict[str, str]) -> 
             q_int(p, "folder_id"), after if after else None, q_int(p, "limit", 1000)))
     if method == "statfs":
         return wire.usage_to_json(await remote.statfs())
+    if method == "getXattr":
+        name = p.get("name")
+        if name is None:
+            raise errors.InvalidArgument("missing parameter 'name'")
+        return {"value": wire.bytes_to_json(await remote.get_xattr(q_int(p, "node_id"), name))}
+    if method == "listXattrs":
+        return {"names": await remote.list_xattrs(q_int(p, "node_id"))}
     raise errors.NotFound(f"no protocol method {method!r}")
 
 
@@ -443,19 +450,22 @@ async def _proto_post(method: str, remote: EmbeddedRemote, a: dict[str, Any]) ->
         return wire.document_to_json(await remote.upload_media(wire.input_file_from_json(a)))
     if method == "mkdir":
         return wire.node_to_json(await remote.mkdir(ri(a, "parent"), rs(a, "name"),
-                                                    ri(a, "mode", default=0o755)))
+                                                    ri(a, "mode", default=0o755),
+                                                    owner=wire.owner_from_json(a.get("owner"))))
     if method == "createFile":
         return wire.node_to_json(await remote.create_file(
             ri(a, "parent"), rs(a, "name"), wire.locations_from_json(a.get("segments")),
             mode=ri(a, "mode", default=0o644), mtime_ns=ri(a, "mtime_ns", default=None),
-            replace=wire.req_bool(a, "replace", False), sha256=_opt_str(a, "sha256")))
+            replace=wire.req_bool(a, "replace", False), sha256=_opt_str(a, "sha256"),
+            owner=wire.owner_from_json(a.get("owner"))))
     if method == "setContent":
         return wire.node_to_json(await remote.set_content(
             ri(a, "node_id"), wire.locations_from_json(a.get("segments")),
             mtime_ns=ri(a, "mtime_ns", default=None), sha256=_opt_str(a, "sha256")))
     if method == "symlink":
-        return wire.node_to_json(await remote.symlink(ri(a, "parent"), rs(a, "name"),
-                                                      rs(a, "target")))
+        return wire.node_to_json(await remote.symlink(
+            ri(a, "parent"), rs(a, "name"), rs(a, "target"),
+            owner=wire.owner_from_json(a.get("owner"))))
     if method == "setattr":
         return wire.node_to_json(await remote.setattr(
             ri(a, "node_id"), mode=ri(a, "mode", default=None),
@@ -469,6 +479,35 @@ async def _proto_post(method: str, remote: EmbeddedRemote, a: dict[str, Any]) ->
         return {"ok": True}
     if method == "rmdir":
         await remote.rmdir(ri(a, "parent"), rs(a, "name"))
+        return {"ok": True}
+    if method == "mknod":
+        try:
+            kind = NodeKind(rs(a, "kind"))
+        except ValueError:
+            raise errors.InvalidArgument(f"unknown node kind {a.get('kind')!r}") from None
+        return wire.node_to_json(await remote.mknod(
+            ri(a, "parent"), rs(a, "name"), kind, ri(a, "mode", default=0o644),
+            ri(a, "rdev", default=0), owner=wire.owner_from_json(a.get("owner"))))
+    if method == "link":
+        return wire.node_to_json(await remote.link(ri(a, "node_id"), ri(a, "new_parent"),
+                                                   rs(a, "new_name")))
+    if method == "chown":
+        return wire.node_to_json(await remote.chown(
+            ri(a, "node_id"), uid=ri(a, "uid", default=None), gid=ri(a, "gid", default=None)))
+    if method == "setTimes":
+        return wire.node_to_json(await remote.set_times(
+            ri(a, "node_id"), atime_ns=ri(a, "atime_ns", default=None),
+            mtime_ns=ri(a, "mtime_ns", default=None)))
+    if method == "setXattr":
+        try:
+            xmode = XattrMode(rs(a, "mode", default="either"))
+        except ValueError:
+            raise errors.InvalidArgument(f"unknown setXattr mode {a.get('mode')!r}") from None
+        await remote.set_xattr(ri(a, "node_id"), rs(a, "name"),
+                               wire.bytes_from_json(a, "value"), xmode)
+        return {"ok": True}
+    if method == "removeXattr":
+        await remote.remove_xattr(ri(a, "node_id"), rs(a, "name"))
         return {"ok": True}
     raise errors.NotFound(f"no protocol method {method!r}")
 

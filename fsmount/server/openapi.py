@@ -68,6 +68,7 @@ _I = {"type": "integer", "format": "int64"}
 _S = {"type": "string"}
 _B = {"type": "boolean"}
 _NS = {"type": "string", "nullable": True}
+_NI = {"type": "integer", "format": "int64", "nullable": True}
 
 
 def _schemas() -> dict[str, Any]:
@@ -80,8 +81,10 @@ def _schemas() -> dict[str, Any]:
             "id": _S, "type": _S, "name": _S, "folder_id": _S, "size": _I, "mime_type": _S,
             "checksum_sha256": _S, "md5": _NS, "created_at": _S, "modified_at": _S,
             "version": _I, "restricted": _B, "share-secret": _S, "file_id": _S,
+            "mode": _I, "uid": _NI, "gid": _NI, "nlink": _I, "rdev": _I,
         }, ["id", "name", "size", "checksum_sha256"]),
-        "Entry": _obj({"id": _S, "type": _S, "name": _S, "size": _I, "modified_at": _S},
+        "Entry": _obj({"id": _S, "type": _S, "name": _S, "size": _I, "modified_at": _S,
+                       "mode": _I, "uid": _NI, "gid": _NI, "nlink": _I, "rdev": _I},
                       ["id", "type", "name"]),
         "Folder": _obj({"id": _S, "name": _S, "parent_id": _NS,
                         "entries": {"type": "array", "items": _ref("Entry")},
@@ -109,8 +112,9 @@ def _schemas() -> dict[str, Any]:
         "Node": _obj({"id": _I, "parent": _I, "name": _S, "kind": _S, "mode": _I, "size": _I,
                       "mtime_ns": _I, "ctime_ns": _I, "version": _I,
                       "segments": {"type": "array", "items": _ref("Document")},
-                      "target": _NS, "restricted": _B, "sha256": _NS},
-                     ["id", "parent", "name", "kind"]),
+                      "target": _NS, "restricted": _B, "sha256": _NS, "uid": _NI, "gid": _NI, "rdev": _I,
+                      "atime_ns": _NI, "nlink": _I}, ["id", "parent", "name", "kind"]),
+        "Owner": _obj({"uid": _I, "gid": _I}, ["uid", "gid"]),
         "Listing": _obj({"entries": {"type": "array", "items": _ref("Node")}, "next_after": _NS},
                         ["entries"]),
         "Ok": _obj({"ok": _B}, ["ok"]),
@@ -125,6 +129,7 @@ def _proto_paths() -> dict[str, Any]:
     segs = {"type": "array", "items": _ref("Location")}
     node = _json(_ref("Node"))
     ok = _json(_ref("Ok"))
+    owner = {**_ref("Owner"), "nullable": True}
     idem = _h("Idempotency-Key", "a retry with the same key returns the first answer")
     p = "/api/v1/proto/"
     return {
@@ -183,7 +188,8 @@ def _proto_paths() -> dict[str, Any]:
             "disk_free_bytes": _I, "disk_total_bytes": _I}, ["used_bytes"]))},
             tag=t)},
         p + "mkdir": {"post": _op("Make a folder", {"200": node}, params=[idem], tag=t,
-                                  body=_json_body(_obj({"parent": _I, "name": _S, "mode": _I},
+                                  body=_json_body(_obj({"parent": _I, "name": _S, "mode": _I,
+                                                        "owner": owner},
                                                        ["parent", "name"])))},
         p + "putFile": {"post": _op(
             "Extension: create (or replace) a small file with its whole content (raw body, at "
@@ -194,7 +200,8 @@ def _proto_paths() -> dict[str, Any]:
         p + "createFile": {"post": _op("Create (or replace) a file from documents", {"200": node},
                                        params=[idem], tag=t, body=_json_body(_obj({
                                            "parent": _I, "name": _S, "segments": segs, "mode": _I,
-                                           "mtime_ns": _I, "replace": _B, "sha256": _NS},
+                                           "mtime_ns": _I, "replace": _B, "sha256": _NS,
+                                           "owner": owner},
                                            ["parent", "name"])))},
         p + "setContent": {"post": _op("Replace a file's content", {"200": node}, params=[idem],
                                        tag=t, body=_json_body(_obj({
@@ -202,8 +209,40 @@ def _proto_paths() -> dict[str, Any]:
                                            "sha256": _NS},
                                            ["node_id"])))},
         p + "symlink": {"post": _op("Make a symlink", {"200": node}, params=[idem], tag=t,
-                                    body=_json_body(_obj({"parent": _I, "name": _S, "target": _S},
+                                    body=_json_body(_obj({"parent": _I, "name": _S, "target": _S,
+                                                          "owner": owner},
                                                          ["parent", "name", "target"])))},
+        p + "mknod": {"post": _op("Make a FIFO, socket or device node (no content)", {"200": node},
+                                  params=[idem], tag=t, body=_json_body(_obj({
+                                      "parent": _I, "name": _S,
+                                      "kind": {"type": "string", "enum": [
+                                          "fifo", "socket", "chardev", "blockdev"]},
+                                      "mode": _I, "rdev": _I, "owner": owner},
+                                      ["parent", "name", "kind"])))},
+        p + "link": {"post": _op("One more name for a node (a hard link)", {"200": node},
+                                 params=[idem], tag=t, body=_json_body(_obj({
+                                     "node_id": _I, "new_parent": _I, "new_name": _S},
+                                     ["node_id", "new_parent", "new_name"])))},
+        p + "chown": {"post": _op("Set the numeric owner and/or group", {"200": node}, tag=t,
+                                  body=_json_body(_obj({"node_id": _I, "uid": _NI, "gid": _NI},
+                                                       ["node_id"])))},
+        p + "setTimes": {"post": _op("Set atime and/or mtime (ns)", {"200": node}, tag=t,
+                                     body=_json_body(_obj({"node_id": _I, "atime_ns": _NI,
+                                                           "mtime_ns": _NI}, ["node_id"])))},
+        p + "getXattr": {"get": _op("One extended attribute (base64 value)", {"200": _json(_obj(
+            {"value": _S}, ["value"]))}, params=[_q("node_id"), _q("name", "string")], tag=t)},
+        p + "listXattrs": {"get": _op("A node's extended attribute names", {"200": _json(_obj(
+            {"names": {"type": "array", "items": _S}}, ["names"]))}, params=[_q("node_id")],
+            tag=t)},
+        p + "setXattr": {"post": _op("Set an extended attribute (base64 value)", {"200": ok},
+                                     params=[idem], tag=t, body=_json_body(_obj({
+                                         "node_id": _I, "name": _S, "value": _S,
+                                         "mode": {"type": "string",
+                                                  "enum": ["either", "create", "replace"]}},
+                                         ["node_id", "name", "value"])))},
+        p + "removeXattr": {"post": _op("Remove an extended attribute", {"200": ok},
+                                        params=[idem], tag=t, body=_json_body(_obj({
+                                            "node_id": _I, "name": _S}, ["node_id", "name"])))},
         p + "setattr": {"post": _op("Change mode or mtime", {"200": node}, tag=t,
                                     body=_json_body(_obj({"node_id": _I, "mode": _I,
                                                           "mtime_ns": _I}, ["node_id"])))},

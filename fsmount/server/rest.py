@@ -420,17 +420,27 @@ async def file_json(st: ServerState, owner: int, remote: Remote, node: Node) -> 
         "modified_at": iso(node.mtime_ns),
         "version": node.version,
         "restricted": st.auth.is_restricted(str(owner), node.id),
+        **posix_json(node),
     }
+
+
+def posix_json(node: Node) -> dict[str, Any]:
+    """The POSIX fields of a node's metadata: permission bits, numeric owner (null: made
+    without one, e.g. by this API), link count, device number of a device node."""
+    return {"mode": node.mode, "uid": node.uid, "gid": node.gid, "nlink": node.nlink,
+            "rdev": node.rdev}
 
 
 def entry_json(owner: int, node: Node) -> dict[str, Any]:
     is_dir = node.kind is NodeKind.DIR
     return {
         "id": (folder_id if is_dir else file_id)(owner, node.id),
-        "type": "folder" if is_dir else ("symlink" if node.kind is NodeKind.SYMLINK else "file"),
+        "type": "folder" if is_dir else (
+            "file" if node.kind is NodeKind.FILE else str(node.kind)),
         "name": node.name,
         "size": node.size,
         "modified_at": iso(node.mtime_ns),
+        **posix_json(node),
     }
 
 

@@ -32,6 +32,7 @@ from ..remote import (
     Listing,
     Node,
     NodeKind,
+    Owner,
     Usage,
     UserConfig,
 )
@@ -44,13 +45,13 @@ PROTO_PREFIX = "/api/v1/proto/"
 #: with the first answer instead of executing the call again.
 NON_IDEMPOTENT = frozenset(
     {"uploadMedia", "mkdir", "createFile", "setContent", "symlink", "rename", "unlink", "rmdir",
-     "putFile"}
+     "putFile", "mknod", "link", "setXattr", "removeXattr"}
 )
 
 #: Methods sent as GET with their arguments in the query string.
 GET_METHODS = frozenset(
     {"getConfig", "getFile", "getFileHashes", "getFileChecksums", "getDocumentByHash",
-     "lookup", "getattr", "listFolder", "statfs", "getChanges"}
+     "lookup", "getattr", "listFolder", "statfs", "getChanges", "getXattr", "listXattrs"}
 )
 
 #: Methods whose request body is raw part bytes, arguments in the query string.
@@ -59,7 +60,7 @@ PART_METHODS = frozenset({"saveFilePart", "saveBigFilePart"})
 #: Methods sent as POST with a JSON object body.
 JSON_METHODS = frozenset(
     {"uploadMedia", "mkdir", "createFile", "setContent", "symlink", "setattr", "rename",
-     "unlink", "rmdir"}
+     "unlink", "rmdir", "mknod", "link", "chown", "setTimes", "setXattr", "removeXattr"}
 )
 
 #: Methods whose request body is a whole small file, arguments in the query string.
@@ -222,6 +223,11 @@ def node_to_json(node: Node) -> dict[str, Any]:
         "target": node.target,
         "restricted": node.restricted,
         "sha256": node.sha256,
+        "uid": node.uid,
+        "gid": node.gid,
+        "rdev": node.rdev,
+        "atime_ns": node.atime_ns,
+        "nlink": node.nlink,
     }
 
 
@@ -256,6 +262,11 @@ def node_from_json(obj: Any) -> Node:
         target=target,
         restricted=req_bool(obj, "restricted", False),
         sha256=sha256,
+        uid=req_int(obj, "uid", default=None),
+        gid=req_int(obj, "gid", default=None),
+        rdev=req_int(obj, "rdev", default=0),
+        atime_ns=req_int(obj, "atime_ns", default=None),
+        nlink=req_int(obj, "nlink", default=1),
     )
 
 
@@ -286,6 +297,33 @@ def change_batch_from_json(obj: Any) -> ChangeBatch:
             parent=req_int(c, "parent"), name=req_str(c, "name"), at_ns=req_int(c, "at_ns"),
             old_parent=req_int(c, "old_parent", default=None), old_name=old_name))
     return ChangeBatch(req_int(obj, "cursor"), tuple(changes), req_bool(obj, "reset", False))
+
+
+def owner_to_json(owner: Owner | None) -> dict[str, int] | None:
+    return None if owner is None else {"uid": owner.uid, "gid": owner.gid}
+
+
+def owner_from_json(obj: Any) -> Owner | None:
+    """Raises InvalidArgument unless ``obj`` is null or ``{"uid": N, "gid": N}``."""
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise _bad("owner")
+    return Owner(req_int(obj, "uid"), req_int(obj, "gid"))
+
+
+def bytes_to_json(value: bytes) -> str:
+    """An attribute value in JSON: base64 (values are arbitrary bytes)."""
+    return base64.b64encode(value).decode("ascii")
+
+
+def bytes_from_json(obj: dict[str, Any], key: str) -> bytes:
+    """Raises InvalidArgument unless ``obj[key]`` is base64 text."""
+    text = req_str(obj, key)
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise _bad(f"{key} (base64)") from exc
 
 
 def listing_to_json(listing: Listing) -> dict[str, Any]:

@@ -51,9 +51,12 @@ from ..remote import (
     InputFileBig,
     Listing,
     Node,
+    NodeKind,
+    Owner,
     UploadFile,
     Usage,
     UserConfig,
+    XattrMode,
 )
 from .changes import ChangeLog
 from .content import ContentBackend
@@ -69,6 +72,7 @@ from .reads import HASH_WINDOWS, Reads
 from .sqlite_meta import SqliteMeta
 from .txn import TxRunner
 from .users import DEFAULT_USER, Users
+from .xattrs import Xattrs
 
 __all__ = ["LIMITS_ENV", "Store", "limits_from_env"]
 
@@ -157,6 +161,7 @@ class Store:
             self.changes = ChangeLog(self.txn)
             self.namespace = Namespace(self.txn, self.users, self.reads, self.lifetime, hooks,
                                        self.changes)
+            self.xattrs = Xattrs(self.txn)
             if alone:
                 self.lifetime.sweep_orphans()
                 self._locks.share_gc_lock()
@@ -366,23 +371,25 @@ class Store:
         InvalidArgument (limit not in 1..10000)."""
         return self.namespace.list_folder(user_id, folder_id, after, limit)
 
-    def mkdir(self, user_id: int, parent: int, name: str, mode: int = 0o755) -> Node:
-        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName."""
-        return self.namespace.mkdir(user_id, parent, name, mode)
+    def mkdir(self, user_id: int, parent: int, name: str, mode: int = 0o755, *,
+              owner: Owner | None = None) -> Node:
+        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName, InvalidArgument."""
+        return self.namespace.mkdir(user_id, parent, name, mode, owner=owner)
 
     def create_file(self, user_id: int, parent: int, name: str,
                     segments: tuple[FileLocation, ...] = (), *, mode: int = 0o644,
                     mtime_ns: int | None = None, replace: bool = False,
-                    sha256: str | None = None) -> Node:
+                    sha256: str | None = None, owner: Owner | None = None) -> Node:
         """Create a file from documents; with ``replace`` an existing file (or symlink) of
         that name is replaced in the same transaction (the new file gets a new node id).
         ``sha256``: the whole content's, as the writer computed it.
 
         Raises AlreadyExists, IsADirectory, NotFound, NotADirectory, InvalidName,
-        FileIdInvalid, FileReferenceExpired, QuotaExceeded, InvalidArgument.
+        FileIdInvalid, FileReferenceExpired, QuotaExceeded, InvalidArgument (sha256, owner).
         """
         return self.namespace.create_file(user_id, parent, name, segments, mode=mode,
-                                          mtime_ns=mtime_ns, replace=replace, sha256=sha256)
+                                          mtime_ns=mtime_ns, replace=replace, sha256=sha256,
+                                          owner=owner)
 
     def put_file(self, user_id: int, parent: int, name: str, data: bytes, *,
                  md5_checksum: str, mode: int = 0o644, mtime_ns: int | None = None,
@@ -427,9 +434,10 @@ class Store:
         return self.namespace.set_content(user_id, node_id, segments, mtime_ns=mtime_ns,
                                           sha256=sha256)
 
-    def symlink(self, user_id: int, parent: int, name: str, target: str) -> Node:
+    def symlink(self, user_id: int, parent: int, name: str, target: str, *,
+                owner: Owner | None = None) -> Node:
         """Raises AlreadyExists, NotFound, NotADirectory, InvalidName, InvalidArgument."""
-        return self.namespace.symlink(user_id, parent, name, target)
+        return self.namespace.symlink(user_id, parent, name, target, owner=owner)
 
     def setattr(self, user_id: int, node_id: int, *, mode: int | None = None,
                 mtime_ns: int | None = None) -> Node:
@@ -464,3 +472,45 @@ class Store:
         Raises InvalidArgument (bad cursor or timeout; the store is closed).
         """
         return self.changes.get_changes(user_id, cursor, timeout)
+
+    # --- POSIX: special files, hard links, ownership, times, extended attributes ----------
+
+    def mknod(self, user_id: int, parent: int, name: str, kind: NodeKind, mode: int,
+              rdev: int = 0, *, owner: Owner | None = None) -> Node:
+        """A FIFO, socket or device node.  Raises AlreadyExists, NotFound, NotADirectory,
+        InvalidName, InvalidArgument."""
+        return self.namespace.mknod(user_id, parent, name, kind, mode, rdev, owner=owner)
+
+    def link(self, user_id: int, node_id: int, new_parent: int, new_name: str) -> Node:
+        """One more name of a node.  Raises NotFound, NotADirectory, AlreadyExists,
+        InvalidName, NotPermitted (a folder)."""
+        return self.namespace.link(user_id, node_id, new_parent, new_name)
+
+    def chown(self, user_id: int, node_id: int, *, uid: int | None = None,
+              gid: int | None = None) -> Node:
+        """Set the numeric owner and/or group.  Raises NotFound, InvalidArgument."""
+        return self.namespace.chown(user_id, node_id, owner_uid=uid, owner_gid=gid)
+
+    def set_times(self, user_id: int, node_id: int, *, atime_ns: int | None = None,
+                  mtime_ns: int | None = None) -> Node:
+        """Set atime and/or mtime (ctime to now).  Raises NotFound."""
+        return self.namespace.set_times(user_id, node_id, atime_ns=atime_ns,
+                                        mtime_ns=mtime_ns)
+
+    def get_xattr(self, user_id: int, node_id: int, name: str) -> bytes:
+        """Raises NotFound, NoSuchAttribute."""
+        return self.xattrs.get(user_id, node_id, name)
+
+    def list_xattrs(self, user_id: int, node_id: int) -> list[str]:
+        """Raises NotFound."""
+        return self.xattrs.list(user_id, node_id)
+
+    def set_xattr(self, user_id: int, node_id: int, name: str, value: bytes,
+                  mode: XattrMode = XattrMode.EITHER) -> None:
+        """Raises NotFound, AlreadyExists, NoSuchAttribute, InvalidArgument, NotPermitted,
+        AttributeTooBig, AttributesFull."""
+        self.xattrs.set(user_id, node_id, name, value, mode)
+
+    def remove_xattr(self, user_id: int, node_id: int, name: str) -> None:
+        """Raises NotFound, NoSuchAttribute."""
+        self.xattrs.remove(user_id, node_id, name)

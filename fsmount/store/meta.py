@@ -35,6 +35,7 @@ from .rows import (
     ChangeRecord,
     DocumentLife,
     DocumentRef,
+    NameRow,
     NodeRow,
     PartKey,
     PartRow,
@@ -95,11 +96,14 @@ class MetaTx(Protocol):
     # --- nodes ---
     def insert_node(self, user_id: int, node: NodeRow) -> None: ...
     def node(self, user_id: int, node_id: int) -> NodeRow | None: ...
-    def child(self, user_id: int, parent: int, name: str) -> NodeRow | None: ...
+    def child(self, user_id: int, parent: int, name: str) -> NodeRow | None:
+        """The node named ``name`` in ``parent``, by its own row's name or an extra name
+        (the row then carries that name)."""
     def children(self, user_id: int, parent: int, after: str, limit: int) -> list[NodeRow]:
-        """Up to ``limit`` entries of ``parent`` named above ``after``, in name order (the
-        root, its own parent, is among the root's)."""
-    def has_children(self, user_id: int, node_id: int) -> bool: ...
+        """Up to ``limit`` entries of ``parent`` named above ``after``, in name order, extra
+        names included (the root, its own parent, is among the root's)."""
+    def has_children(self, user_id: int, node_id: int) -> bool:
+        """Whether the folder has any entry (extra names included)."""
     def touch_node(self, user_id: int, node_id: int, ns: int) -> None:
         """Set both mtime and ctime."""
     def set_node_mode(self, user_id: int, node_id: int, mode: int) -> None: ...
@@ -113,6 +117,30 @@ class MetaTx(Protocol):
     def set_node_sha256(self, user_id: int, node_id: int, sha256: str | None) -> None:
         """The whole file's SHA-256 (hex), or None: not known (set with its content)."""
     def delete_node(self, user_id: int, node_id: int) -> None: ...
+
+    # --- POSIX: ownership, times, extra names (hard links), extended attributes ---
+    def set_node_owner(self, user_id: int, node_id: int, uid: int | None,
+                       gid: int | None) -> None:
+        """Set the owner and the group (None leaves that one as it is)."""
+    def set_node_atime(self, user_id: int, node_id: int, atime_ns: int) -> None: ...
+    def set_node_nlink(self, user_id: int, node_id: int, nlink: int) -> None: ...
+    def insert_name(self, user_id: int, node_id: int, parent: int, name: str) -> None:
+        """One more name of the node (``child`` and ``children`` answer it from now on)."""
+    def delete_name(self, user_id: int, parent: int, name: str) -> None: ...
+    def move_name(self, user_id: int, parent: int, name: str, new_parent: int,
+                  new_name: str) -> None: ...
+    def names(self, user_id: int, node_id: int) -> list[NameRow]:
+        """The node's extra names (not the one on its own row), in (parent, name) order."""
+    def delete_names(self, user_id: int, node_id: int) -> None: ...
+    def xattr(self, user_id: int, node_id: int, name: str) -> bytes | None: ...
+    def xattr_names(self, user_id: int, node_id: int) -> list[str]:
+        """In name order."""
+    def xattr_bytes(self, user_id: int, node_id: int, *, without: str = "") -> int:
+        """Bytes of names and values of the node's attributes (except ``without``)."""
+    def put_xattr(self, user_id: int, node_id: int, name: str, value: bytes) -> None:
+        """Insert or replace."""
+    def delete_xattr(self, user_id: int, node_id: int, name: str) -> None: ...
+    def delete_xattrs(self, user_id: int, node_id: int) -> None: ...
 
     # --- segments (a file's documents, in order) ---
     def segment_doc_ids(self, user_id: int, node_id: int) -> list[int]: ...

@@ -1,4 +1,12 @@
-"""The namespace: each user's tree of folders, files and symlinks on stable node ids.
+"""The namespace: each user's tree of folders, files, symlinks and special files on stable
+node ids.
+
+A node has one name on its own row and any number of extra names (hard links, rows of
+their own in the metadata backend; ``nlink`` counts them all).  Removing a name removes the
+node only with its last name; when the name on the node's own row goes, the node's first
+extra name moves onto the row, so that a node's row always carries one of its names.
+Folders have exactly one name.  Ownership is numeric and kept as given (None: made without
+one); the rules of who may change it are the mount's (POSIX's), not the store's.
 
 A file is an ordered tuple of documents (its segments).  Every change is one transaction:
 creating a file over an existing one, replacing a file's content and renaming over a target
@@ -11,7 +19,17 @@ of nodes) is kept per user as nodes change; growth is checked against the quota.
 from __future__ import annotations
 
 from .. import errors
-from ..remote import ROOT_ID, ChangeKind, Document, FileLocation, Listing, Node, NodeKind
+from ..remote import (
+    ROOT_ID,
+    SPECIAL_KINDS,
+    ChangeKind,
+    Document,
+    FileLocation,
+    Listing,
+    Node,
+    NodeKind,
+    Owner,
+)
 from .changes import ChangeLog
 from .hooks import HookPoint, StoreHooks
 from .lifetime import Lifetime
@@ -53,6 +71,8 @@ def whole_file_sha256(tx: MetaTx, docs: list[tuple[int, int]], claimed: str | No
 MAX_NAME_BYTES = 255
 MAX_SYMLINK_BYTES = 4096
 MAX_LIST_LIMIT = 10_000
+#: Numeric ids (uid/gid) a store keeps: 0..2**32-2 (2**32-1 is chown's "no change").
+MAX_OWNER_ID = 2**32 - 2
 
 
 def check_name(name: str) -> None:
@@ -68,7 +88,7 @@ def check_name(name: str) -> None:
     except UnicodeEncodeError:
         raise errors.InvalidName(f"{name!r} is not valid UTF-8") from None
     if len(encoded) > MAX_NAME_BYTES:
-        raise errors.InvalidName(f"name of {len(encoded)} bytes exceeds {MAX_NAME_BYTES}")
+        raise errors.NameTooLong(f"name of {len(encoded)} bytes exceeds {MAX_NAME_BYTES}")
 
 
 def _name_ok(name: object) -> bool:
@@ -129,24 +149,62 @@ class Namespace:
         return self._with_segments(tx, uid, self._row(tx, uid, node_id))
 
     def _new_node(self, tx: MetaTx, uid: int, parent: int, name: str, kind: NodeKind,
-                  mode: int, size: int, mtime_ns: int | None, target: str | None = None) -> int:
+                  mode: int, size: int, mtime_ns: int | None, target: str | None = None, *,
+                  owner: Owner | None = None, rdev: int = 0) -> int:
         node_id = tx.allocate_node_id(uid, size if kind is NodeKind.FILE else 0)
         ns = int(tx.now * 1e9)
+        o_uid, o_gid = (None, None) if owner is None else _check_owner(owner)
+        is_dir = kind is NodeKind.DIR
         tx.insert_node(uid, NodeRow(node_id, parent, name, kind, mode & 0o7777, size,
-                                    ns if mtime_ns is None else int(mtime_ns), ns, 0, target))
+                                    ns if mtime_ns is None else int(mtime_ns), ns, 0, target,
+                                    o_uid, o_gid, int(rdev), None, 2 if is_dir else 1))
+        if is_dir:
+            self._count_subfolder(tx, uid, parent, +1)
         return node_id
+
+    @staticmethod
+    def _count_subfolder(tx: MetaTx, uid: int, folder_id: int, delta: int) -> None:
+        """A folder's nlink is 2 plus its subfolders (each one's ``..``), as on ext4."""
+        row = tx.node(uid, folder_id)
+        if row is not None and row.kind is NodeKind.DIR:
+            tx.set_node_nlink(uid, folder_id, max(2, row.nlink + delta))
 
     @staticmethod
     def _touch_dir(tx: MetaTx, uid: int, dir_id: int) -> None:
         tx.touch_node(uid, dir_id, int(tx.now * 1e9))
 
     def _delete_node(self, tx: MetaTx, uid: int, row: NodeRow) -> None:
-        """Delete a file, symlink or empty folder row and reclaim its content."""
+        """Delete a file, symlink, special file or empty folder row (with its extra names
+        and attributes) and reclaim its content."""
         docs = tx.segment_doc_ids(uid, row.id)
         tx.delete_segments(uid, row.id)
+        tx.delete_xattrs(uid, row.id)
+        if row.kind is NodeKind.DIR:
+            self._count_subfolder(tx, uid, row.parent, -1)
+        elif row.nlink > 1:
+            tx.delete_names(uid, row.id)
         tx.delete_node(uid, row.id)
         tx.adjust_usage(uid, nodes=-1, used_bytes=-_file_size(row))
         self.lifetime.release_documents(tx, docs)
+
+    def _remove_name(self, tx: MetaTx, uid: int, row: NodeRow) -> bool:
+        """Remove the name ``row`` was found by (:meth:`MetaTx.child`); the node goes with
+        its last name.  Returns whether the node was deleted."""
+        if row.nlink <= 1 or row.kind is NodeKind.DIR:
+            self._delete_node(tx, uid, row)
+            return True
+        ns = int(tx.now * 1e9)
+        own = self._row(tx, uid, row.id)
+        if (own.parent, own.name) == (row.parent, row.name):
+            # The node's own row loses its name: its first extra name moves onto the row.
+            first = tx.names(uid, row.id)[0]
+            tx.delete_name(uid, first.parent, first.name)
+            tx.move_node(uid, row.id, first.parent, first.name, ns)
+        else:
+            tx.delete_name(uid, row.parent, row.name)
+        tx.set_node_nlink(uid, row.id, row.nlink - 1)
+        tx.set_node_ctime(uid, row.id, ns)
+        return False
 
     def _documents_for(self, tx: MetaTx, uid: int, segments: tuple[FileLocation, ...]
                        ) -> list[tuple[int, int]]:
@@ -173,9 +231,12 @@ class Namespace:
             return self._node(tx, uid, node_id)
 
     def lookup(self, uid: int, parent: int, name: str) -> Node:
-        """Raises NotFound, NotADirectory."""
+        """Raises NotFound, NotADirectory, NameTooLong."""
         with self.txn.run(write=False) as tx:
             self._dir_row(tx, uid, parent)
+            if isinstance(name, str) and len(name.encode("utf-8", "surrogateescape")) > (
+                    MAX_NAME_BYTES):
+                raise errors.NameTooLong(f"a name of more than {MAX_NAME_BYTES} bytes")
             if not _name_ok(name):
                 raise errors.NotFound(f"no {name!r} in folder {parent}")
             row = tx.child(uid, parent, name)
@@ -202,14 +263,17 @@ class Namespace:
 
     # --- changing -------------------------------------------------------------------------
 
-    def mkdir(self, uid: int, parent: int, name: str, mode: int = 0o755) -> Node:
-        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName."""
+    def mkdir(self, uid: int, parent: int, name: str, mode: int = 0o755, *,
+              owner: Owner | None = None) -> Node:
+        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName, InvalidArgument (an
+        owner id out of range)."""
         check_name(name)
         with self.txn.run() as tx:
             self._dir_row(tx, uid, parent)
             if tx.child(uid, parent, name):
                 raise errors.AlreadyExists(f"{name!r} exists in folder {parent}")
-            nid = self._new_node(tx, uid, parent, name, NodeKind.DIR, mode, 0, None)
+            nid = self._new_node(tx, uid, parent, name, NodeKind.DIR, mode, 0, None,
+                                 owner=owner)
             self._touch_dir(tx, uid, parent)
             self._log(tx, uid, ChangeKind.CREATE, nid, parent, name)
             return self._node(tx, uid, nid)
@@ -217,12 +281,13 @@ class Namespace:
     def create_file(self, uid: int, parent: int, name: str,
                     segments: tuple[FileLocation, ...] = (), *, mode: int = 0o644,
                     mtime_ns: int | None = None, replace: bool = False,
-                    sha256: str | None = None) -> Node:
+                    sha256: str | None = None, owner: Owner | None = None) -> Node:
         """Create a file from documents; with ``replace`` an existing file (or symlink) of
-        that name is replaced in the same transaction (the new file gets a new node id).
+        that name is replaced in the same transaction (the new file gets a new node id;
+        a replaced node with other names keeps them).
 
         Raises AlreadyExists, IsADirectory, NotFound, NotADirectory, InvalidName,
-        FileIdInvalid, FileReferenceExpired, QuotaExceeded.
+        FileIdInvalid, FileReferenceExpired, QuotaExceeded, InvalidArgument (owner).
         """
         check_name(name)
         with self.txn.run() as tx:
@@ -237,12 +302,13 @@ class Namespace:
                     raise errors.IsADirectory(f"{name!r} is a folder")
                 if not replace:
                     raise errors.AlreadyExists(f"{name!r} exists in folder {parent}")
-                old_size = _file_size(old)
+                old_size = _file_size(old) if old.nlink <= 1 else 0
             self._check_quota(tx, uid, size - old_size)
             if old is not None:
-                self._delete_node(tx, uid, old)
+                self._remove_name(tx, uid, old)
                 self._log(tx, uid, ChangeKind.DELETE, old.id, parent, name)
-            nid = self._new_node(tx, uid, parent, name, NodeKind.FILE, mode, size, mtime_ns)
+            nid = self._new_node(tx, uid, parent, name, NodeKind.FILE, mode, size, mtime_ns,
+                                 owner=owner)
             self._set_segments(tx, uid, nid, docs)
             tx.set_node_sha256(uid, nid, whole_file_sha256(tx, docs, sha256))
             self._touch_dir(tx, uid, parent)
@@ -279,7 +345,8 @@ class Namespace:
             tx.hook_after = HookPoint.SET_CONTENT_AFTER_COMMIT
             return self._node(tx, uid, node_id)
 
-    def symlink(self, uid: int, parent: int, name: str, target: str) -> Node:
+    def symlink(self, uid: int, parent: int, name: str, target: str, *,
+                owner: Owner | None = None) -> Node:
         """Raises AlreadyExists, NotFound, NotADirectory, InvalidName, InvalidArgument."""
         check_name(name)
         if not isinstance(target, str) or not target or "\0" in target:
@@ -292,7 +359,7 @@ class Namespace:
             if tx.child(uid, parent, name):
                 raise errors.AlreadyExists(f"{name!r} exists in folder {parent}")
             nid = self._new_node(tx, uid, parent, name, NodeKind.SYMLINK, 0o777, size, None,
-                                 target)
+                                 target, owner=owner)
             self._touch_dir(tx, uid, parent)
             self._log(tx, uid, ChangeKind.CREATE, nid, parent, name)
             return self._node(tx, uid, nid)
@@ -339,7 +406,9 @@ class Namespace:
                     cur = self._row(tx, uid, cur).parent
             dst = tx.child(uid, new_parent, new_name)
             if dst is not None and dst.id == src.id:
-                return self._node(tx, uid, src.id)
+                # The same name, or two names of one node (hard links): POSIX says rename
+                # does nothing then.
+                return self._with_segments(tx, uid, src)
             if dst is not None:
                 if not replace:
                     raise errors.AlreadyExists(f"{new_name!r} exists in folder {new_parent}")
@@ -350,9 +419,18 @@ class Namespace:
                     raise errors.IsADirectory(f"{new_name!r} is a folder")
                 if dst_is_dir and tx.has_children(uid, dst.id):
                     raise errors.NotEmpty(f"folder {new_name!r} is not empty")
-                self._delete_node(tx, uid, dst)
+                self._remove_name(tx, uid, dst)
                 self._log(tx, uid, ChangeKind.DELETE, dst.id, new_parent, new_name)
-            tx.move_node(uid, src.id, new_parent, new_name, int(tx.now * 1e9))
+            ns = int(tx.now * 1e9)
+            own = self._row(tx, uid, src.id)
+            if (own.parent, own.name) == (parent, name):
+                tx.move_node(uid, src.id, new_parent, new_name, ns)
+                if src_is_dir and new_parent != parent:
+                    self._count_subfolder(tx, uid, parent, -1)
+                    self._count_subfolder(tx, uid, new_parent, +1)
+            else:
+                tx.move_name(uid, parent, name, new_parent, new_name)
+                tx.set_node_ctime(uid, src.id, ns)
             self._touch_dir(tx, uid, parent)
             if new_parent != parent:
                 self._touch_dir(tx, uid, new_parent)
@@ -360,10 +438,13 @@ class Namespace:
                       old=(parent, src.name))
             self.hooks.reached(HookPoint.RENAME_BEFORE_COMMIT)
             tx.hook_after = HookPoint.RENAME_AFTER_COMMIT
-            return self._node(tx, uid, src.id)
+            moved = tx.child(uid, new_parent, new_name)
+            assert moved is not None, "the node just moved there"
+            return self._with_segments(tx, uid, moved)
 
     def unlink(self, uid: int, parent: int, name: str) -> None:
-        """Remove a file or symlink.  Raises NotFound, NotADirectory, IsADirectory."""
+        """Remove a name of a file, symlink or special file (the node goes with its last
+        name).  Raises NotFound, NotADirectory, IsADirectory."""
         with self.txn.run() as tx:
             self._dir_row(tx, uid, parent)
             row = tx.child(uid, parent, name) if _name_ok(name) else None
@@ -371,7 +452,7 @@ class Namespace:
                 raise errors.NotFound(f"no {name!r} in folder {parent}")
             if row.kind is NodeKind.DIR:
                 raise errors.IsADirectory(f"{name!r} is a folder")
-            self._delete_node(tx, uid, row)
+            self._remove_name(tx, uid, row)
             self._touch_dir(tx, uid, parent)
             self._log(tx, uid, ChangeKind.DELETE, row.id, parent, row.name)
 
@@ -389,3 +470,84 @@ class Namespace:
             self._delete_node(tx, uid, row)
             self._touch_dir(tx, uid, parent)
             self._log(tx, uid, ChangeKind.DELETE, row.id, parent, row.name)
+
+    # --- POSIX: special files, hard links, ownership, times -------------------------------
+
+    def mknod(self, uid: int, parent: int, name: str, kind: NodeKind, mode: int,
+              rdev: int = 0, *, owner: Owner | None = None) -> Node:
+        """A FIFO, socket or device node.  Raises AlreadyExists, NotFound, NotADirectory,
+        InvalidName, InvalidArgument (not a special kind; rdev or owner out of range)."""
+        check_name(name)
+        if kind not in SPECIAL_KINDS:
+            raise errors.InvalidArgument(f"mknod makes special files, not {kind!s}")
+        if not isinstance(rdev, int) or not 0 <= rdev < 2**63:
+            raise errors.InvalidArgument(f"rdev {rdev!r} is out of range")
+        if kind not in (NodeKind.CHARDEV, NodeKind.BLOCKDEV):
+            rdev = 0
+        with self.txn.run() as tx:
+            self._dir_row(tx, uid, parent)
+            if tx.child(uid, parent, name):
+                raise errors.AlreadyExists(f"{name!r} exists in folder {parent}")
+            nid = self._new_node(tx, uid, parent, name, kind, mode, 0, None, owner=owner,
+                                 rdev=rdev)
+            self._touch_dir(tx, uid, parent)
+            self._log(tx, uid, ChangeKind.CREATE, nid, parent, name)
+            return self._node(tx, uid, nid)
+
+    def link(self, uid: int, node_id: int, new_parent: int, new_name: str) -> Node:
+        """One more name of a node.  Raises NotFound, NotADirectory, AlreadyExists,
+        InvalidName, NotPermitted (a folder)."""
+        check_name(new_name)
+        with self.txn.run() as tx:
+            row = self._row(tx, uid, node_id)
+            if row.kind is NodeKind.DIR:
+                raise errors.NotPermitted("a folder has one name (no hard links to folders)")
+            self._dir_row(tx, uid, new_parent)
+            if tx.child(uid, new_parent, new_name):
+                raise errors.AlreadyExists(f"{new_name!r} exists in folder {new_parent}")
+            tx.insert_name(uid, node_id, new_parent, new_name)
+            tx.set_node_nlink(uid, node_id, row.nlink + 1)
+            tx.set_node_ctime(uid, node_id, int(tx.now * 1e9))
+            self._touch_dir(tx, uid, new_parent)
+            # A new name of an existing node: its attributes (nlink, ctime) and the folder.
+            self._log(tx, uid, ChangeKind.CREATE, node_id, new_parent, new_name)
+            self._log(tx, uid, ChangeKind.ATTR, node_id, row.parent, row.name)
+            linked = tx.child(uid, new_parent, new_name)
+            assert linked is not None, "the name was just inserted"
+            return self._with_segments(tx, uid, linked)
+
+    def chown(self, uid: int, node_id: int, *, owner_uid: int | None = None,
+              owner_gid: int | None = None) -> Node:
+        """Set the numeric owner and/or group; sets the ctime.  Raises NotFound,
+        InvalidArgument (an id out of range)."""
+        for v in (owner_uid, owner_gid):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)
+                                  or not 0 <= v <= MAX_OWNER_ID):
+                raise errors.InvalidArgument(f"owner id {v!r} is not in 0..{MAX_OWNER_ID}")
+        with self.txn.run() as tx:
+            row = self._row(tx, uid, node_id)
+            tx.set_node_owner(uid, node_id, owner_uid, owner_gid)
+            tx.set_node_ctime(uid, node_id, int(tx.now * 1e9))
+            self._log(tx, uid, ChangeKind.ATTR, node_id, row.parent, row.name)
+            return self._node(tx, uid, node_id)
+
+    def set_times(self, uid: int, node_id: int, *, atime_ns: int | None = None,
+                  mtime_ns: int | None = None) -> Node:
+        """Set atime and/or mtime; sets the ctime.  Raises NotFound."""
+        with self.txn.run() as tx:
+            row = self._row(tx, uid, node_id)
+            if atime_ns is not None:
+                tx.set_node_atime(uid, node_id, int(atime_ns))
+            if mtime_ns is not None:
+                tx.set_node_mtime(uid, node_id, int(mtime_ns))
+            tx.set_node_ctime(uid, node_id, int(tx.now * 1e9))
+            self._log(tx, uid, ChangeKind.ATTR, node_id, row.parent, row.name)
+            return self._node(tx, uid, node_id)
+
+
+def _check_owner(owner: Owner) -> tuple[int, int]:
+    """Raises InvalidArgument unless both ids are in 0..MAX_OWNER_ID."""
+    for v in owner:
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_OWNER_ID:
+            raise errors.InvalidArgument(f"owner id {v!r} is not in 0..{MAX_OWNER_ID}")
+    return int(owner[0]), int(owner[1])

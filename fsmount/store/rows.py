@@ -14,7 +14,7 @@ from typing import NamedTuple
 from ..protocol import FileType
 from ..remote import ChangeKind, Document, Node, NodeKind
 
-__all__ = ["BlobRow", "ChangeRecord", "DocumentRef", "DocumentLife", "NodeRow", "PartKey", "PartRow",
+__all__ = ["BlobRow", "ChangeRecord", "DocumentRef", "DocumentLife", "NameRow", "NodeRow", "PartKey", "PartRow",
            "PartStamp", "ReadableDocument", "SavedPart", "Tombstone", "UploadKey", "UploadRow",
            "UserRow"]
 
@@ -29,7 +29,8 @@ class UserRow(NamedTuple):
 
 
 class NodeRow(NamedTuple):
-    """A folder, file or symlink row (without its segments)."""
+    """A node's row (without its segments).  A row found by one of the node's extra names
+    (a hard link) carries that name's ``parent`` and ``name``."""
 
     id: int
     parent: int
@@ -43,13 +44,27 @@ class NodeRow(NamedTuple):
     target: str | None
     #: The whole file's SHA-256 (hex) where known.
     sha256: str | None = None
+    uid: int | None = None
+    gid: int | None = None
+    rdev: int = 0
+    atime_ns: int | None = None
+    #: Names of the node: 1 plus its rows in the extra names (hard links).
+    nlink: int = 1
 
     def node(self, segments: tuple[Document, ...] = ()) -> Node:
         """The namespace's :class:`~fsmount.remote.Node` of this row."""
         return Node(id=self.id, parent=self.parent, name=self.name, kind=self.kind,
                     mode=self.mode, size=self.size, mtime_ns=self.mtime_ns,
                     ctime_ns=self.ctime_ns, version=self.version, segments=segments,
-                    target=self.target, sha256=self.sha256)
+                    target=self.target, sha256=self.sha256, uid=self.uid, gid=self.gid, rdev=self.rdev,
+                    atime_ns=self.atime_ns, nlink=self.nlink)
+
+
+class NameRow(NamedTuple):
+    """One extra name of a node (a hard link): the folder and the name in it."""
+
+    parent: int
+    name: str
 
 
 class DocumentRef(NamedTuple):

@@ -4,7 +4,8 @@ Every statement of SQL the store runs lives in this module; :class:`SqliteTx` an
 named queries of :class:`fsmount.store.meta.MetaTx` with the rows of
 :mod:`fsmount.store.rows`.  The schema is byte-compatible with the stores written before
 the package was split (version 2: the blocks' CRC32Cs); version 3 adds the change log
-(tables ``changes`` and ``change_floors``, created on open of an older store).
+(tables ``changes`` and ``change_floors``) and POSIX (ownership, device numbers, atime, hard
+links as extra names, extended attributes), all created on open of an older store.
 
 Durability: commits run with ``synchronous=NORMAL`` -- atomic, and surviving a killed
 process; :meth:`SqliteMeta.make_durable` (a WAL checkpoint) is what the store runs before
@@ -29,6 +30,7 @@ from .rows import (
     ChangeRecord,
     DocumentLife,
     DocumentRef,
+    NameRow,
     NodeRow,
     PartKey,
     PartRow,
@@ -68,9 +70,29 @@ CREATE TABLE IF NOT EXISTS nodes(
     version INTEGER NOT NULL DEFAULT 0,
     target TEXT,
     sha256 TEXT,
+    uid INTEGER,
+    gid INTEGER,
+    rdev INTEGER NOT NULL DEFAULT 0,
+    atime_ns INTEGER,
+    nlink INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY(user_id, id)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS nodes_by_name ON nodes(user_id, parent, name);
+CREATE TABLE IF NOT EXISTS node_names(
+    user_id INTEGER NOT NULL,
+    parent INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    node_id INTEGER NOT NULL,
+    PRIMARY KEY(user_id, parent, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS node_names_by_node ON node_names(user_id, node_id);
+CREATE TABLE IF NOT EXISTS xattrs(
+    user_id INTEGER NOT NULL,
+    node_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY(user_id, node_id, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS segments(
     user_id INTEGER NOT NULL,
     node_id INTEGER NOT NULL,
@@ -140,10 +162,18 @@ CREATE TABLE IF NOT EXISTS change_floors(
     seq INTEGER NOT NULL
 );
 """
-#: 2: the blocks' CRC32Cs; 3: the change log (``changes``, ``change_floors``).
+#: 2: the blocks' CRC32Cs; 3: the change log (``changes``, ``change_floors``) and POSIX
+#: (owners, rdev, atime, nlink, ``node_names``, ``xattrs``).
 SCHEMA_VERSION = 3
 
-_NODE_COLS = "id, parent, name, kind, mode, size, mtime_ns, ctime_ns, version, target, sha256"
+_NODE_COLS = ("id, parent, name, kind, mode, size, mtime_ns, ctime_ns, version, target, "
+              "sha256, uid, gid, rdev, atime_ns, nlink")
+#: The same columns of a node reached by an extra name ``l`` (node_names) joined to ``n``.
+_LINKED_COLS = ("n.id, l.parent, l.name, n.kind, n.mode, n.size, n.mtime_ns, n.ctime_ns, "
+                "n.version, n.target, n.sha256, n.uid, n.gid, n.rdev, n.atime_ns, n.nlink")
+#: Version 3 (POSIX): the node columns added to a version-2 store's nodes table.
+_V3_NODE_COLUMNS = {"uid": "INTEGER", "gid": "INTEGER", "rdev": "INTEGER NOT NULL DEFAULT 0",
+                    "atime_ns": "INTEGER", "nlink": "INTEGER NOT NULL DEFAULT 1"}
 _DOC_COLS = "id, access_hash, size, mime_type, sha256, md5, date, file_type"
 #: Node ids are looked up in batches of this many (SQLite's bound-parameter limit).
 _IN_BATCH = 500
@@ -159,9 +189,11 @@ _new_tuple = tuple.__new__
 
 
 def _node(r: tuple) -> NodeRow:
-    node_id, parent, name, kind, mode, size, mtime_ns, ctime_ns, version, target, sha = r
+    (node_id, parent, name, kind, mode, size, mtime_ns, ctime_ns, version, target, sha, uid,
+     gid, rdev, atime_ns, nlink) = r
     return _new_tuple(NodeRow, (node_id, parent, name, _KINDS[kind], mode, size, mtime_ns,
-                                ctime_ns, version, target, sha))
+                                ctime_ns, version, target, sha, uid, gid, rdev, atime_ns,
+                                nlink))
 
 
 def _doc(r: tuple) -> Document:
@@ -220,10 +252,11 @@ class SqliteTx(TxEffects):
     # --- nodes ----------------------------------------------------------------------------
 
     def insert_node(self, user_id: int, node: NodeRow) -> None:
-        self._q(f"INSERT INTO nodes(user_id, {_NODE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        self._q(f"INSERT INTO nodes(user_id, {_NODE_COLS}) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 user_id, node.id, node.parent, node.name, node.kind.value, node.mode,
                 node.size, node.mtime_ns, node.ctime_ns, node.version, node.target,
-                node.sha256)
+                node.sha256, node.uid, node.gid, node.rdev, node.atime_ns, node.nlink)
 
     def node(self, user_id: int, node_id: int) -> NodeRow | None:
         row = self._one(f"SELECT {_NODE_COLS} FROM nodes WHERE user_id = ? AND id = ?",
@@ -233,17 +266,30 @@ class SqliteTx(TxEffects):
     def child(self, user_id: int, parent: int, name: str) -> NodeRow | None:
         row = self._one(f"SELECT {_NODE_COLS} FROM nodes WHERE user_id = ? AND parent = ? "
                         "AND name = ?", user_id, parent, name)
+        if row is None:
+            row = self._one(f"SELECT {_LINKED_COLS} FROM node_names l JOIN nodes n ON "
+                            "n.user_id = l.user_id AND n.id = l.node_id WHERE l.user_id = ? "
+                            "AND l.parent = ? AND l.name = ?", user_id, parent, name)
         return _node(row) if row else None
 
     def children(self, user_id: int, parent: int, after: str, limit: int) -> list[NodeRow]:
         rows = self._q(f"SELECT {_NODE_COLS} FROM nodes WHERE user_id = ? AND parent = ? "
                        "AND name > ? ORDER BY name LIMIT ?", user_id, parent, after,
                        limit).fetchall()
+        linked = self._q(f"SELECT {_LINKED_COLS} FROM node_names l JOIN nodes n ON "
+                         "n.user_id = l.user_id AND n.id = l.node_id WHERE l.user_id = ? "
+                         "AND l.parent = ? AND l.name > ? ORDER BY l.name LIMIT ?", user_id,
+                         parent, after, limit).fetchall()
+        if linked:
+            # Names are unique across both tables: merge, keep the first ``limit``.
+            rows = sorted(rows + linked, key=lambda r: r[2])[:limit]
         return [_node(r) for r in rows]
 
     def has_children(self, user_id: int, node_id: int) -> bool:
-        return self._one("SELECT 1 FROM nodes WHERE user_id = ? AND parent = ? LIMIT 1",
-                         user_id, node_id) is not None
+        return (self._one("SELECT 1 FROM nodes WHERE user_id = ? AND parent = ? LIMIT 1",
+                          user_id, node_id) is not None
+                or self._one("SELECT 1 FROM node_names WHERE user_id = ? AND parent = ? "
+                             "LIMIT 1", user_id, node_id) is not None)
 
     def touch_node(self, user_id: int, node_id: int, ns: int) -> None:
         self._q("UPDATE nodes SET mtime_ns = ?, ctime_ns = ? WHERE user_id = ? AND id = ?",
@@ -276,6 +322,68 @@ class SqliteTx(TxEffects):
 
     def delete_node(self, user_id: int, node_id: int) -> None:
         self._q("DELETE FROM nodes WHERE user_id = ? AND id = ?", user_id, node_id)
+
+    # --- POSIX: ownership, times, extra names, extended attributes -----------------------
+
+    def set_node_owner(self, user_id: int, node_id: int, uid: int | None,
+                       gid: int | None) -> None:
+        self._q("UPDATE nodes SET uid = coalesce(?, uid), gid = coalesce(?, gid) "
+                "WHERE user_id = ? AND id = ?", uid, gid, user_id, node_id)
+
+    def set_node_atime(self, user_id: int, node_id: int, atime_ns: int) -> None:
+        self._q("UPDATE nodes SET atime_ns = ? WHERE user_id = ? AND id = ?", atime_ns,
+                user_id, node_id)
+
+    def set_node_nlink(self, user_id: int, node_id: int, nlink: int) -> None:
+        self._q("UPDATE nodes SET nlink = ? WHERE user_id = ? AND id = ?", nlink, user_id,
+                node_id)
+
+    def insert_name(self, user_id: int, node_id: int, parent: int, name: str) -> None:
+        self._q("INSERT INTO node_names(user_id, parent, name, node_id) VALUES (?,?,?,?)",
+                user_id, parent, name, node_id)
+
+    def delete_name(self, user_id: int, parent: int, name: str) -> None:
+        self._q("DELETE FROM node_names WHERE user_id = ? AND parent = ? AND name = ?",
+                user_id, parent, name)
+
+    def move_name(self, user_id: int, parent: int, name: str, new_parent: int,
+                  new_name: str) -> None:
+        self._q("UPDATE node_names SET parent = ?, name = ? WHERE user_id = ? AND parent = ? "
+                "AND name = ?", new_parent, new_name, user_id, parent, name)
+
+    def names(self, user_id: int, node_id: int) -> list[NameRow]:
+        return [NameRow(*r) for r in self._q(
+            "SELECT parent, name FROM node_names WHERE user_id = ? AND node_id = ? "
+            "ORDER BY parent, name", user_id, node_id)]
+
+    def delete_names(self, user_id: int, node_id: int) -> None:
+        self._q("DELETE FROM node_names WHERE user_id = ? AND node_id = ?", user_id, node_id)
+
+    def xattr(self, user_id: int, node_id: int, name: str) -> bytes | None:
+        row = self._one("SELECT value FROM xattrs WHERE user_id = ? AND node_id = ? AND "
+                        "name = ?", user_id, node_id, name)
+        return bytes(row[0]) if row else None
+
+    def xattr_names(self, user_id: int, node_id: int) -> list[str]:
+        return [r[0] for r in self._q("SELECT name FROM xattrs WHERE user_id = ? AND "
+                                      "node_id = ? ORDER BY name", user_id, node_id)]
+
+    def xattr_bytes(self, user_id: int, node_id: int, *, without: str = "") -> int:
+        row = self._one("SELECT coalesce(sum(length(CAST(name AS BLOB)) + length(value)), 0) "
+                        "FROM xattrs WHERE user_id = ? AND node_id = ? AND name != ?",
+                        user_id, node_id, without)
+        return int(row[0]) if row else 0
+
+    def put_xattr(self, user_id: int, node_id: int, name: str, value: bytes) -> None:
+        self._q("INSERT OR REPLACE INTO xattrs(user_id, node_id, name, value) VALUES (?,?,?,?)",
+                user_id, node_id, name, bytes(value))
+
+    def delete_xattr(self, user_id: int, node_id: int, name: str) -> None:
+        self._q("DELETE FROM xattrs WHERE user_id = ? AND node_id = ? AND name = ?", user_id,
+                node_id, name)
+
+    def delete_xattrs(self, user_id: int, node_id: int) -> None:
+        self._q("DELETE FROM xattrs WHERE user_id = ? AND node_id = ?", user_id, node_id)
 
     # --- segments -------------------------------------------------------------------------
 
@@ -571,6 +679,18 @@ class SqliteMeta:
         columns = {r[1] for r in tx.db.execute("PRAGMA table_info(nodes)")}
         if "sha256" not in columns:
             tx.db.execute("ALTER TABLE nodes ADD COLUMN sha256 TEXT")
+        # Version 3 added ownership, device numbers, atime and link counts to the nodes
+        # (NULL owner: made without one), and the extra names and xattrs tables above.
+        node_columns = {r[1] for r in tx.db.execute("PRAGMA table_info(nodes)")}
+        for name, decl in _V3_NODE_COLUMNS.items():
+            if name not in node_columns:
+                tx.db.execute(f"ALTER TABLE nodes ADD COLUMN {name} {decl}")
+        if "nlink" not in node_columns:
+            # A folder's nlink is 2 plus its subfolders (the root is its own parent).
+            tx.db.execute(
+                "UPDATE nodes SET nlink = 2 + (SELECT count(*) FROM nodes c WHERE "
+                "c.user_id = nodes.user_id AND c.parent = nodes.id AND c.kind = 'dir' AND "
+                "c.id != nodes.id) WHERE kind = 'dir'")
         tx.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version' AND value < ?",
                       (SCHEMA_VERSION, SCHEMA_VERSION))
 

@@ -38,7 +38,7 @@ class Users:
             uid = tx.insert_user(name, quota_bytes, premium)
             ns = int(tx.now * 1e9)
             tx.insert_node(uid, NodeRow(ROOT_ID, ROOT_ID, "", NodeKind.DIR, 0o755, 0, ns, ns, 0,
-                                        None))
+                                        None, nlink=2))
             tx.adjust_usage(uid, nodes=1)
             return uid
 

@@ -207,3 +207,49 @@ async def test_folders_listing_and_uploads_into_a_folder(srv: Srv) -> None:
         r = await c.post(f"/api/v1/files?access_token={srv.tok_a}", data={"folder_id": fld},
                          files={"file": ("from-browser.txt", b"hi")})
         assert r.status_code == 201 and r.json()["folder_id"] == fld
+
+
+async def test_rest_metadata_shows_owner_links_and_special_files(srv: Srv) -> None:
+    """The protocol's POSIX calls (chown, link, mknod, setXattr) over HTTP, and what the
+    REST metadata shows of them: mode, numeric owner, link count, special file types."""
+    proto = "/api/v1/proto/"
+    async with srv.client() as c:
+        r = await c.post("/api/v1/folders", headers=srv.h(), json={"name": "px"})
+        fld = r.json()["id"]
+        r = await c.get(proto + "lookup", headers=srv.h(), params={"parent": 1, "name": "px"})
+        folder = r.json()["id"]
+        r = await c.post(proto + "createFile", headers=srv.h(), json={
+            "parent": folder, "name": "f", "mode": 0o640, "owner": {"uid": 1000, "gid": 100}})
+        node = r.json()
+        assert r.status_code == 200 and (node["uid"], node["gid"], node["nlink"]) == (1000, 100, 1)
+        r = await c.post(proto + "chown", headers=srv.h(), json={"node_id": node["id"],
+                                                                  "gid": 7})
+        assert (r.json()["uid"], r.json()["gid"]) == (1000, 7)
+        r = await c.post(proto + "link", headers=srv.h(), json={
+            "node_id": node["id"], "new_parent": folder, "new_name": "g"})
+        assert r.status_code == 200 and r.json()["nlink"] == 2 and r.json()["name"] == "g"
+        r = await c.post(proto + "mknod", headers=srv.h(), json={
+            "parent": folder, "name": "p", "kind": "fifo", "mode": 0o600})
+        assert r.status_code == 200 and r.json()["kind"] == "fifo"
+        r = await c.post(proto + "mknod", headers=srv.h(), json={
+            "parent": folder, "name": "q", "kind": "file"})
+        assert r.status_code == 400 and r.json()["error"] == "INVALID_ARGUMENT"
+        r = await c.post(proto + "setXattr", headers=srv.h(), json={
+            "node_id": node["id"], "name": "user.tag", "value": "cmVk"})
+        assert r.status_code == 200
+        r = await c.get(proto + "getXattr", headers=srv.h(),
+                        params={"node_id": node["id"], "name": "user.tag"})
+        assert r.json() == {"value": "cmVk"}
+        r = await c.get(proto + "getXattr", headers=srv.h(),
+                        params={"node_id": node["id"], "name": "user.none"})
+        assert r.status_code == 404 and r.json()["error"] == "NO_SUCH_ATTRIBUTE"
+        r = await c.get(proto + "listXattrs", headers=srv.h(), params={"node_id": node["id"]})
+        assert r.json() == {"names": ["user.tag"]}
+        r = await c.get(f"/api/v1/folders/{fld}", headers=srv.h())
+        entries = {e["name"]: e for e in r.json()["entries"]}
+        assert entries["f"]["type"] == "file" and entries["p"]["type"] == "fifo"
+        assert (entries["f"]["uid"], entries["f"]["gid"], entries["f"]["nlink"],
+                entries["f"]["mode"]) == (1000, 7, 2, 0o640)
+        assert entries["g"]["id"] == entries["f"]["id"]
+        r = await c.get(f"/api/v1/files/{entries['f']['id']}", headers=srv.h())
+        assert r.status_code == 200 and r.json()["nlink"] == 2 and r.json()["uid"] == 1000
