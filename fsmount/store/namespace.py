@@ -157,7 +157,8 @@ class Namespace:
         is_dir = kind is NodeKind.DIR
         tx.insert_node(uid, NodeRow(node_id, parent, name, kind, mode & 0o7777, size,
                                     ns if mtime_ns is None else int(mtime_ns), ns, 0, target,
-                                    o_uid, o_gid, int(rdev), None, 2 if is_dir else 1))
+                                    uid=o_uid, gid=o_gid, rdev=int(rdev),
+                                    nlink=2 if is_dir else 1))
         if is_dir:
             self._count_subfolder(tx, uid, parent, +1)
         return node_id

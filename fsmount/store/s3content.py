@@ -57,6 +57,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .. import errors
+from .content import DiskSpace
 from .localdir import blob_relpath, upload_relpath
 from .rows import PartStamp, UploadKey
 
@@ -438,6 +439,11 @@ class S3Content:
     def part_size(self, up: UploadKey, part: int) -> int | None:
         head = self._head(self._part_rel(up, part))
         return int(head["ContentLength"]) if head is not None else None
+
+    def disk_space(self) -> DiskSpace | None:
+        """Unknown: an object store has no free space to report (statfs then shows the
+        quota, or the large default)."""
+        return None
 
     def sweep_orphans(self, blob_keys: set[str], parts: dict[UploadKey, set[int]]) -> list[str]:
         keep = {upload_relpath(up.user_id, up.file_id): {str(p) for p in nums}
