@@ -1044,18 +1044,6 @@ class Operations(pyfuse3.Operations):
         return self._attrs(node)
 
 
-def _groups_of(pid: int) -> set[int]:
-    """The supplementary groups of a process (from /proc; empty if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("Groups:"):
-                    return {int(g) for g in line.split()[1:]}
-    except OSError:
-        pass
-    return set()
-
-
     # --- the change feed (fsmount.feed.FeedTarget) ------------------------------------
 
     def _own(self, node: Node) -> Node:
@@ -1129,6 +1117,18 @@ def _groups_of(pid: int) -> set[int]:
         self._opened_version.clear()
         if drops:
             await trio.to_thread.run_sync(_drop_in_kernel, drops)
+
+
+def _groups_of(pid: int) -> set[int]:
+    """The supplementary groups of a process (from /proc; empty if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    return {int(g) for g in line.split()[1:]}
+    except OSError:
+        pass
+    return set()
 
 
 # --- session control (used by fsmount.mount) -----------------------------------------
