@@ -429,7 +429,18 @@ class Operations(pyfuse3.Operations):
             here = await self.nodes.get(parent_inode)
             node = await self.nodes.get(here.parent if here.id != ROOT_ID else ROOT_ID)
         else:
-            node = await self.nodes.lookup(parent_inode, sname)
+            try:
+                node = await self.nodes.lookup(parent_inode, sname)
+            except errors.TransportError:
+                # Write-back through an outage: a name this mount's journal holds is
+                # answered from the node as last seen (the feed's fallback dropped the
+                # kernel's entries, and the store cannot be asked).
+                pending = (self.journal.pending_at(parent_inode, sname)
+                           if self.journal is not None else None)
+                stale = self.nodes.peek(pending) if pending is not None else None
+                if stale is None:
+                    raise
+                node = stale
             return self._attrs(node)
         self.nodes.remember(node.id)
         return self._attrs(node)

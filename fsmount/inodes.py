@@ -267,8 +267,10 @@ class NodeCache:
         self.following = on
 
     def drop_all(self) -> None:
-        """Forget every node and listing (kept: the kernel's lookup counts, the names)."""
-        self._nodes.clear()
+        """Forget every listing and trust no node (kept: the kernel's lookup counts, the
+        names, and each node as last seen, never fresh again, for :meth:`peek`: a write-back
+        mount stats its pending files from them while the store is unreachable)."""
+        self._nodes = {k: (node, float("-inf")) for k, (node, _) in self._nodes.items()}
         self._listings.clear()
         self._listed = 0
         self._attr_changed.clear()
