@@ -65,6 +65,9 @@ XATTR_PREFIX = RESERVED_XATTR_PREFIX
 #: File capabilities: not kept (a FUSE mount is nosuid, where the kernel ignores them; and
 #: the kernel asks for this attribute before every write, which must not cost a call).
 CAPABILITY_XATTR = "security.capability"
+#: Attributes not kept, answered without a remote call: file capabilities (above), and
+#: SELinux labels, which ls -l asks of every entry it lists (a FUSE mount has none).
+UNKEPT_XATTRS = frozenset({CAPABILITY_XATTR, "security.selinux"})
 #: Longest name in bytes (statfs's f_namemax; the store's limit).
 MAX_NAME = 255
 #: chown(2)'s "leave this id as it is".
@@ -372,7 +375,7 @@ class Operations(pyfuse3.Operations):
                 return await self.nodes.fetch(inode)
             return await self.nodes.get(inode)
         except errors.TransportError:
-            stale = self.nodes.peek(inode) if self.journal is not None else None
+            stale = self.nodes.last_seen(inode) if self.journal is not None else None
             if stale is None:
                 raise
             # Write-back through an outage: the last attributes seen (and the pending
@@ -437,7 +440,7 @@ class Operations(pyfuse3.Operations):
                 # kernel's entries, and the store cannot be asked).
                 pending = (self.journal.pending_at(parent_inode, sname)
                            if self.journal is not None else None)
-                stale = self.nodes.peek(pending) if pending is not None else None
+                stale = self.nodes.last_seen(pending) if pending is not None else None
                 if stale is None:
                     raise
                 node = stale
@@ -567,8 +570,8 @@ class Operations(pyfuse3.Operations):
             if value is not None:
                 return value.encode()
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
-        if not sname.startswith(XATTR_NAMESPACES) or sname == CAPABILITY_XATTR:
-            # system.* (POSIX ACLs) and file capabilities are not kept: no such attribute,
+        if not sname.startswith(XATTR_NAMESPACES) or sname in UNKEPT_XATTRS:
+            # system.* (POSIX ACLs), file capabilities and SELinux labels are not kept: no such attribute,
             # without a remote call (the kernel asks for security.capability on writes).
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return await self.remote.get_xattr(inode, sname)
@@ -601,7 +604,7 @@ class Operations(pyfuse3.Operations):
                 self.uploader.pause(value == b"pause")
                 return
         self._check_writable()
-        if not sname.startswith(XATTR_NAMESPACES) or sname == CAPABILITY_XATTR:
+        if not sname.startswith(XATTR_NAMESPACES) or sname in UNKEPT_XATTRS:
             raise pyfuse3.FUSEError(errno.ENOTSUP)
         await self.remote.set_xattr(inode, sname, bytes(value))
         self.nodes.invalidate(inode)  # its ctime moved
@@ -668,10 +671,10 @@ class Operations(pyfuse3.Operations):
         pending = self.journal.pending_file(inode) if self.journal is not None else None
         if inode in self.writers:
             node = await self.nodes.get(inode)
-        elif pending is not None and self.nodes.peek(inode) is not None:
+        elif pending is not None and self.nodes.last_seen(inode) is not None:
             # Write-back: this mount holds the file's newest content (its conflict check
             # is the uploader's), so opening it needs no store (which may be unreachable).
-            node = self.nodes.peek(inode)  # type: ignore[assignment]
+            node = self.nodes.last_seen(inode)  # type: ignore[assignment]
         else:
             before = self.nodes.peek(inode)
             node = await self._node(inode, fresh=not self.nodes.following)

@@ -73,6 +73,8 @@ class NodeCache:
         self.ttl = ttl
         self._clock = clock
         self._nodes: dict[int, tuple[Node, float]] = {}
+        #: Nodes as last seen before a drop_all (never served as current; see last_seen).
+        self._stale: dict[int, Node] = {}
         self.lookups: dict[int, int] = {}
         #: Whether the change feed is followed (see the class docstring).
         self.following = False
@@ -114,8 +116,15 @@ class NodeCache:
 
     # --- nodes ----------------------------------------------------------------------------
 
+    def last_seen(self, node_id: int) -> Node | None:
+        """The node as cached, or as last seen before the caches were dropped (for answers
+        while the store cannot be asked), or None."""
+        got = self._nodes.get(node_id)
+        return got[0] if got is not None else self._stale.get(node_id)
+
     def put(self, node: Node, seen_at: float | None = None) -> Node:
         self._nodes[node.id] = (node, self._clock() if seen_at is None else seen_at)
+        self._stale.pop(node.id, None)
         self._where[node.id] = (node.parent, node.name)
         if node.nlink > 1 and not node.is_dir:  # a folder's nlink counts subfolders
             self._linked.add(node.id)
@@ -267,10 +276,11 @@ class NodeCache:
         self.following = on
 
     def drop_all(self) -> None:
-        """Forget every listing and trust no node (kept: the kernel's lookup counts, the
-        names, and each node as last seen, never fresh again, for :meth:`peek`: a write-back
-        mount stats its pending files from them while the store is unreachable)."""
-        self._nodes = {k: (node, float("-inf")) for k, (node, _) in self._nodes.items()}
+        """Forget every node and listing (kept: the kernel's lookup counts, the names, and
+        each node as last seen for :meth:`last_seen`: a write-back mount stats its pending
+        files from them while the store is unreachable)."""
+        self._stale.update((k, node) for k, (node, _) in self._nodes.items())
+        self._nodes.clear()
         self._listings.clear()
         self._listed = 0
         self._attr_changed.clear()
