@@ -243,6 +243,22 @@ class Store:
             tmp.unlink()
         return path.read_text(encoding="ascii").strip()
 
+    def set_store_id(self, store_id: str) -> None:
+        """Give this store the id ``store_id`` (``fsmount store copy``: a copy is the same
+        store, so that clients keep their per-store state across a move).
+
+        Raises InvalidArgument (not 32 lower-case hex digits), OSError (cannot write it).
+        """
+        if len(store_id) != 32 or any(c not in "0123456789abcdef" for c in store_id):
+            raise errors.InvalidArgument(f"a store id is 32 hex digits, not {store_id!r}")
+        path = self.path / STORE_ID_FILE
+        tmp = self.path / f"{STORE_ID_FILE}.{secrets.token_hex(8)}"
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(store_id + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
     def statfs(self, user_id: int) -> Usage:
         """The user's usage and quota, with the free space of the content's disk.  Raises
         NotFound."""
