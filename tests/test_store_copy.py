@@ -265,15 +265,25 @@ def test_copy_killed_at_a_random_moment_finishes_when_run_again(
         while not (dst / "store-id").exists() and proc.poll() is None:
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        time.sleep(rnd.uniform(0.0, 1.5))
+        time.sleep(rnd.uniform(0.0, 1.0))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-            kills += 1
         proc.communicate(timeout=60)
+        if proc.returncode == -signal.SIGKILL:
+            kills += 1
+            # An unfinished copy is refused by everyone but the copy (its tree is partial).
+            assert (dst / "copy-incomplete").exists()
+            with pytest.raises(errors.InvalidArgument, match="has not finished"):
+                Store(dst)
+            ls = fsmount_cmd("ls", "--store", str(dst), "/", check=False)
+            assert ls.returncode == 1 and "has not finished" in ls.stderr
+        else:
+            assert proc.returncode == 0
     assert kills >= 1, "the copy finished before every kill: make the store bigger"
     done = fsmount_cmd("store", "copy", "--from", str(src), "--to", str(dst),
                        *(["--to-content", content] if content else []))
     assert "verified:" in done.stdout
+    assert not (dst / "copy-incomplete").exists()
     assert snapshot(dst) == before
     assert fsck.check(dst, deep=True) == []
     again = fsmount_cmd("store", "copy", "--from", str(src), "--to", str(dst))

@@ -129,8 +129,9 @@ class StoreSpec:
         """Whether a store is there already (a directory with its metadata)."""
         return self.is_url or (Path(self.location) / "meta.sqlite").is_file()
 
-    def open(self) -> Store:
-        """The store, opened exclusively (created if it is a new directory).
+    def open(self, *, copying: bool = False) -> Store:
+        """The store, opened exclusively (created if it is a new directory); ``copying``:
+        also an unfinished copy (the destination).
 
         Raises StoreLocked (served or in use), InvalidArgument (a content URL that
         disagrees with the store's, or a metadata backend this build has not).
@@ -139,7 +140,7 @@ class StoreSpec:
             raise errors.InvalidArgument(
                 f"{self.describe()}: this build has no PostgreSQL metadata backend yet; "
                 f"copy between store directories (content local or s3://)")
-        return Store(self.location, exclusive=True, content=self.content)
+        return Store(self.location, exclusive=True, content=self.content, copying=copying)
 
     def auth_dir(self) -> str:
         """The directory of the server's state (``auth.sqlite``) for this store."""
@@ -432,7 +433,9 @@ def _verify_document(dst: Store, uid: int, doc: Document) -> None:
 
 def copy_store(src: Store, dst: Store, *, dst_spec: StoreSpec, verify: bool = True,
                progress: Callable[[str], None] = log.info) -> CopyReport:
-    """Copy (or bring up to date) the open store ``src`` into the open store ``dst``.
+    """Copy (or bring up to date) the open store ``src`` into the open store ``dst``,
+    which stays marked as an unfinished copy (:meth:`~fsmount.store.Store.set_copying`):
+    the caller clears the mark once whatever else belongs to the store has moved too.
 
     Raises DestinationNotEmpty (before writing anything), CopyVerifyFailed, and what the
     stores raise (StoreLocked, OSError, FileReferenceExpired, ...).
@@ -440,6 +443,8 @@ def copy_store(src: Store, dst: Store, *, dst_spec: StoreSpec, verify: bool = Tr
     with src.txn.run(write=False) as tx:
         users = tx.user_entries()
     _check_destination(src, dst, dst_spec, users)
+    # Until the copy is done (verified), nobody else may open the destination.
+    dst.set_copying(True)
     dst.set_store_id(src.store_id())
     with dst.txn.run() as tx:
         for u in users:
@@ -466,8 +471,8 @@ def copy_store(src: Store, dst: Store, *, dst_spec: StoreSpec, verify: bool = Tr
 
 
 @contextmanager
-def _opened(spec: StoreSpec) -> Iterator[Store]:
-    store = spec.open()
+def _opened(spec: StoreSpec, *, copying: bool = False) -> Iterator[Store]:
+    store = spec.open(copying=copying)
     try:
         yield store
     finally:
@@ -487,9 +492,10 @@ def run_copy(src_spec: StoreSpec, dst_spec: StoreSpec, *, verify: bool = True,
         raise errors.InvalidArgument(f"{src_spec.describe()} is both source and destination")
     if not src_spec.exists():
         raise errors.NotFound(f"no store at {src_spec.describe()}")
-    with _opened(src_spec) as src, _opened(dst_spec) as dst:
+    with _opened(src_spec) as src, _opened(dst_spec, copying=True) as dst:
         report = copy_store(src, dst, dst_spec=dst_spec, verify=verify, progress=progress)
-    rows = _mirror_server_state(src_spec, dst_spec)
+        rows = _mirror_server_state(src_spec, dst_spec)
+        dst.set_copying(False)
     return report._replace(server_rows=rows)
 
 

@@ -81,6 +81,8 @@ __all__ = ["LIMITS_ENV", "Store", "limits_from_env"]
 LIMITS_ENV = "FSMOUNT_STORE_LIMITS"
 #: The file in a store directory holding its random id (:meth:`Store.store_id`).
 STORE_ID_FILE = "store-id"
+#: The file that marks a store directory as a copy not finished yet (``fsmount store copy``).
+COPYING_FILE = "copy-incomplete"
 
 
 def limits_from_env(text: str | None = None) -> Limits:
@@ -112,12 +114,14 @@ class Store:
     (see :mod:`fsmount.store.locks`).  ``hooks`` are for tests (:mod:`fsmount.store.hooks`).
     ``content`` selects the content backend: None (what the store recorded, else the local
     directory), an ``s3://BUCKET/PREFIX?endpoint=...`` URL, or a backend object
-    (:mod:`fsmount.store.content_select`).
+    (:mod:`fsmount.store.content_select`).  A copy that has not finished
+    (:meth:`set_copying`) opens only with ``copying=True`` (``fsmount store copy`` itself).
 
     Raises (at open):
         StoreLocked: ``exclusive`` and another process holds the store exclusively.
         InvalidArgument: the metadata database is not usable; bad :data:`LIMITS_ENV`; a
-            content URL that is malformed, disagrees with the store's, or is not usable.
+            content URL that is malformed, disagrees with the store's, or is not usable;
+            an unfinished copy (without ``copying``).
     """
 
     def __init__(
@@ -129,12 +133,17 @@ class Store:
         exclusive: bool = False,
         hooks: StoreHooks = NO_HOOKS,
         content: str | ContentBackend | None = None,
+        copying: bool = False,
     ) -> None:
         self.path = Path(path).absolute()
         self.limits = limits if limits is not None else limits_from_env()
         self.clock = clock
         self._closed = False
         self.path.mkdir(parents=True, exist_ok=True)
+        if not copying and (self.path / COPYING_FILE).exists():
+            raise errors.InvalidArgument(
+                f"store {self.path} is a copy that has not finished: run `fsmount store "
+                f"copy` again to finish it (or remove the directory)")
         self._locks = StoreLocks(self.path)
         meta: SqliteMeta | None = None
         try:
@@ -258,6 +267,23 @@ class Store:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+
+    def set_copying(self, unfinished: bool) -> None:
+        """Mark the store as a copy that has not finished (no one but the copy may open it:
+        its tree is incomplete), or clear the mark.  Raises OSError."""
+        path = self.path / COPYING_FILE
+        if unfinished:
+            with open(path, "w", encoding="ascii") as f:
+                f.write("fsmount store copy has not finished\n")
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            path.unlink(missing_ok=True)
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def statfs(self, user_id: int) -> Usage:
         """The user's usage and quota, with the free space of the content's disk.  Raises
