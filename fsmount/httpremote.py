@@ -32,6 +32,18 @@ wrong URL still fails in seconds.  Every request is safe to repeat: reads are re
 ``(file_id, file_part)`` so saving it twice stores it once; ``setattr`` sets absolute
 values; every other state-changing call carries an ``Idempotency-Key`` that the server
 uses to answer a repeated request with the first answer instead of running it twice.
+Failover
+--------
+The client may be given several URLs of one store's nodes (a list, or one comma-separated
+string: ``--server`` repeated).  Each node has its own pools; every request goes to the
+current node, the first at the start.  A network failure that waiting can mend (refused,
+reset, a timeout) moves the current node to the next in the list (:meth:`HttpRemote._fail_over`:
+once, however many requests met the dead node together, with one warning per outage) and
+the request is sent again there at once; only when every node failed in a row does it back
+off.  Any request may go to another node because every request is safe to repeat (below);
+the retry bound stays the call's ``retry_time``.  An answer, even a 5xx, is no reason to
+switch: the node is there.
+
 After the last attempt a connection failure raises a subclass of
 :class:`~fsmount.errors.Unreachable` saying why (refused, unknown host, TLS on one side
 only, ...; see :func:`unreachable`); an error answer raises the error the server named

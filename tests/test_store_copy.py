@@ -183,6 +183,21 @@ def test_unrelated_destination_is_refused_before_anything_is_written(tmp_path: P
     assert fsck.check(dst) == []
 
 
+def test_a_corrupt_source_blob_stops_the_copy(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    build(src)
+    with Store(src) as s:
+        uid = s.default_user_id
+        node = s.lookup(uid, ROOT_ID, "hard")
+        chunk = s.blob_files(uid, node.segments[0].location)[1]
+    raw = bytearray(chunk.read_bytes())
+    raw[100] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    proc = fsmount_cmd("store", "copy", "--from", str(src), "--to", str(dst), check=False)
+    assert proc.returncode == 1 and "does not hash to its SHA-256" in proc.stderr
+    assert (dst / "copy-incomplete").exists()  # nobody serves the partial copy
+
+
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     build(tmp_path / "src")
     cases = [
