@@ -219,7 +219,16 @@ def test_copy_back_brings_the_source_up_to_date(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     build(a)
     run_copy(StoreSpec.parse(str(a)), StoreSpec.parse(str(b)))
+    same = os.urandom(700 * KIB)
+    with Store(a) as s:  # A goes on too: its next node and document ids are B's next ones
+        a_node = put(s, s.default_user_id, ROOT_ID, "only-in-a", same, 60)
     with Store(b) as s:  # B is used for a while
+        put(s, s.default_user_id, ROOT_ID, "first-in-b", b"b" * 5000, 62)
+        b_node = put(s, s.default_user_id, ROOT_ID, "only-in-b", same, 61)
+        # The same document id for another document of the same content (the copy took
+        # one id of A's): A's goes, and B's needs that content again.
+        assert b_node.segments[0].id == a_node.segments[0].id
+        assert b_node.segments[0] != a_node.segments[0]
         uid = s.default_user_id
         d = s.lookup(uid, ROOT_ID, "dir")
         s.rename(uid, d.id, "multi", ROOT_ID, "multi-moved")
@@ -233,7 +242,8 @@ def test_copy_back_brings_the_source_up_to_date(tmp_path: Path) -> None:
     token = auth.add_token("bob")
     auth.close()
     report = run_copy(StoreSpec.parse(str(b)), StoreSpec.parse(str(a)))
-    assert report.nodes_removed > 0 and report.blobs_copied == 1
+    # B's two new contents (the second one A had, but its document went).
+    assert report.nodes_removed > 0 and report.blobs_copied == 3
     assert snapshot(a) == snapshot(b)
     assert fsck.check(a, deep=True) == []
     auth = AuthDB(a)

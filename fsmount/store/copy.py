@@ -35,7 +35,10 @@ leaves a destination that a second run finishes):
    chunk, the SHA-256 checked, written as the parts of a private upload and promoted --
    durable before the transaction that references them), then inserts blobs, documents,
    nodes, segments, names and xattrs in one transaction.  A kill between the two leaves
-   content nobody references, which the next exclusive open sweeps.
+   content nobody references, which the next exclusive open sweeps.  A destination that
+   went its own way after an earlier copy may hold another document under a source
+   document's id: it is reclaimed first (nothing links it after the prune), and its
+   tombstone dropped when the source's comes in.
 4. Users' rows (with their counters) and the numbering are set; released documents are
    reclaimed.
 5. *Verify*: the destination's namespace is compared with the source's again, node by
@@ -349,6 +352,8 @@ def _fill(src: Store, dst: Store, uid: int, counts: _Counts,
         counts.nodes += len(page)
         counts.documents += sum(len(r.segments) for r in page)
         theirs = _same_ids(dst, uid, [r.row.id for r in page])
+        _clear_conflicts(dst, uid, [d for r in page if r.row.id not in theirs
+                                    for d in r.segments])
         for rec in page:
             if rec.row.id in theirs:
                 continue  # the prune left it: it is the same
@@ -368,16 +373,34 @@ def _fill(src: Store, dst: Store, uid: int, counts: _Counts,
     flush()
 
 
-def _ensure_document(dst: Store, tx: MetaTx, uid: int, doc: Document) -> None:
-    """The destination has ``doc`` under its id, linked (no expiry)."""
+def _conflicts(tx: MetaTx, uid: int, doc: Document) -> bool:
+    """Whether the destination has another document under ``doc``'s id."""
     have = tx.document(doc.id)
-    ref = tx.document_ref(doc.id)
-    if have is not None and (have != doc or ref is None or ref.user_id != uid):
-        # Another document under this id (the destination went its own way): nothing
-        # links it any more (the prune removed its nodes), so it goes.
-        dst.lifetime.reclaim_document(tx, doc.id)
-        have = None
     if have is None:
+        return False
+    ref = tx.document_ref(doc.id)
+    return have != doc or ref is None or ref.user_id != uid
+
+
+def _clear_conflicts(dst: Store, uid: int, docs: list[Document]) -> None:
+    """Reclaim the destination's other documents under these ids (it went its own way
+    after an earlier copy; the prune removed every node that linked them), before their
+    blobs are looked for: one may go with its last document."""
+    with dst.txn.run(write=False) as tx:
+        bad = sorted({d.id for d in docs if _conflicts(tx, uid, d)})
+    if bad:
+        with dst.txn.run() as tx:
+            for doc_id in bad:
+                dst.lifetime.reclaim_document(tx, doc_id)
+
+
+def _ensure_document(dst: Store, tx: MetaTx, uid: int, doc: Document) -> None:
+    """The destination has ``doc`` under its id, linked (no expiry).  Raises
+    CopyVerifyFailed (another document under its id: :func:`_clear_conflicts` ran)."""
+    if _conflicts(tx, uid, doc):
+        raise CopyVerifyFailed(f"document {doc.id} is another one at the destination")
+    if tx.document(doc.id) is None:
+        tx.drop_tombstone(doc.id)  # the destination's own, reclaimed, document of that id
         tx.insert_document(doc, uid, None)
     else:
         tx.set_document_expiry(doc.id, None)

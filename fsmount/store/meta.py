@@ -224,6 +224,8 @@ class MetaTx(Protocol):
     def nodes_after(self, user_id: int, after: int, limit: int) -> list[NodeRow]:
         """Up to ``limit`` of the user's nodes with an id above ``after``, in id order, as
         their own rows (not their extra names)."""
+    def drop_tombstone(self, doc_id: int) -> None:
+        """Forget the tombstone under ``doc_id`` (a document of that id is coming in)."""
     def restart_numbering(self, next_document_id: int, change_cursor: int) -> None:
         """Document ids from at least ``next_document_id`` on; the change log's cursor
         at least ``change_cursor``, and every user's floor raised to the (new) cursor (a

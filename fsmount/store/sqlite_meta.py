@@ -635,6 +635,9 @@ class SqliteTx(TxEffects):
             f"SELECT {_NODE_COLS} FROM nodes WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?",
             user_id, after, limit)]
 
+    def drop_tombstone(self, doc_id: int) -> None:
+        self._q("DELETE FROM doc_tombstones WHERE id = ?", doc_id)
+
     def restart_numbering(self, next_document_id: int, change_cursor: int) -> None:
         self._q("UPDATE meta SET value = max(value, ?) WHERE key = 'next_doc_id'",
                 next_document_id)
