@@ -55,6 +55,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,8 @@ PAGE = 500
 #: A fill batch is committed after this many nodes, or this many bytes of new content.
 BATCH_NODES = 500
 BATCH_BYTES = 64 << 20
+#: Blobs copied at once.
+COPY_THREADS = 8
 #: Windows asked for per call when re-reading a document to verify it.
 VERIFY_WINDOWS = 16
 #: The scheme prefixes of a distributed store's metadata.
@@ -270,7 +273,7 @@ def _copy_blob(src: Store, dst: Store, uid: int, doc: Document) -> BlobRow:
             data = src.content.read_range(rd.blob_key, chunk, i * chunk,
                                           min(chunk, doc.size - i * chunk))
             h.update(data)
-            content.place_part(content.stage_part(data, sync=True), up, i)
+            content.place_part(content.stage_part(data, sync=False), up, i)
         if h.hexdigest() != doc.sha256:
             raise CopyVerifyFailed(f"source document {doc.id}: its content does not hash "
                                    f"to its SHA-256 (run `fsmount fsck --deep` on the source)")
@@ -320,15 +323,19 @@ class _Counts:
 def _fill(src: Store, dst: Store, uid: int, counts: _Counts,
           progress: Callable[[str], None]) -> None:
     batch: list[NodeRecord] = []
-    blobs: dict[str, BlobRow] = {}
+    needed: dict[str, Document] = {}  #: blobs the batch needs that the destination lacks
     batch_bytes = 0
 
     def flush() -> None:
         nonlocal batch_bytes
         if not batch:
             return
+        # Blobs are independent: copied several at once (fsync and object-store round
+        # trips are latency, not bandwidth), each durable before the commit below.
+        with ThreadPoolExecutor(COPY_THREADS) as pool:
+            blobs = list(pool.map(lambda d: _copy_blob(src, dst, uid, d), needed.values()))
         with dst.txn.run() as tx:
-            for blob in blobs.values():
+            for blob in blobs:
                 if tx.blob_key(blob.sha256) is None:
                     tx.insert_blob(blob)
             for rec in batch:
@@ -342,33 +349,31 @@ def _fill(src: Store, dst: Store, uid: int, counts: _Counts,
                 for xname, value in rec.xattrs:
                     tx.put_xattr(uid, rec.row.id, xname, value)
         counts.written += len(batch)
+        counts.blobs += len(blobs)
+        counts.bytes += sum(b.size for b in blobs)
         progress(f"user {uid}: {counts.written} nodes written, {counts.blobs} blobs "
                  f"({counts.bytes} bytes) copied")
         batch.clear()
-        blobs.clear()
+        needed.clear()
         batch_bytes = 0
 
     for page in _pages(src, uid):
         counts.nodes += len(page)
         counts.documents += sum(len(r.segments) for r in page)
         theirs = _same_ids(dst, uid, [r.row.id for r in page])
-        _clear_conflicts(dst, uid, [d for r in page if r.row.id not in theirs
-                                    for d in r.segments])
-        for rec in page:
-            if rec.row.id in theirs:
-                continue  # the prune left it: it is the same
+        missing = [r for r in page if r.row.id not in theirs]  # the prune left the others
+        _clear_conflicts(dst, uid, [d for r in missing for d in r.segments])
+        with dst.txn.run(write=False) as tx:
+            present = {d.sha256 for r in missing for d in r.segments
+                       if tx.blob_key(d.sha256) is not None}
+        for rec in missing:
             for doc in rec.segments:
-                if doc.sha256 in blobs:
-                    continue
-                with dst.txn.run(write=False) as tx:
-                    present = tx.blob_key(doc.sha256) is not None
-                if not present:
-                    blobs[doc.sha256] = _copy_blob(src, dst, uid, doc)
-                    counts.blobs += 1
-                    counts.bytes += doc.size
+                if doc.sha256 not in present and doc.sha256 not in needed:
+                    needed[doc.sha256] = doc
                     batch_bytes += doc.size
             batch.append(rec)
             if len(batch) >= BATCH_NODES or batch_bytes >= BATCH_BYTES:
+                present.update(needed)
                 flush()
     flush()
 
