@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -119,6 +120,11 @@ def test_cp_into_the_mount_goes_on_through_the_other_node(
         assert _sha(dst) == _sha(src)
         lines = _switch_lines(mp)
         assert len(lines) == 1 and cluster.urls[1] in lines[0], lines
+        status = subprocess.run([sys.executable, "-m", "fsmount", "status", "--json",
+                                 str(mp.mnt)], capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stderr
+        s = json.loads(status.stdout)
+        assert s["server"] == cluster.urls[1] and s["server_switches"] >= 1
 
 
 def test_a_read_through_the_mount_goes_on_through_the_other_node(
