@@ -1,9 +1,10 @@
 """The ``fsmount store`` verbs: whole-store operations (``store copy``).
 
 ``fsmount store copy --from SRC --to DST`` moves a store (:mod:`fsmount.store.copy`): SRC
-and DST are store directories (or, with the PostgreSQL metadata backend, ``postgresql://``
-URLs); ``--to-content s3://BUCKET/PREFIX?endpoint=...`` puts the destination's content in
-S3, ``--from-content`` names the source's where the source does not record it.  Both
+and DST are store directories; ``--to-content s3://BUCKET/PREFIX?endpoint=...`` puts the
+destination's content in S3 and ``--to-metadata postgresql://...`` its metadata in
+PostgreSQL (DST is then that node's directory); ``--from-content`` / ``--from-metadata``
+name the source's where its directory does not record them.  Both
 stores must be idle (a served store is refused).  Progress goes to the log (``--log-level
 INFO``), the summary to stdout; run it again after an interruption and it finishes.
 """
@@ -29,10 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     "and a finished one is brought up to date. Stop `fsmount serve` on "
                     "both first.")
     c.add_argument("--from", dest="src", metavar="SRC", required=True,
-                   help="the store to copy: a store directory (or a postgresql:// URL)")
+                   help="the store to copy: its directory (a distributed store: this "
+                        "node's)")
     c.add_argument("--to", dest="dst", metavar="DST", required=True,
-                   help="where to: a store directory (created if missing; or a "
-                        "postgresql:// URL)")
+                   help="where to: a store directory (created if missing; a distributed "
+                        "store: this node's, with --to-metadata)")
+    c.add_argument("--from-metadata", metavar="URL", default=None,
+                   help="the source's metadata (postgresql://...) if its directory does not "
+                        "record it")
+    c.add_argument("--to-metadata", metavar="URL", default=None,
+                   help="put the destination's metadata in PostgreSQL (postgresql://HOST/DB;"
+                        " the password from the environment or ~/.pgpass)")
     c.add_argument("--from-content", metavar="URL", default=None,
                    help="the source's content (s3://BUCKET/PREFIX?endpoint=...) if it does "
                         "not record it")
@@ -45,8 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    src = StoreSpec.parse(args.src, args.from_content)
-    dst = StoreSpec.parse(args.dst, args.to_content)
+    src = StoreSpec.parse(args.src, args.from_content, args.from_metadata)
+    dst = StoreSpec.parse(args.dst, args.to_content, args.to_metadata)
     log = logging.getLogger("fsmount.store.copy")
     r = run_copy(src, dst, verify=not args.no_verify, progress=log.info)
     print(f"copied {src.describe()} -> {dst.describe()}: {r.users} users, {r.nodes} nodes "

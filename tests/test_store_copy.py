@@ -204,8 +204,10 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
         (["--from", str(tmp_path / "nothing"), "--to", str(tmp_path / "d")], "no store at"),
         (["--from", str(tmp_path / "src"), "--to", str(tmp_path / "src")], "both source"),
         (["--from", str(tmp_path / "src"), "--to", "postgresql://u@localhost/db"],
-         "PostgreSQL"),
-        (["--from", str(tmp_path / "src"), "--to", "s3://bucket/x"], "postgresql:// URL"),
+         "is given by its directory"),
+        (["--from", str(tmp_path / "src"), "--to", "s3://bucket/x"], "is given by its"),
+        (["--from", str(tmp_path / "src"), "--to", str(tmp_path / "d"), "--to-metadata",
+          "mysql://x"], "must be a postgresql:// URL"),
         (["--from", str(tmp_path / "src"), "--to", str(tmp_path / "d"), "--to-content",
           "http://x"], "s3:// URL"),
     ]

@@ -1,12 +1,12 @@
 """Whole-store copy (``fsmount store copy --from SRC --to DST``): move a store elsewhere.
 
-A store is named by a :class:`StoreSpec`: a store directory (its metadata in
-``DIR/meta.sqlite``), with its content in that directory or in an S3 bucket (``--to-content
-s3://...``, :mod:`fsmount.store.content_select`).  A ``postgresql://`` metadata URL names a
-distributed store; this module works only through the two seams -- the metadata backend's
-transactions (:mod:`fsmount.store.meta`) and the content backend
-(:mod:`fsmount.store.content`) -- plus the public :class:`~fsmount.store.Store` methods, so
-it moves such a store the same way once :meth:`StoreSpec.open` can open one.
+A store is named by a :class:`StoreSpec`: a store directory, its metadata in
+``DIR/meta.sqlite`` or in PostgreSQL (``--to-metadata postgresql://...``: the directory is
+then this node's), its content in that directory or in an S3 bucket (``--to-content
+s3://...``, :mod:`fsmount.store.content_select`).  This module works only through the two
+seams -- the metadata backend's transactions (:mod:`fsmount.store.meta`) and the content
+backend (:mod:`fsmount.store.content`) -- plus the public :class:`~fsmount.store.Store`
+methods, so it moves a distributed store the same way as an embedded one.
 
 What moves: every user (id, name, quota, premium flag, counters), the whole namespace with
 every node's id and POSIX fields (mode, owner, times, device numbers, link counts, extra
@@ -52,6 +52,7 @@ after the source changed brings the destination up to date (a one-way sync).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -84,6 +85,8 @@ COPY_THREADS = 8
 VERIFY_WINDOWS = 16
 #: The scheme prefixes of a distributed store's metadata.
 METADATA_SCHEMES = ("postgresql://", "postgres://")
+#: The file in which a store directory records its metadata URL (fsmount.store.meta_select).
+METADATA_URL_FILE = "metadata.url"
 
 
 class DestinationNotEmpty(errors.InvalidArgument):
@@ -98,55 +101,62 @@ class CopyVerifyFailed(errors.ChecksumMismatch):
 
 @dataclass(frozen=True)
 class StoreSpec:
-    """Where a store is: ``location`` (a directory, or a metadata URL) and ``content`` (an
-    ``s3://`` URL, or None: in the directory, or what the store recorded)."""
+    """Where a store is: ``location``, its directory (for a distributed store, this node's
+    directory); ``metadata``, a ``postgresql://`` URL or None (SQLite in the directory, or
+    what the directory recorded); ``content``, an ``s3://`` URL or None (in the directory,
+    or what it recorded)."""
 
     location: str
     content: str | None = None
+    metadata: str | None = None
 
     @classmethod
-    def parse(cls, text: str, content: str | None = None) -> StoreSpec:
-        """Raises InvalidArgument (empty, or a URL scheme that names no store)."""
-        if not text:
-            raise errors.InvalidArgument("a store is a directory or a postgresql:// URL")
-        if "://" in text and not text.startswith(METADATA_SCHEMES):
+    def parse(cls, text: str, content: str | None = None,
+              metadata: str | None = None) -> StoreSpec:
+        """Raises InvalidArgument (no directory, a URL in its place, or URLs of the wrong
+        kind)."""
+        if not text or "://" in text:
             raise errors.InvalidArgument(
-                f"{text!r}: a store is a directory or a postgresql:// URL (content URLs "
-                f"go to --from-content / --to-content)")
+                f"{text!r}: a store is given by its directory (a distributed store's: this "
+                f"node's, with --to-metadata postgresql://... and --to-content s3://...)")
         if content is not None and not content.startswith("s3://"):
             raise errors.InvalidArgument(f"content {content!r} must be an s3:// URL")
-        if "://" not in text:
-            text = os.path.abspath(text)
-        return cls(text, content)
-
-    @property
-    def is_url(self) -> bool:
-        return "://" in self.location
+        if metadata is not None and not metadata.startswith(METADATA_SCHEMES):
+            raise errors.InvalidArgument(
+                f"metadata {metadata.split('@')[-1]!r} must be a postgresql:// URL")
+        return cls(os.path.abspath(text), content, metadata)
 
     def describe(self) -> str:
-        """The spec for messages (never with a password)."""
-        where = self.location
-        if self.is_url and "@" in where:
-            scheme, _, rest = where.partition("://")
-            where = f"{scheme}://...@{rest.rpartition('@')[2]}"
-        return where + (f" (content {self.content.split('?')[0]})" if self.content else "")
+        """The spec for messages (never with a password or a query string)."""
+        out = self.location
+        if self.metadata:
+            scheme, _, rest = self.metadata.partition("://")
+            out += f" (metadata {scheme}://{rest.rpartition('@')[2].split('?')[0]})"
+        if self.content:
+            out += f" (content {self.content.split('?')[0]})"
+        return out
 
     def exists(self) -> bool:
-        """Whether a store is there already (a directory with its metadata)."""
-        return self.is_url or (Path(self.location) / "meta.sqlite").is_file()
+        """Whether a store is there already (its SQLite metadata, or a metadata URL)."""
+        where = Path(self.location)
+        return (where / "meta.sqlite").is_file() or (where / METADATA_URL_FILE).is_file()
 
     def open(self, *, copying: bool = False) -> Store:
         """The store, opened exclusively (created if it is a new directory); ``copying``:
         also an unfinished copy (the destination).
 
-        Raises StoreLocked (served or in use), InvalidArgument (a content URL that
-        disagrees with the store's, or a metadata backend this build has not).
+        Raises StoreLocked (served or in use), InvalidArgument (a URL that disagrees with
+        the store's, or a metadata backend this build has not), FsmountError (the database
+        cannot be reached).
         """
-        if self.is_url:
-            raise errors.InvalidArgument(
-                f"{self.describe()}: this build has no PostgreSQL metadata backend yet; "
-                f"copy between store directories (content local or s3://)")
-        return Store(self.location, exclusive=True, content=self.content, copying=copying)
+        kwargs: dict[str, object] = {}
+        if self.metadata is not None:
+            if "metadata" not in inspect.signature(Store).parameters:
+                raise errors.InvalidArgument(
+                    f"{self.describe()}: this build has no PostgreSQL metadata backend")
+            kwargs["metadata"] = self.metadata
+        return Store(self.location, exclusive=True, content=self.content, copying=copying,
+                     **kwargs)  # type: ignore[arg-type]
 
     def auth_dir(self) -> str:
         """The directory of the server's state (``auth.sqlite``) for this store."""
@@ -223,7 +233,7 @@ def _check_destination(src: Store, dst: Store, spec: StoreSpec,
         has_blobs = bool(tx.blob_keys())
         empty = not has_blobs and all(
             u.node_count <= 1 and _root_empty(tx, u.id) for u in dst_users)
-    related = dst.path.joinpath("store-id").exists() and dst.store_id() == src.store_id()
+    related = dst.store_id() == src.store_id()
     if not related and not empty:
         raise DestinationNotEmpty(
             f"{spec.describe()} holds a store that is not a copy of {src.path}: copy into "
