@@ -283,30 +283,35 @@ def test_copy_killed_at_a_random_moment_finishes_when_run_again(
             "--from", str(src), "--to", str(dst)]
     if content:
         args += ["--to-content", content]
-    kills = 0
+    kills = refused = 0
     rnd = random.Random()
+    mark = dst / "copy-incomplete"
     for _ in range(3):
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        # A random moment once the copy is under way (the destination exists).
+        # A random moment once the copy is under way (it marks the destination unfinished
+        # first, on every run, and clears the mark last).
         deadline = time.monotonic() + 30
-        while not (dst / "store-id").exists() and proc.poll() is None:
+        while not mark.exists() and proc.poll() is None:
             assert time.monotonic() < deadline
-            time.sleep(0.01)
-        time.sleep(rnd.uniform(0.0, 1.0))
+            time.sleep(0.005)
+        time.sleep(rnd.uniform(0.0, 0.5))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
-        if proc.returncode == -signal.SIGKILL:
-            kills += 1
+        if proc.returncode != -signal.SIGKILL:
+            assert proc.returncode == 0
+            continue
+        kills += 1
+        if mark.exists():
+            refused += 1
             # An unfinished copy is refused by everyone but the copy (its tree is partial).
-            assert (dst / "copy-incomplete").exists()
             with pytest.raises(errors.InvalidArgument, match="has not finished"):
                 Store(dst)
             ls = fsmount_cmd("ls", "--store", str(dst), "/", check=False)
             assert ls.returncode == 1 and "has not finished" in ls.stderr
-        else:
-            assert proc.returncode == 0
-    assert kills >= 1, "the copy finished before every kill: make the store bigger"
+        else:  # killed on its way out, the mark cleared: the copy is whole
+            assert snapshot(dst) == before
+    assert refused >= 1, "every kill came after the copy had finished: make it bigger"
     done = fsmount_cmd("store", "copy", "--from", str(src), "--to", str(dst),
                        *(["--to-content", content] if content else []))
     assert "verified:" in done.stdout
