@@ -41,8 +41,9 @@ reset, a timeout) moves the current node to the next in the list (:meth:`HttpRem
 once, however many requests met the dead node together, with one warning per outage) and
 the request is sent again there at once; only when every node failed in a row does it back
 off.  Any request may go to another node because every request is safe to repeat (below);
-the retry bound stays the call's ``retry_time``.  An answer, even a 5xx, is no reason to
-switch: the node is there.
+the retry bound stays the call's ``retry_time``, except that every node is tried once per
+call even past it (a node that times out must not use up a short window alone, such as the
+first contact's).  An answer, even a 5xx, is no reason to switch: the node is there.
 
 After the last attempt a connection failure raises a subclass of
 :class:`~fsmount.errors.Unreachable` saying why (refused, unknown host, TLS on one side
@@ -619,11 +620,14 @@ class HttpRemote:
                 # Any request -- they are all idempotent, parts by (file_id, part) -- goes
                 # on with the next server; the retry bound stays this call's deadline.
                 await self._fail_over(index, reason)
-                if not self._may_retry(attempt, deadline):
+                hops += 1
+                # Every server is tried once per call, even past the deadline (a node that
+                # times out must not use up a short first-contact window alone).
+                untried = poll is None and 1 < len(self._nodes) and hops < len(self._nodes)
+                if not untried and not self._may_retry(attempt, deadline):
                     self.failed += 1
                     raise unreachable(node.url, exc) from exc
                 log.debug("%s failed (%r), retrying", method_name, exc)
-                hops += 1
                 if len(self._nodes) > 1 and hops % len(self._nodes):
                     wait = 0.0  # the next server at once; a round of failures backs off
             else:

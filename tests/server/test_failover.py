@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -77,6 +78,24 @@ def test_a_dead_first_server_is_skipped_by_every_verb(cluster: Cluster, tmp_path
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "connection refused" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+async def test_a_silent_first_node_does_not_use_up_the_retry_window(cluster: Cluster) -> None:
+    """A node that accepts connections and never answers times out; the next node is
+    still tried within the same call, though the timeout alone outlasts the window."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        remote = HttpRemote([url, cluster.urls[0]], cluster.token, timeout=1.0,
+                            retry_time=0.2)
+        try:
+            start = trio.current_time()
+            node = await remote.getattr(ROOT_ID)
+            assert node.id == ROOT_ID and remote.base_url == cluster.urls[0]
+            assert remote.switches == 1 and trio.current_time() - start < 10
+        finally:
+            await remote.aclose()
 
 
 async def test_upload_parts_and_reads_go_on_through_the_other_node(
