@@ -19,6 +19,7 @@ import trio
 from fsmount import errors
 from fsmount.cli import build_parser
 from fsmount.httpremote import HttpRemote, split_server_urls
+from fsmount.mounthelper import helper_argv
 from fsmount.protocol import KIB, MIB
 from fsmount.remote import ROOT_ID, InputFileBig
 
@@ -52,6 +53,10 @@ def test_server_lists_parse() -> None:
     assert args.server == "http://a:1,http://b:2,http://c:3"
     assert HttpRemote(args.server, "tok").base_urls == ["http://a:1", "http://b:2",
                                                          "http://c:3"]
+    # An fstab source of several nodes reaches the mount as one --server list.
+    argv = helper_argv(["http://a:1,http://b:2", "/mnt/x", "-o", "token_file=/t,allow_other"])
+    parsed = build_parser().parse_args(argv)
+    assert parsed.server == "http://a:1,http://b:2" and parsed.token_file == "/t"
 
 
 def test_a_dead_first_server_is_skipped_by_every_verb(cluster: Cluster, tmp_path: Path) -> None:
