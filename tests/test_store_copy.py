@@ -198,6 +198,22 @@ def test_a_corrupt_source_blob_stops_the_copy(tmp_path: Path) -> None:
     assert (dst / "copy-incomplete").exists()  # nobody serves the partial copy
 
 
+def test_a_run_over_a_copy_whose_content_rotted_says_so(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    build(src)
+    run_copy(StoreSpec.parse(str(src)), StoreSpec.parse(str(dst)))
+    with Store(dst) as d:
+        uid = d.user_id("alice")
+        node = d.lookup(uid, ROOT_ID, "hers")
+        chunk = d.blob_files(uid, node.segments[0].location)[0]
+    raw = bytearray(chunk.read_bytes())
+    raw[5] ^= 0x01
+    chunk.write_bytes(bytes(raw))
+    proc = fsmount_cmd("store", "copy", "--from", str(src), "--to", str(dst), check=False)
+    assert proc.returncode == 1, proc.stdout
+    assert "does not match its check at the destination" in proc.stderr
+
+
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     build(tmp_path / "src")
     cases = [

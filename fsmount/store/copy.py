@@ -43,7 +43,8 @@ leaves a destination that a second run finishes):
    reclaimed.
 5. *Verify*: the destination's namespace is compared with the source's again, node by
    node, and every document is re-read from the destination through
-   :meth:`~fsmount.store.Store.get_file_windows` and its SHA-256 compared.
+   :meth:`~fsmount.store.Store.get_file_windows` as a mount reads it: every block against
+   its check (CRC32C, or SHA-256 for blobs without CRC32Cs) and the whole SHA-256.
 
 A second run over a finished copy changes nothing and verifies again (idempotent); a run
 after the source changed brings the destination up to date (a one-way sync).
@@ -87,6 +88,11 @@ VERIFY_WINDOWS = 16
 METADATA_SCHEMES = ("postgresql://", "postgres://")
 #: The file in which a store directory records its metadata URL (fsmount.store.meta_select).
 METADATA_URL_FILE = "metadata.url"
+
+
+#: What a failed verification of the destination's content means to the user.
+_DAMAGED = (": the destination's content is damaged (`fsmount fsck --deep` on it shows "
+            "where) and it stays marked unfinished; copy into a new directory")
 
 
 class DestinationNotEmpty(errors.InvalidArgument):
@@ -450,20 +456,29 @@ def _verify(src: Store, dst: Store, users: list[UserEntry],
 
 
 def _verify_document(dst: Store, uid: int, doc: Document) -> None:
+    """Re-read ``doc`` from the destination as a mount reads it (windows with their block
+    checks) and compare every block's check and the whole SHA-256.  Raises
+    CopyVerifyFailed."""
     h = hashlib.sha256()
     offset = 0
     for _ in range(doc.size // WINDOW + 2):
         if offset >= doc.size:
             break
-        windows, _checks = dst.get_file_windows(uid, doc.location, offset, VERIFY_WINDOWS)
-        for w in windows:
-            h.update(w.bytes)
-            offset += len(w.bytes)
+        windows, checks = dst.get_file_windows(uid, doc.location, offset, VERIFY_WINDOWS,
+                                               hashes=True, crc32c=True)
+        data = b"".join(w.bytes for w in windows)
+        for c in checks:
+            start = c.offset - offset
+            if not c.matches(data[start : start + c.limit]):
+                raise CopyVerifyFailed(f"document {doc.id}: the block at {c.offset} does not "
+                                       f"match its check at the destination{_DAMAGED}")
+        h.update(data)
+        offset += len(data)
         if not windows or len(windows[-1].bytes) < WINDOW:
             break
     if offset != doc.size or h.hexdigest() != doc.sha256:
         raise CopyVerifyFailed(f"document {doc.id} reads back from the destination as "
-                               f"{offset} bytes with another SHA-256")
+                               f"{offset} bytes with another SHA-256{_DAMAGED}")
 
 
 # --- entry points -----------------------------------------------------------------------
