@@ -334,5 +334,7 @@ def test_copy_killed_at_a_random_moment_finishes_when_run_again(
     assert not (dst / "copy-incomplete").exists()
     assert snapshot(dst) == before
     assert fsck.check(dst, deep=True) == []
+    checked = fsmount_cmd("fsck", "--deep", "--store", str(dst))
+    assert checked.stdout.strip().endswith("clean")
     again = fsmount_cmd("store", "copy", "--from", str(src), "--to", str(dst))
     assert "0 written, 0 removed" in again.stdout
