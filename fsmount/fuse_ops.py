@@ -31,6 +31,7 @@ import trio
 
 from . import errors
 from .feed import FeedFollower, start_feed_follower
+from .folderscan import FolderScan
 from .idpool import NodeIdPool, start_id_pool
 from .inodes import ATTR_TIMEOUT, DirHandle, FileHandle, HandleTable, NodeCache
 from .journal import Journal, Uploader
@@ -237,6 +238,8 @@ class Operations(pyfuse3.Operations):
         self.attr_timeout = attr_timeout
         self.nodes = NodeCache(remote, ttl=attr_timeout)
         self.cache = ChunkCache(remote, cache_bytes)
+        #: Small files of a folder read one after another are fetched ahead.
+        self.scan = FolderScan(self.nodes, self.cache)
         self.files: HandleTable[FileHandle] = HandleTable()
         self.dirs: HandleTable[DirHandle] = HandleTable()
         self.uid = os.getuid()
@@ -719,6 +722,8 @@ class Operations(pyfuse3.Operations):
         fi = self._file_handle(node, flags, writer)
         if writer is not None and ctx is not None and ctx.uid != 0:
             self.files.get(fi.fh).kill_privs = True
+        if writer is None and inode not in self.writers:
+            self.scan.opened(node)
         return fi
 
     @_op

@@ -43,6 +43,11 @@ LISTINGS_MAX = 200_000
 CHANGED_MAX = 100_000
 #: Folder listings are fetched in pages of this many entries.
 LIST_PAGE = 1000
+#: The lookup that misses the cache in a folder for this many times is answered by fetching
+#: the folder's listing instead (while the feed is followed; folders of one page).
+LIST_AFTER_LOOKUPS = 2
+#: Folders whose remote lookups are counted, at most (the least recent go first).
+LOOKUP_COUNTS_MAX = 1024
 
 
 class Listed(NamedTuple):
@@ -96,6 +101,8 @@ class NodeCache:
         #: reserved): answered from here, never asked of the store, until born or dropped.
         self._unborn: dict[int, Node] = {}
         self._unborn_names: dict[tuple[int, str], int] = {}
+        #: Remote lookups per folder without a kept listing (-1: listed once, too big).
+        self._lookups_in: OrderedDict[int, int] = OrderedDict()
 
     # --- trust ----------------------------------------------------------------------------
 
@@ -306,10 +313,38 @@ class NodeCache:
                 raise errors.NotFound(f"no {name!r} in folder {parent}")
             node = self.merge(node, listed.seen_at)
         else:
-            stamp = self._clock()
-            node = self.put(await self.remote.lookup(parent, name), stamp)
+            listed = await self._list_for_lookups(parent)
+            if listed is not None:
+                node = listed.by_name.get(name)  # type: ignore[assignment]
+                if node is None:
+                    raise errors.NotFound(f"no {name!r} in folder {parent}")
+                node = self.merge(node, listed.seen_at)
+            else:
+                stamp = self._clock()
+                node = self.put(await self.remote.lookup(parent, name), stamp)
         self.remember(node.id)
         return node
+
+    async def _list_for_lookups(self, parent: int) -> Listed | None:
+        """Fetch and keep the listing of a folder that lookups keep missing in (the second
+        miss, while the feed is followed): one call answers every further lookup there,
+        as a cold ``cat dir/*`` or ``git status`` asks name after name.  None when the
+        folder is not listed (too few misses yet, no feed, more than one page)."""
+        if not self.following:
+            return None
+        misses = self._lookups_in.pop(parent, 0)
+        if misses < 0 or misses + 1 < LIST_AFTER_LOOKUPS:
+            self._lookups_in[parent] = misses if misses < 0 else misses + 1
+            while len(self._lookups_in) > LOOKUP_COUNTS_MAX:
+                self._lookups_in.popitem(last=False)
+            return None
+        stamp = self._clock()
+        page = await self.remote.list_folder(parent, None, LIST_PAGE)
+        if page.next_after is not None:
+            self._lookups_in[parent] = -1  # a big folder: lookups one by one
+            return None
+        self.put_listing(parent, page.entries, stamp)
+        return self.listing(parent)
 
     def remember(self, node_id: int, n: int = 1) -> None:
         self.lookups[node_id] = self.lookups.get(node_id, 0) + n
