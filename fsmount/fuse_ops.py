@@ -957,6 +957,9 @@ class Operations(pyfuse3.Operations):
     @_mutates
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         self._check_writable()
+        if self.nodes.unborn_under(parent_inode, _decode(name)):
+            # Files created in it that the store does not have yet: not empty.
+            raise pyfuse3.FUSEError(errno.ENOTEMPTY)
         # Noted before the call: the feed may report the removal before the answer arrives.
         self._own_removal(parent_inode, _decode(name))
         try:

@@ -174,6 +174,11 @@ class NodeCache:
         node_id = self._unborn_names.get((parent, name))
         return None if node_id is None else self._unborn[node_id]
 
+    def unborn_under(self, parent: int, name: str) -> bool:
+        """Whether the folder ``name`` in ``parent`` holds files created here that the store
+        does not have yet."""
+        return any(self._where.get(n.parent) == (parent, name) for n in self._unborn.values())
+
     def unborn_in(self, parent: int) -> list[Node]:
         """The files not in the store yet whose folder is ``parent``."""
         return [n for n in self._unborn.values() if n.parent == parent]

@@ -107,6 +107,17 @@ def test_a_deferred_file_unlinked_before_close_never_reaches_the_store(
     assert store_view(mounted.store, "tmp") == b"kept"
 
 
+def test_a_folder_holding_a_deferred_file_is_not_empty(mounted: MountProc) -> None:
+    d = mounted.mnt / "d"
+    d.mkdir()
+    with open(d / "new", "wb") as f:
+        f.write(b"not in the store yet")
+        with pytest.raises(OSError) as exc:
+            os.rmdir(d)
+        assert exc.value.errno == errno.ENOTEMPTY
+    assert store_view(mounted.store, "d/new") == b"not in the store yet"
+
+
 def cached_bytes(fd: int, size: int) -> int:
     """Bytes of the file open as ``fd`` that are in the kernel's page cache (``mincore``).
 
