@@ -238,11 +238,11 @@ class EmbeddedRemote:
         return await self._run(self.store.rename, parent, name, new_parent, new_name,
                                replace=replace)
 
-    async def unlink(self, parent: int, name: str) -> None:
-        await self._run(self.store.unlink, parent, name)
+    async def unlink(self, parent: int, name: str) -> int | None:
+        return await self._run(self.store.unlink, parent, name)
 
-    async def rmdir(self, parent: int, name: str) -> None:
-        await self._run(self.store.rmdir, parent, name)
+    async def rmdir(self, parent: int, name: str) -> int | None:
+        return await self._run(self.store.rmdir, parent, name)
 
     async def statfs(self) -> Usage:
         return await self._run(self.store.statfs)

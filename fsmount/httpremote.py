@@ -284,6 +284,12 @@ def _query_value(v: Any) -> str:
     return urllib.parse.quote_plus(str(v))
 
 
+def _stamp(answer: Any) -> int | None:
+    """The ``at_ns`` of an unlink/rmdir answer (absent from an older server's)."""
+    at = answer.get("at_ns") if isinstance(answer, dict) else None
+    return at if isinstance(at, int) and not isinstance(at, bool) else None
+
+
 def _parse_head(raw: bytes) -> tuple[int, bytes, dict[str, str]]:
     """Status, HTTP minor version string and headers (names lower-cased; repeated headers
     joined with ", ") of a response head ending in CRLF CRLF.  Raises
@@ -861,11 +867,11 @@ class HttpRemote:
             "parent": parent, "name": name, "new_parent": new_parent, "new_name": new_name,
             "replace": replace}))
 
-    async def unlink(self, parent: int, name: str) -> None:
-        await self._post("unlink", {"parent": parent, "name": name})
+    async def unlink(self, parent: int, name: str) -> int | None:
+        return _stamp(await self._post("unlink", {"parent": parent, "name": name}))
 
-    async def rmdir(self, parent: int, name: str) -> None:
-        await self._post("rmdir", {"parent": parent, "name": name})
+    async def rmdir(self, parent: int, name: str) -> int | None:
+        return _stamp(await self._post("rmdir", {"parent": parent, "name": name}))
 
     async def statfs(self) -> Usage:
         return wire.usage_from_json(await self._json("statfs"))

@@ -521,12 +521,15 @@ class Remote(Protocol):
         """
         ...
 
-    async def unlink(self, parent: int, name: str) -> None:
-        """Remove a file or symlink.  Raises NotFound, IsADirectory."""
+    async def unlink(self, parent: int, name: str) -> int | None:
+        """Remove a file or symlink.  Returns the change's stamp (ns: the folder's new mtime
+        and ctime), or None from a store that does not tell it (an older server).  Raises
+        NotFound, IsADirectory."""
         ...
 
-    async def rmdir(self, parent: int, name: str) -> None:
-        """Remove an empty folder.  Raises NotFound, NotEmpty, NotADirectory."""
+    async def rmdir(self, parent: int, name: str) -> int | None:
+        """Remove an empty folder; returns the stamp as :meth:`unlink`.  Raises NotFound,
+        NotEmpty, NotADirectory."""
         ...
 
     async def statfs(self) -> Usage: ...

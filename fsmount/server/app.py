@@ -483,11 +483,9 @@ async def _proto_post(method: str, remote: EmbeddedRemote, a: dict[str, Any]) ->
             ri(a, "parent"), rs(a, "name"), ri(a, "new_parent"), rs(a, "new_name"),
             replace=wire.req_bool(a, "replace", True)))
     if method == "unlink":
-        await remote.unlink(ri(a, "parent"), rs(a, "name"))
-        return {"ok": True}
+        return {"ok": True, "at_ns": await remote.unlink(ri(a, "parent"), rs(a, "name"))}
     if method == "rmdir":
-        await remote.rmdir(ri(a, "parent"), rs(a, "name"))
-        return {"ok": True}
+        return {"ok": True, "at_ns": await remote.rmdir(ri(a, "parent"), rs(a, "name"))}
     if method == "mknod":
         try:
             kind = NodeKind(rs(a, "kind"))

@@ -510,13 +510,15 @@ class Store:
         return self.namespace.rename(user_id, parent, name, new_parent, new_name,
                                      replace=replace)
 
-    def unlink(self, user_id: int, parent: int, name: str) -> None:
-        """Remove a file or symlink.  Raises NotFound, NotADirectory, IsADirectory."""
-        self.namespace.unlink(user_id, parent, name)
+    def unlink(self, user_id: int, parent: int, name: str) -> int:
+        """Remove a file or symlink; returns the change's stamp (the folder's new mtime).
+        Raises NotFound, NotADirectory, IsADirectory."""
+        return self.namespace.unlink(user_id, parent, name)
 
-    def rmdir(self, user_id: int, parent: int, name: str) -> None:
-        """Remove an empty folder.  Raises NotFound, NotEmpty, NotADirectory."""
-        self.namespace.rmdir(user_id, parent, name)
+    def rmdir(self, user_id: int, parent: int, name: str) -> int:
+        """Remove an empty folder; returns the change's stamp (the folder's new mtime).
+        Raises NotFound, NotEmpty, NotADirectory."""
+        return self.namespace.rmdir(user_id, parent, name)
 
     # --- change feed ----------------------------------------------------------------------
 

@@ -478,9 +478,10 @@ class Namespace:
             assert moved is not None, "the node just moved there"
             return self._with_segments(tx, uid, moved)
 
-    def unlink(self, uid: int, parent: int, name: str) -> None:
+    def unlink(self, uid: int, parent: int, name: str) -> int:
         """Remove a name of a file, symlink or special file (the node goes with its last
-        name).  Raises NotFound, NotADirectory, IsADirectory."""
+        name).  Returns the change's stamp (the folder's new mtime and ctime, ns).  Raises
+        NotFound, NotADirectory, IsADirectory."""
         with self.txn.run() as tx:
             self._dir_row(tx, uid, parent)
             row = tx.child(uid, parent, name) if _name_ok(name) else None
@@ -491,9 +492,11 @@ class Namespace:
             self._remove_name(tx, uid, row)
             self._touch_dir(tx, uid, parent)
             self._log(tx, uid, ChangeKind.DELETE, row.id, parent, row.name)
+            return int(tx.now * 1e9)
 
-    def rmdir(self, uid: int, parent: int, name: str) -> None:
-        """Remove an empty folder.  Raises NotFound, NotEmpty, NotADirectory."""
+    def rmdir(self, uid: int, parent: int, name: str) -> int:
+        """Remove an empty folder.  Returns the change's stamp (as :meth:`unlink`).  Raises
+        NotFound, NotEmpty, NotADirectory."""
         with self.txn.run() as tx:
             self._dir_row(tx, uid, parent)
             row = tx.child(uid, parent, name) if _name_ok(name) else None
@@ -506,6 +509,7 @@ class Namespace:
             self._delete_node(tx, uid, row)
             self._touch_dir(tx, uid, parent)
             self._log(tx, uid, ChangeKind.DELETE, row.id, parent, row.name)
+            return int(tx.now * 1e9)
 
     # --- POSIX: special files, hard links, ownership, times -------------------------------
 
