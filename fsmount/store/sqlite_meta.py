@@ -637,7 +637,8 @@ class SqliteTx(TxEffects):
         self._q("INSERT INTO users(id, name, quota_bytes, premium, next_node_id, used_bytes, "
                 "node_count) VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
                 "name = excluded.name, quota_bytes = excluded.quota_bytes, "
-                "premium = excluded.premium, next_node_id = excluded.next_node_id, "
+                "premium = excluded.premium, "
+                "next_node_id = max(next_node_id, excluded.next_node_id), "
                 "used_bytes = excluded.used_bytes, node_count = excluded.node_count",
                 entry.id, entry.name, int(entry.quota_bytes), int(bool(entry.premium)),
                 entry.next_node_id, entry.used_bytes, entry.node_count)
