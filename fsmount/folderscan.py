@@ -7,8 +7,9 @@ a file (:mod:`fsmount.reader`) cannot help, since every file is a single chunk. 
 read-ahead one level up: the access pattern is the sequence of files opened in a folder.
 
 Design: :class:`FolderScan` remembers, per folder, where in the folder's listing (kept by
-the node cache while the change feed vouches for it) the last small file was opened for
-reading.  When a small file is opened after an earlier one of the same folder, further on
+the node cache while the change feed vouches for it) the last small file was read from its
+start (an open without a read, as rsync makes of the files it wrote, does not count).
+When a small file is read after an earlier one of the same folder, further on
 in name order and at most :data:`SCAN_OPENS` opens (of any folder) later, the folder is
 being scanned (counted in opens, not seconds, so that a scan over a slow link, or one that
 goes through several folders at once, is still one): the
@@ -69,9 +70,9 @@ class FolderScan:
         #: Files fetched ahead so far (for ``fsmount status`` and the tests).
         self.fetched_ahead = 0
 
-    def opened(self, node: Node) -> None:
-        """``node`` was opened for reading: note it, and fetch ahead if its folder is being
-        scanned."""
+    def read_from_start(self, node: Node) -> None:
+        """``node`` is being read from its start: note it, and fetch ahead if its folder is
+        being scanned."""
         if node.kind is not NodeKind.FILE or node.size > SMALL_FILE:
             return
         now = self._clock()

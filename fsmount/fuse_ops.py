@@ -54,6 +54,7 @@ from .remote import (
     NodeKind,
     Owner,
     Remote,
+    Usage,
 )
 from .treewalk import TreeWalk, start_tree_walk
 from .upload import DEFAULT_WRITE_MEMORY, RetainBudget
@@ -85,6 +86,9 @@ OWN_CHANGES_MAX = 10_000
 OWN_ANSWER_WAIT = 0.2
 #: Block size reported to tools: cp, dd and friends size their buffers from st_blksize.
 BLKSIZE = 1024 * 1024
+#: Seconds a statfs answer is reused without the change feed (find and df ask for one on
+#: every walk).
+STATFS_TTL = 2.0
 #: statfs when the store cannot tell its disk's free space (an older server): this much free.
 UNLIMITED_FREE = 1 << 50
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -131,6 +135,7 @@ def _mutates(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
         finally:
             self._in_flight.discard(done)
             done.set()
+            self._statfs = None  # usage may have changed
 
     return wrapper
 
@@ -281,6 +286,8 @@ class Operations(pyfuse3.Operations):
                                      on_stored=self._stored)
         #: Set through the root's ``user.fsmount.nowait``: unmount leaves the journal.
         self.no_wait = False
+        #: The last statfs answer and when it came (see statfs).
+        self._statfs: tuple[Usage, float] | None = None
         #: When a file open for writing last changed (write, truncate) before its commit:
         #: its ctime until the commit stores a later one.
         self._changed_ns: dict[int, int] = {}
@@ -527,7 +534,13 @@ class Operations(pyfuse3.Operations):
 
     @_op
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
-        usage = await self.remote.statfs()
+        # find and df ask before every walk: an answer is good until this mount changes
+        # something or the change feed reports a change (without the feed: STATFS_TTL).
+        now = time.monotonic()
+        if self._statfs is None or (not self.nodes.following
+                                    and now - self._statfs[1] >= STATFS_TTL):
+            self._statfs = (await self.remote.statfs(), now)
+        usage = self._statfs[0]
         s = pyfuse3.StatvfsData()
         s.f_bsize = BLKSIZE
         s.f_frsize = 4096
@@ -729,8 +742,6 @@ class Operations(pyfuse3.Operations):
         fi = self._file_handle(node, flags, writer)
         if writer is not None and ctx is not None and ctx.uid != 0:
             self.files.get(fi.fh).kill_privs = True
-        if writer is None and inode not in self.writers:
-            self.scan.opened(node)
         return fi
 
     @_op
@@ -826,6 +837,11 @@ class Operations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.files.get(fh)
         state = self.writers.get(handle.node.id)
+        if off == 0 and not handle.scanned and state is None:
+            # A file read from its start: part of a folder scan? (Counted at the first
+            # read, not at open: rsync, for one, opens the files it wrote without reading.)
+            handle.scanned = True
+            self.scan.read_from_start(handle.node)
         if state is not None:
             data, base = await state.read(off, size)
             if data is not None:
@@ -1250,6 +1266,7 @@ class Operations(pyfuse3.Operations):
         A change this mount made itself (its cached node, or folder, is at least as new as
         the change's stamp) needs nothing: the mount updated its caches when it made it.
         """
+        self._statfs = None  # usage may have changed
         pending = list(self._in_flight)
         if pending:
             # A change of this mount may be reported before its answer is in: wait (a
@@ -1292,6 +1309,7 @@ class Operations(pyfuse3.Operations):
 
     async def _drop_everything(self, *, following: bool) -> None:
         known = list(self.nodes.lookups)
+        self._statfs = None
         self.nodes.follow(following)
         self._own_stamps.clear()
         self._own_removals.clear()

@@ -528,3 +528,5 @@ class FileHandle:
     #: set-user-ID (and group-executable set-group-ID) bit, as POSIX asks.  The kernel does
     #: that itself only for writes through its page cache, not for direct_io ones.
     kill_privs: bool = False
+    #: Its first read from offset 0 was reported to the folder scan (fsmount.folderscan).
+    scanned: bool = False

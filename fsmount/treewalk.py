@@ -73,8 +73,10 @@ class TreeWalk:
         through its parent."""
         self._opens += 1
         parent = folder.parent
+        if folder.id == parent:
+            return  # the root: a subfolder of nothing
         last = self._child_opened.get(parent, -WALK_OPENS - 1)
-        walking = folder.id != parent and self._opens - last <= WALK_OPENS
+        walking = self._opens - last <= WALK_OPENS
         self._child_opened.pop(parent, None)
         self._child_opened[parent] = self._opens
         while len(self._child_opened) > REMEMBERED:
