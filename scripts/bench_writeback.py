@@ -17,10 +17,12 @@ returns (everything in the store).  Contents are checked afterwards, untimed.
 Latency hook: ``--proxy-cmd`` starts a command in front of the server (the mount then talks
 to it), e.g. the userspace delay proxy of another branch::
 
-    --proxy-cmd "python3 scripts/delay_proxy.py --listen 127.0.0.1:{port} --target {url} --rtt 100ms"
+    --proxy-cmd "python3 scripts/delay_proxy.py --listen 127.0.0.1:{port} --target {target} --rtt-ms 100"
 
-``{port}`` is a free loopback port the script picks and ``{url}`` the server's URL; without
-it the runs are at loopback RTT.
+``{port}`` is a free loopback port the script picks, ``{target}`` the server's
+``HOST:PORT`` and ``{url}`` its URL; without it the runs are at loopback RTT.
+``--workloads`` picks some of ``tar,git,dd``.  At the end a Markdown table gives each time
+and its ratio to the local directory.
 
     python3 scripts/bench_writeback.py --files 300 --size 128M   # a quick run
     python3 scripts/bench_writeback.py                           # the docs/performance.md figures
@@ -119,7 +121,8 @@ def remote_args(backend: str, store: Path, proxy_cmd: str | None) -> Iterator[li
                  "fsmount serve")
         if proxy_cmd:
             pport = free_port()
-            procs.append(subprocess.Popen(shlex.split(proxy_cmd.format(port=pport, url=url)),
+            cmd = proxy_cmd.format(port=pport, url=url, target=f"127.0.0.1:{port}")
+            procs.append(subprocess.Popen(shlex.split(cmd),
                                           stdout=log, stderr=log))
             url = f"http://127.0.0.1:{pport}"
             time.sleep(1.0)  # a benchmark, not a test: give the proxy a moment
@@ -190,12 +193,37 @@ def make_inputs(work: Path, files: int, size: int, repo_files: int) -> tuple[Pat
     return tar, big, repo
 
 
-def workloads(tar: Path, big: Path, repo: Path) -> dict[str, list[str]]:
-    return {
-        "tar x": ["tar", "xf", str(tar), "-C", "{dst}"],
-        "git clone": ["git", "clone", "-q", "--no-local", f"file://{repo}", "{dst}/clone"],
-        "dd": ["dd", f"if={big}", "of={dst}/big.bin", "bs=1M", "status=none"],
+def workloads(tar: Path, big: Path, repo: Path, which: list[str]) -> dict[str, list[str]]:
+    every = {
+        "tar": ("tar x", ["tar", "xf", str(tar), "-C", "{dst}"]),
+        "git": ("git clone",
+                ["git", "clone", "-q", "--no-local", f"file://{repo}", "{dst}/clone"]),
+        "dd": ("dd", ["dd", f"if={big}", "of={dst}/big.bin", "bs=1M", "status=none"]),
     }
+    return dict(every[w] for w in which)
+
+
+def table(rows: list[tuple[str, str, str, float, float | None]]) -> str:
+    """The figures as a Markdown table: each time and its ratio to the local directory."""
+    cols = [(b, m) for _, b, m, _, _ in rows if b != "local directory"]
+    cols = list(dict.fromkeys(cols))
+    head = "| workload | local dir | " + " | ".join(f"{b} {m}" for b, m in cols) + " |"
+    out = [head, "| --- " * (2 + len(cols)) + "|"]
+    for name in dict.fromkeys(r[0] for r in rows):
+        local = next(r[3] for r in rows if r[0] == name and r[1] == "local directory")
+        cells = []
+        for b, m in cols:
+            hit = [r for r in rows if r[0] == name and (r[1], r[2]) == (b, m)]
+            if not hit:
+                cells.append("-")
+                continue
+            _, _, _, t, drain = hit[0]
+            cell = f"{t:.2f} s ({t / local:.1f}×)"
+            if drain is not None:
+                cell += f" + sync {drain:.2f} s"
+            cells.append(cell)
+        out.append(f"| {name} | {local:.2f} s | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def main() -> int:
@@ -207,6 +235,8 @@ def main() -> int:
     ap.add_argument("--proxy-cmd", default=None,
                     help="command started in front of the server ({port}, {url})")
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir)")
+    ap.add_argument("--workloads", default="tar,git,dd", help="some of tar,git,dd")
+    ap.add_argument("--modes", default="default,write-back", help="default,write-back")
     args = ap.parse_args()
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-wb-"))
     tar, big, repo = make_inputs(base, args.files, args.size, args.repo_files)
@@ -215,7 +245,8 @@ def main() -> int:
             pass
     rows: list[tuple[str, str, str, float, float | None]] = []
     n = 0
-    for name, cmd in workloads(tar, big, repo).items():
+    modes = [m == "write-back" for m in args.modes.split(",")]
+    for name, cmd in workloads(tar, big, repo, args.workloads.split(",")).items():
         local = base / f"local{n}"
         local.mkdir()
         t = timed([c.replace("{dst}", str(local)) for c in cmd])
@@ -224,7 +255,7 @@ def main() -> int:
         rows.append((name, "local directory", "-", t, None))
         print(f"{name:10} local directory           {t:8.2f} s", flush=True)
         for backend in args.backends.split(","):
-            for wb in (False, True):
+            for wb in modes:
                 n += 1
                 with mounted(base, f"m{n}", backend, wb, args.proxy_cmd) as mnt:
                     t = timed([c.replace("{dst}", str(mnt)) for c in cmd])
@@ -239,6 +270,7 @@ def main() -> int:
                 extra = f"  sync after: {drain:6.2f} s" if drain is not None else ""
                 print(f"{name:10} {backend:9} {mode:10}      {t:8.2f} s{extra}", flush=True)
                 rows.append((name, backend, mode, t, drain))
+    print(table(rows), flush=True)
     if not args.dir:
         shutil.rmtree(base, ignore_errors=True)
     return 0
