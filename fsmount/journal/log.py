@@ -529,11 +529,13 @@ class Journal:
 
     async def commit_content(self, work_path: str, *, node: int, parent: int, name: str,
                              size: int, sha256: str, base_version: int,
-                             mtime_ns: int, data: bytes | None = None) -> Pending | None:
+                             mtime_ns: int, data: bytes | None = None,
+                             mode: int | None = None) -> Pending | None:
         """Make the closed file at ``work_path`` the node's pending content: moved into
         ``content/`` and recorded, durably, before this returns.  With ``data`` (its bytes,
         at most INLINE_MAX) the content travels inline in its record and the file needs no
-        fsync; without, the caller has fsynced it.
+        fsync; without, the caller has fsynced it.  ``mode``: a chmod made while it was
+        written, recorded in the same batch.
 
         Raises:
             OSError: the journal could not be written.
@@ -549,6 +551,8 @@ class Journal:
         b.renames.append((work_path, self.content_path(cid)))
         b.dirsync |= data is None
         self._queue(record, data or b"", lazy=False)
+        if mode is not None:
+            self._queue(MetaRecord(self._take_id(), node, mode, None), lazy=False)
         await self._wait(b)
         return self.pending.get(node)
 
