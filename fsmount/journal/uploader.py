@@ -12,7 +12,7 @@ A node is started only once every record about it is durable (a lazy chmod / uti
 record is flushed first, see fsmount.journal.log); when nothing is uploading the scheduler
 flushes the journal's lazy records (done records, so their content files are deleted).
 
-**Resume at the part.**  Each part an upload saves is noted in the content's side file
+**Resume at the part.**  Each part an upload of more than one part saves is noted in the content's side file
 (:meth:`~fsmount.journal.Journal.part_saved`, no fsync), and an upload of the same content
 later (the next mount after a crash, or a retry) reuses the noted segments' file ids and
 sends only the parts not noted, if they were saved less than half the store's part lifetime
@@ -50,7 +50,7 @@ import trio
 from .. import errors
 from ..nursery import open_nursery
 from ..remote import ROOT_ID, FileLocation, Node, Remote
-from ..upload import SavedParts, cached_config, upload_file
+from ..upload import PART_SIZE, SavedParts, cached_config, upload_file
 from ..upload.policy import refresh_after
 from .log import EMPTY_SHA256, Journal, Pending
 
@@ -181,7 +181,9 @@ class Uploader:
             self.journal.changed()
 
     async def _content(self, p: Pending) -> tuple[FileLocation, ...]:
-        resume = await self._resume_plan(p)
+        # A content of one part gains nothing from a resume: no notes, no plan.
+        parted = p.content.size > PART_SIZE
+        resume = await self._resume_plan(p) if parted else {}
         if resume:
             log.info("write-back: resuming the upload of %s (%d parts already in the store)",
                      p.name, sum(len(s.numbers) for s in resume.values()))
@@ -195,7 +197,7 @@ class Uploader:
         try:
             docs = await upload_file(self.remote, self.journal.content_path(p.content.id),
                                      p.name, parallel=self.parallel, spill_dir=self.cache_dir,
-                                     resume=resume, on_part_saved=saved)
+                                     resume=resume, on_part_saved=saved if parted else None)
         except FileNotFoundError:
             raise _Superseded from None
         return tuple(d.location for d in docs)
