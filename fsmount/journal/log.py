@@ -45,6 +45,7 @@ next batch starts the log afresh (truncated, then written from offset 0).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -470,6 +471,10 @@ class Journal:
         except OSError as exc:
             b.error = exc
             log.error("write-back journal: cannot write %d records: %s", len(b.frames), exc)
+        except BaseException:
+            # Nothing else is expected; whatever it is, no appender may think it durable.
+            b.error = OSError(errno.EIO, "the batch was not written")
+            raise
         else:
             self.durable_batch = b.seq
             self.syncs += 1
