@@ -21,7 +21,9 @@ to it), e.g. the userspace delay proxy of another branch::
 
 ``{port}`` is a free loopback port the script picks, ``{target}`` the server's
 ``HOST:PORT`` and ``{url}`` its URL; without it the runs are at loopback RTT.
-``--workloads`` picks some of ``tar,git,dd``.  At the end a Markdown table gives each time
+``--workloads`` picks some of ``tar,git,dd``; ``--modes`` some of ``default``,
+``write-back`` and ``write-back-paused`` (``fsmount pause`` during the workload, so that
+``resume`` + ``sync`` afterwards time the whole drain: the uploads' own speed).  At the end a Markdown table gives each time
 and its ratio to the local directory.
 
     python3 scripts/bench_writeback.py --files 300 --size 128M   # a quick run
@@ -236,7 +238,9 @@ def main() -> int:
                     help="command started in front of the server ({port}, {url})")
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir)")
     ap.add_argument("--workloads", default="tar,git,dd", help="some of tar,git,dd")
-    ap.add_argument("--modes", default="default,write-back", help="default,write-back")
+    ap.add_argument("--modes", default="default,write-back",
+                    help="some of default,write-back,write-back-paused (uploads paused "
+                    "during the workload: the sync after it is the whole drain)")
     args = ap.parse_args()
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-wb-"))
     tar, big, repo = make_inputs(base, args.files, args.size, args.repo_files)
@@ -245,7 +249,7 @@ def main() -> int:
             pass
     rows: list[tuple[str, str, str, float, float | None]] = []
     n = 0
-    modes = [m == "write-back" for m in args.modes.split(",")]
+    modes = args.modes.split(",")
     for name, cmd in workloads(tar, big, repo, args.workloads.split(",")).items():
         local = base / f"local{n}"
         local.mkdir()
@@ -255,18 +259,26 @@ def main() -> int:
         rows.append((name, "local directory", "-", t, None))
         print(f"{name:10} local directory           {t:8.2f} s", flush=True)
         for backend in args.backends.split(","):
-            for wb in modes:
+            for mode in modes:
+                wb = mode.startswith("write-back")
+                paused = mode == "write-back-paused"
                 n += 1
                 with mounted(base, f"m{n}", backend, wb, args.proxy_cmd) as mnt:
+                    if paused:
+                        run(fsmount("pause", str(mnt)))
                     t = timed([c.replace("{dst}", str(mnt)) for c in cmd])
                     drain = None
-                    if wb:
+                    if paused:
+                        t0 = time.perf_counter()
+                        run(fsmount("resume", str(mnt)))
+                        run(fsmount("sync", str(mnt)))
+                        drain = time.perf_counter() - t0
+                    elif wb:
                         drain = timed(fsmount("sync", str(mnt)))
                     if name == "dd":
                         run(["cmp", str(big), str(mnt / "big.bin")])
                     elif name == "git clone":
                         run(["git", "-C", str(mnt / "clone"), "fsck", "--no-progress"])
-                mode = "write-back" if wb else "default"
                 extra = f"  sync after: {drain:6.2f} s" if drain is not None else ""
                 print(f"{name:10} {backend:9} {mode:10}      {t:8.2f} s{extra}", flush=True)
                 rows.append((name, backend, mode, t, drain))
