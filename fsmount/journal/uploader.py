@@ -56,8 +56,8 @@ from .log import EMPTY_SHA256, Journal, Pending
 
 log = logging.getLogger(__name__)
 
-#: Files uploading at once.
-PARALLEL_FILES = 16
+#: Files uploading at once (docs/performance.md, "Write-back": the drain at 100 ms RTT).
+PARALLEL_FILES = 32
 #: Parts in flight per file.
 PARALLEL_PARTS = 4
 #: Seconds before a node whose upload failed is offered again.
