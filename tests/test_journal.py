@@ -307,6 +307,23 @@ def test_concurrent_closes_share_an_fdatasync(tmp_path: Path) -> None:
     trio.run(main)
 
 
+def test_a_chmod_while_written_is_durable_with_the_content(tmp_path: Path) -> None:
+    async def main() -> None:
+        j = Journal.open(str(tmp_path / "j"))
+        path = j.new_work_path()
+        Path(path).write_bytes(b"x")
+        await j.commit_content(path, node=10, parent=ROOT_ID, name="x", size=1,
+                               sha256=hashlib.sha256(b"x").hexdigest(), base_version=0,
+                               mtime_ns=0, data=b"x", mode=0o640)
+        assert j.syncs == 1 and j.durable(j.pending[10])
+        j.close()
+        j = Journal.open(str(tmp_path / "j"))  # as after a crash: one batch held both
+        assert j.pending[10].mode == 0o640
+        j.close()
+
+    trio.run(main)
+
+
 def test_lazy_records_wait_for_the_next_batch(tmp_path: Path) -> None:
     """A chmod and a done record take effect at once but cost no fdatasync of their own;
     a file-backed content stays on disk until its done record is durable."""
