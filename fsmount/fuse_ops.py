@@ -348,6 +348,8 @@ class Operations(pyfuse3.Operations):
                 a.st_size = node.size
             if state is not None:
                 a.st_size = state.size
+            if state is not None and state.mode_bits is not None:
+                a.st_mode = stat.S_IFREG | state.mode_bits  # journaled with the content
             if state is not None and state.mtime_ns is not None:
                 a.st_mtime_ns = state.mtime_ns  # linked with the content
                 if node.atime_ns is None:
@@ -1140,6 +1142,8 @@ class Operations(pyfuse3.Operations):
             # trusted for the attribute timeout) is already that: rsync's fchmod of its
             # temporary file.  Nothing to store.
             mode = None
+        if mode is not None and state is not None and await state.defer_mode(mode):
+            mode = None  # write-back: journaled with the content at close (tar's fchmod)
         mtime = attr.st_mtime_ns if fields.update_mtime else None
         atime = attr.st_atime_ns if fields.update_atime else None
         if mtime is not None and state is not None and await state.defer_mtime(mtime):
@@ -1151,6 +1155,8 @@ class Operations(pyfuse3.Operations):
         if pending is not None and (mode is not None or mtime is not None):
             # Write-back: applied with the pending content by the uploader.
             await self.journal.meta(inode, mode=mode, mtime_ns=mtime)  # type: ignore[union-attr]
+            if mtime is not None:
+                atime = None  # tar's utimensat after close: no round trip for its atime
             mode = mtime = None
         if atime is not None:
             node = self.nodes.put(self._own(await self.remote.set_times(

@@ -25,8 +25,9 @@ what was written) and is in exactly one *mode*, each a type of its own (as mount
 * :class:`Journaled` (``fsmount mount --write-back`` only, where it replaces the three
   above): every change goes to a named staging file in the write-back journal's work
   directory (its old content fetched lazily from the store, or from the journal's pending
-  content of the file); :meth:`WriteState.commit` fsyncs it and hands it to the journal
-  (:meth:`fsmount.journal.Journal.commit_content`), which makes it durable and pending:
+  content of the file); :meth:`WriteState.commit` hands it to the journal
+  (:meth:`fsmount.journal.Journal.commit_content`: a small content's bytes inline in its
+  record, a larger one fsynced first), which makes it durable and pending:
   the background uploader sends it.  While a file has pending content, reads of it come
   from the journal (see fsmount.fuse_ops).
 
@@ -50,7 +51,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from .journal import Journal
+from .journal import INLINE_MAX, Journal
 from .protocol import MIB
 from .remote import Document, Node, Owner, Remote
 from .upload import (
@@ -201,6 +202,8 @@ class WriteState:
             self._truncate_pending = False
         #: Set by utimes while content is pending; linked with it at commit.
         self.mtime_ns: int | None = None
+        #: Write-back: set by chmod while content is pending; journaled with it at commit.
+        self.mode_bits: int | None = None
         self.handles = 0
         #: Handles of this writer opened with direct_io (see
         #: fsmount.fuse_ops.Operations._file_handle).
@@ -371,6 +374,18 @@ class WriteState:
             self.mtime_ns = mtime_ns
             return True
 
+    async def defer_mode(self, mode: int) -> bool:
+        """Write-back: keep a chmod's ``mode`` for the commit (its journal record goes in
+        the content's batch, so it costs neither a round trip nor an fdatasync); False
+        without a journal or when nothing is pending, and the caller must apply it."""
+        if self._journal is None:
+            return False
+        async with self.lock:
+            if not self.dirty:
+                return False
+            self.mode_bits = mode
+            return True
+
     async def read(self, offset: int, size: int) -> tuple[bytes | None, tuple[Document, ...]]:
         """What a reader of the open file sees: the written bytes, or ``(None, base)`` when
         the content is exactly the documents ``base`` (read those through the chunk cache).
@@ -511,16 +526,17 @@ class WriteState:
             return
         mode = await self._to_journaled()  # a truncate-on-open with nothing written
         staging = mode.staging
-        sha256 = await staging.sync(self._settings.parallel)
+        sha256, data = await staging.sync(self._settings.parallel, inline_max=INLINE_MAX)
         path = staging.path
         assert path is not None
         mtime = self.mtime_ns if self.mtime_ns is not None else time.time_ns()
         await journal.commit_content(
             path, node=self.node_id, parent=self.parent, name=self.name, size=staging.size,
-            sha256=sha256, base_version=self.base_version, mtime_ns=mtime)
+            sha256=sha256, base_version=self.base_version, mtime_ns=mtime, data=data,
+            mode=self.mode_bits)
         staging.disown()
         _close_fd(mode.base_fd)
-        self.mtime_ns = None
+        self.mtime_ns = self.mode_bits = None
         self.mode = Unchanged()
 
     def abandon(self) -> None:

@@ -17,10 +17,14 @@ returns (everything in the store).  Contents are checked afterwards, untimed.
 Latency hook: ``--proxy-cmd`` starts a command in front of the server (the mount then talks
 to it), e.g. the userspace delay proxy of another branch::
 
-    --proxy-cmd "python3 scripts/delay_proxy.py --listen 127.0.0.1:{port} --target {url} --rtt 100ms"
+    --proxy-cmd "python3 scripts/delay_proxy.py --listen 127.0.0.1:{port} --target {target} --rtt-ms 100"
 
-``{port}`` is a free loopback port the script picks and ``{url}`` the server's URL; without
-it the runs are at loopback RTT.
+``{port}`` is a free loopback port the script picks, ``{target}`` the server's
+``HOST:PORT`` and ``{url}`` its URL; without it the runs are at loopback RTT.
+``--workloads`` picks some of ``tar,git,dd``; ``--modes`` some of ``default``,
+``write-back`` and ``write-back-paused`` (``fsmount pause`` during the workload, so that
+``resume`` + ``sync`` afterwards time the whole drain: the uploads' own speed).  At the end a Markdown table gives each time
+and its ratio to the local directory.
 
     python3 scripts/bench_writeback.py --files 300 --size 128M   # a quick run
     python3 scripts/bench_writeback.py                           # the docs/performance.md figures
@@ -119,7 +123,8 @@ def remote_args(backend: str, store: Path, proxy_cmd: str | None) -> Iterator[li
                  "fsmount serve")
         if proxy_cmd:
             pport = free_port()
-            procs.append(subprocess.Popen(shlex.split(proxy_cmd.format(port=pport, url=url)),
+            cmd = proxy_cmd.format(port=pport, url=url, target=f"127.0.0.1:{port}")
+            procs.append(subprocess.Popen(shlex.split(cmd),
                                           stdout=log, stderr=log))
             url = f"http://127.0.0.1:{pport}"
             time.sleep(1.0)  # a benchmark, not a test: give the proxy a moment
@@ -190,12 +195,37 @@ def make_inputs(work: Path, files: int, size: int, repo_files: int) -> tuple[Pat
     return tar, big, repo
 
 
-def workloads(tar: Path, big: Path, repo: Path) -> dict[str, list[str]]:
-    return {
-        "tar x": ["tar", "xf", str(tar), "-C", "{dst}"],
-        "git clone": ["git", "clone", "-q", "--no-local", f"file://{repo}", "{dst}/clone"],
-        "dd": ["dd", f"if={big}", "of={dst}/big.bin", "bs=1M", "status=none"],
+def workloads(tar: Path, big: Path, repo: Path, which: list[str]) -> dict[str, list[str]]:
+    every = {
+        "tar": ("tar x", ["tar", "xf", str(tar), "-C", "{dst}"]),
+        "git": ("git clone",
+                ["git", "clone", "-q", "--no-local", f"file://{repo}", "{dst}/clone"]),
+        "dd": ("dd", ["dd", f"if={big}", "of={dst}/big.bin", "bs=1M", "status=none"]),
     }
+    return dict(every[w] for w in which)
+
+
+def table(rows: list[tuple[str, str, str, float, float | None]]) -> str:
+    """The figures as a Markdown table: each time and its ratio to the local directory."""
+    cols = [(b, m) for _, b, m, _, _ in rows if b != "local directory"]
+    cols = list(dict.fromkeys(cols))
+    head = "| workload | local dir | " + " | ".join(f"{b} {m}" for b, m in cols) + " |"
+    out = [head, "| --- " * (2 + len(cols)) + "|"]
+    for name in dict.fromkeys(r[0] for r in rows):
+        local = next(r[3] for r in rows if r[0] == name and r[1] == "local directory")
+        cells = []
+        for b, m in cols:
+            hit = [r for r in rows if r[0] == name and (r[1], r[2]) == (b, m)]
+            if not hit:
+                cells.append("-")
+                continue
+            _, _, _, t, drain = hit[0]
+            cell = f"{t:.2f} s ({t / local:.1f}×)"
+            if drain is not None:
+                cell += f" + sync {drain:.2f} s"
+            cells.append(cell)
+        out.append(f"| {name} | {local:.2f} s | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def main() -> int:
@@ -207,6 +237,10 @@ def main() -> int:
     ap.add_argument("--proxy-cmd", default=None,
                     help="command started in front of the server ({port}, {url})")
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir)")
+    ap.add_argument("--workloads", default="tar,git,dd", help="some of tar,git,dd")
+    ap.add_argument("--modes", default="default,write-back",
+                    help="some of default,write-back,write-back-paused (uploads paused "
+                    "during the workload: the sync after it is the whole drain)")
     args = ap.parse_args()
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-wb-"))
     tar, big, repo = make_inputs(base, args.files, args.size, args.repo_files)
@@ -215,7 +249,8 @@ def main() -> int:
             pass
     rows: list[tuple[str, str, str, float, float | None]] = []
     n = 0
-    for name, cmd in workloads(tar, big, repo).items():
+    modes = args.modes.split(",")
+    for name, cmd in workloads(tar, big, repo, args.workloads.split(",")).items():
         local = base / f"local{n}"
         local.mkdir()
         t = timed([c.replace("{dst}", str(local)) for c in cmd])
@@ -224,21 +259,30 @@ def main() -> int:
         rows.append((name, "local directory", "-", t, None))
         print(f"{name:10} local directory           {t:8.2f} s", flush=True)
         for backend in args.backends.split(","):
-            for wb in (False, True):
+            for mode in modes:
+                wb = mode.startswith("write-back")
+                paused = mode == "write-back-paused"
                 n += 1
                 with mounted(base, f"m{n}", backend, wb, args.proxy_cmd) as mnt:
+                    if paused:
+                        run(fsmount("pause", str(mnt)))
                     t = timed([c.replace("{dst}", str(mnt)) for c in cmd])
                     drain = None
-                    if wb:
+                    if paused:
+                        t0 = time.perf_counter()
+                        run(fsmount("resume", str(mnt)))
+                        run(fsmount("sync", str(mnt)))
+                        drain = time.perf_counter() - t0
+                    elif wb:
                         drain = timed(fsmount("sync", str(mnt)))
                     if name == "dd":
                         run(["cmp", str(big), str(mnt / "big.bin")])
                     elif name == "git clone":
                         run(["git", "-C", str(mnt / "clone"), "fsck", "--no-progress"])
-                mode = "write-back" if wb else "default"
                 extra = f"  sync after: {drain:6.2f} s" if drain is not None else ""
                 print(f"{name:10} {backend:9} {mode:10}      {t:8.2f} s{extra}", flush=True)
                 rows.append((name, backend, mode, t, drain))
+    print(table(rows), flush=True)
     if not args.dir:
         shutil.rmtree(base, ignore_errors=True)
     return 0

@@ -2,49 +2,79 @@
 
 Layout (one directory per store identity under the cache directory, see :func:`journal_dir`)::
 
-    journal.log      framed records (fsmount.journal.records), appended and fsynced
-    content/<id>     the bytes of content record <id>, fsynced before the record is
+    journal.log      framed records (fsmount.journal.records), appended and fdatasynced
+    content/<id>     the bytes of content record <id>
+    content/<id>.parts  the parts of its upload saved in the store so far (resume)
     work/            files being written (not yet closed): deleted when the journal opens
     lock             fcntl lock: one mount per journal
     status.json      what is pending, rewritten by the uploader for `fsmount unmount`
 
-Crash safety: a content file is fsynced, renamed into ``content/`` and the directory fsynced
-before the record naming it is appended (and the log fsynced), so a record that survives
-always has its bytes; a content file without a record (a crash in between) and everything
-in ``work/`` are deleted on open; a torn last record is cut off on open.  So after a crash
-exactly the changes whose ``close`` returned are pending.
+What a close costs (see docs/performance.md, "Write-back"): a content of up to
+:data:`~fsmount.journal.records.INLINE_MAX` bytes travels *inline*, in its record: the closed
+file is renamed into ``content/`` (no fsync: it is only a copy for readers and the
+uploader) and the record appended, so one ``fdatasync`` of the log makes it durable.  A
+larger content is fsynced by the caller, renamed into ``content/``, and the directory is
+fsynced before the record that names it is written.
 
-State rebuilt on open (all in memory, bounded by the number of pending files, not bytes):
-the latest content record per node that is not ``done`` nor ``drop``\\ ped, with the metadata
-and moves recorded after it; and per node the versions and SHA-256s this journal produced,
-which the uploader uses to tell its own earlier writes from another client's (conflicts).
-When nothing is pending the log is truncated to empty.
+**Group commit.**  Appends are gathered into batches: the first appender that finds no
+batch being written writes the open batch (every frame queued so far, in order, in one
+``pwrite``) and ``fdatasync``\\ s the log once, in a worker thread, while appends arriving
+meanwhile queue up for the next batch; several concurrent closes thus share one
+``fdatasync``.  Records the uploader writes (``done``) and chmod / utimes records (``meta``)
+are *lazy*: they take effect in memory at once and ride along with the next batch (or
+:meth:`Journal.flush`), since losing them in a crash is harmless: a ``done`` lost is
+found again by the idempotent replay, a ``meta`` lost is a chmod / utimes undone by a crash
+as on a local file system before its next commit.  The uploader starts a node only once
+every record about it is durable, and a file-backed content whose ``done`` is still lazy is
+deleted only after a batch made it durable.  A batch that fails to be written is cut off
+again (the log's size goes back to where it was) and its appenders get the error.
+
+Crash safety: so a record that survives always has its bytes (inline, or a content file
+made durable before it); on open a torn last record is cut off, an inline record's content
+file is written again from the record, and a content file without a record (a crash in
+between) and everything in ``work/`` are deleted.  So after a crash exactly the changes
+whose ``close`` returned are pending.
+
+State rebuilt on open (in memory, bounded by the number of pending files, not bytes: the
+log is read frame by frame and inline bytes are not kept): the latest content record per
+node that is not ``done`` nor ``drop``\\ ped, with the metadata and moves recorded after it;
+and per node the versions and SHA-256s this journal produced, which the uploader uses to
+tell its own earlier writes from another client's (conflicts).  When nothing is pending the
+next batch starts the log afresh (truncated, then written from offset 0).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import trio
 
 from .. import errors
 from .records import (
+    HEADER,
+    INLINE_MAX,
+    MAX_RECORD,
     ContentRecord,
     DoneRecord,
     DropRecord,
     MetaRecord,
     MoveRecord,
+    PartRecord,
     Record,
     decode_all,
+    decode_frame,
     encode,
+    frame_length,
 )
 
 log = logging.getLogger(__name__)
@@ -53,6 +83,11 @@ log = logging.getLogger(__name__)
 DEFAULT_LIMIT = 4 << 30
 #: The journal never fills the cache directory's file system past this much free space.
 FREE_MARGIN = 512 << 20
+#: The cache directory's free space is asked again after this many seconds or bytes.
+FREE_RECHECK_S = 0.5
+FREE_RECHECK_BYTES = 64 << 20
+#: Lazy records gathered before an append of one makes them durable itself.
+LAZY_MAX = 256
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
@@ -84,14 +119,40 @@ class Pending:
     content_stored: bool = False
     #: When this node first became pending (for the status's oldest age).
     since: float = field(default_factory=time.time)
+    #: The batch that makes this node's last record durable (see Journal.durable).
+    batch: int = 0
 
     @property
     def node(self) -> int:
         return self.content.node
 
 
+@dataclass(eq=False)
+class _Batch:
+    """Frames written (and fdatasynced) together by one writer."""
+
+    seq: int
+    frames: list[bytes] = field(default_factory=list)
+    #: Per frame: a lazy record's (dropped when the log starts afresh: nothing is pending,
+    #: so what it says is in the store).
+    lazy: list[bool] = field(default_factory=list)
+    #: Records to fold into the state once durable (lazy ones were folded already).
+    records: list[Record] = field(default_factory=list)
+    #: Content files renamed into ``content/`` before the frames (work path, content path).
+    renames: list[tuple[str, str]] = field(default_factory=list)
+    #: The content directory is fsynced first (a file-backed content's name).
+    dirsync: bool = False
+    #: Run once the batch is durable (deferred deletes of content files).
+    after: list[Callable[[], None]] = field(default_factory=list)
+    #: An appender waits for it (lazy frames alone wait for the next such batch).
+    wanted: bool = False
+    done: trio.Event = field(default_factory=trio.Event)
+    error: OSError | None = None
+
+
 class Journal:
-    """A mount's write-back journal.  Build with :meth:`open`; appends are serialized."""
+    """A mount's write-back journal.  Build with :meth:`open`; appends are group-committed
+    (see the module docstring)."""
 
     def __init__(self, path: str, limit: int) -> None:
         self.path = path
@@ -101,17 +162,33 @@ class Journal:
         self.work_dir = os.path.join(path, "work")
         self._lock_fd = -1
         self._log_fd = -1
+        #: The log's length: the next frame goes there.
+        self._size = 0
         self._next_id = 1
+        #: Pending nodes in the order their content was closed.
         self.pending: dict[int, Pending] = {}
+        self._pending_bytes = 0
         #: Per node: versions and SHA-256s this journal's own writes produced or started from.
         self.own_versions: dict[int, set[int]] = {}
         self.own_shas: dict[int, set[str]] = {}
         self._by_place: dict[tuple[int, str], int] = {}
-        self._append_lock = trio.Lock()
         self._changed = trio.Event()
         self._work_seq = 0
         #: Set while writes wait for room (so the "journal full" line is logged once).
         self.full = False
+        # Group commit: the batch appends go into, whether one is being written, and an
+        # event set (and replaced) each time one is.
+        self._batch = _Batch(1)
+        self._writing = False
+        self._written = trio.Event()
+        #: The last batch written and fdatasynced.
+        self.durable_batch = 0
+        #: Batches written (each one fdatasync), for tests and the status.
+        self.syncs = 0
+        # The cache directory's free space as last asked, when, and bytes let in since.
+        self._free = 0
+        self._free_at = -math.inf
+        self._free_used = 0
 
     # -- opening ------------------------------------------------------------------------
 
@@ -134,26 +211,56 @@ class Journal:
             os.close(j._lock_fd)
             raise JournalLocked(f"the write-back journal {path} is in use by another mount"
                                 ) from None
-        j._log_fd = os.open(j._log_path, os.O_RDWR | os.O_CREAT, 0o600)
-        with open(j._log_path, "rb") as f:
-            data = f.read()
-        records, good = decode_all(data)
-        if good != len(data):
-            os.ftruncate(j._log_fd, good)  # a torn tail: the append never completed
-            os.fsync(j._log_fd)
-        os.lseek(j._log_fd, good, os.SEEK_SET)
-        for r in records:
-            j._apply(r)
-            j._next_id = max(j._next_id, r.id + 1)
-        referenced = {str(p.content.id) for p in j.pending.values()}
+        j._log_fd = fd = os.open(j._log_path, os.O_RDWR | os.O_CREAT, 0o600)
+        end = os.fstat(fd).st_size
+        good = 0
+        inline_at: dict[int, tuple[int, int]] = {}
+        # Frame by frame: the log may hold many inline contents; none is kept in memory.
+        while good + HEADER.size <= end:
+            header = os.pread(fd, HEADER.size, good)
+            length = frame_length(header)
+            if length == 0 or length > MAX_RECORD:
+                break
+            frame = decode_frame(header, os.pread(fd, length, good + HEADER.size))
+            if frame is None:
+                break
+            if isinstance(frame.record, ContentRecord) and frame.record.inline:
+                inline_at[frame.record.id] = (good + frame.data_at, frame.data_len)
+            j._apply(frame.record)
+            j._next_id = max(j._next_id, frame.record.id + 1)
+            good += frame.size
+        if good != end:
+            os.ftruncate(fd, good)  # a torn tail: the append never completed
+            os.fsync(fd)
+        j._size = good
+        referenced: set[str] = set()
+        for p in j.pending.values():
+            cid = p.content.id
+            referenced |= {str(cid), f"{cid}.parts"}
+            if p.content.inline:
+                # The record is the content; the file beside it may be torn or lost.
+                at, n = inline_at[cid]
+                _write_file(j.content_path(cid), os.pread(fd, n, at))
         for name in os.listdir(j._content_dir):
             if name not in referenced:
                 os.unlink(os.path.join(j._content_dir, name))
         if not j.pending and good:
-            j._truncate()
+            os.ftruncate(fd, 0)
+            os.fsync(fd)
+            j._size = 0
         return j
 
     def close(self) -> None:
+        """Write what is still queued (lazy records) and close the log.  Never raises."""
+        if self._log_fd >= 0 and not self._writing and (self._batch.frames
+                                                         or self._batch.renames):
+            b = self._batch
+            try:
+                self._size = self._write_sync(b, self._reset_due())
+                for fn in b.after:
+                    fn()
+            except OSError as exc:
+                log.warning("write-back journal: cannot write its last records: %s", exc)
         for fd in (self._log_fd, self._lock_fd):
             if fd >= 0:
                 os.close(fd)
@@ -161,47 +268,78 @@ class Journal:
 
     # -- state --------------------------------------------------------------------------
 
-    def _apply(self, r: Record) -> None:
-        """Fold one record into the in-memory state (on open, and after each append)."""
+    def _put(self, p: Pending) -> None:
+        self.pending[p.node] = p
+        self._pending_bytes += 0 if p.content_stored else p.content.size
+
+    def _remove(self, node: int) -> Pending | None:
+        p = self.pending.pop(node, None)
+        if p is not None:
+            self._pending_bytes -= 0 if p.content_stored else p.content.size
+            self._by_place.pop((p.parent, p.name), None)
+        return p
+
+    def _apply(self, r: Record, *, live: bool = False, batch: int = 0) -> None:
+        """Fold one record into the in-memory state: on open, and (``live``) once a batch
+        made it durable or, for a lazy record, when it is queued.  Live, it also deletes
+        the content files it makes useless."""
         if isinstance(r, ContentRecord):
-            old = self.pending.get(r.node)
-            p = Pending(r, r.parent, r.name, since=old.since if old else r.created_at)
+            old = self._remove(r.node)
+            p = Pending(r, r.parent, r.name, since=old.since if old else r.created_at,
+                        batch=batch)
             if old is not None:
-                self._by_place.pop((old.parent, old.name), None)
                 p.mode, p.meta_id = old.mode, old.meta_id
-            self.pending[r.node] = p
+                if live and not old.content_stored:
+                    # Superseded: only the last content of a file is ever sent.
+                    self._delete_content(old.content.id)
+            self._put(p)
             self._by_place[(r.parent, r.name)] = r.node
             self.own_versions.setdefault(r.node, set()).add(r.base_version)
             self.own_shas.setdefault(r.node, set()).add(r.sha256)
-        elif isinstance(r, MetaRecord):
-            p = self.pending.get(r.node)
-            if p is not None:
-                if r.mode is not None:
-                    p.mode = r.mode
-                if r.mtime_ns is not None:
-                    p.mtime_ns = r.mtime_ns
-                p.meta_id = r.id
-        elif isinstance(r, MoveRecord):
-            p = self.pending.get(r.node)
-            if p is not None:
-                self._by_place.pop((p.parent, p.name), None)
-                p.parent, p.name = r.parent, r.name
-                self._by_place[(r.parent, r.name)] = r.node
-        elif isinstance(r, DropRecord):
-            p = self.pending.pop(r.node, None)
-            if p is not None:
-                self._by_place.pop((p.parent, p.name), None)
-        else:
+            return
+        if isinstance(r, DoneRecord):
             if r.version >= 0:
                 self.own_versions.setdefault(r.node, set()).add(r.version)
-            p = self.pending.get(r.node)
-            if p is None or p.content.id != r.content:
+        p = self.pending.get(r.node)  # type: ignore[union-attr]
+        if p is None:
+            return
+        if isinstance(r, MetaRecord):
+            if r.mode is not None:
+                p.mode = r.mode
+            if r.mtime_ns is not None:
+                p.mtime_ns = r.mtime_ns
+            p.meta_id = r.id
+            p.batch = batch
+        elif isinstance(r, MoveRecord):
+            self._by_place.pop((p.parent, p.name), None)
+            p.parent, p.name = r.parent, r.name
+            self._by_place[(r.parent, r.name)] = r.node
+            p.batch = batch
+        elif isinstance(r, DropRecord):
+            self._remove(r.node)
+            if live:
+                self._delete_content(p.content.id)
+        elif isinstance(r, DoneRecord):
+            if p.content.id != r.content:
                 return  # superseded meanwhile: the newer content stays pending
             if r.meta >= p.meta_id:
-                del self.pending[r.node]
-                self._by_place.pop((p.parent, p.name), None)
+                self._remove(r.node)
+                if live:
+                    if p.content.inline:
+                        self._delete_content(p.content.id)
+                    else:
+                        # The record naming this file may be lost in a crash until the done
+                        # record is durable: the replay would need the file again.
+                        self._batch.after.append(
+                            lambda cid=p.content.id: self._delete_content(cid))  # type: ignore[misc]
             else:
+                self._pending_bytes -= 0 if p.content_stored else p.content.size
                 p.content_stored = True
+
+    def _delete_content(self, content_id: int) -> None:
+        path = self.content_path(content_id)
+        _unlink_quiet(path)
+        _unlink_quiet(path + ".parts")
 
     def content_path(self, content_id: int) -> str:
         return os.path.join(self._content_dir, str(content_id))
@@ -215,18 +353,33 @@ class Journal:
 
     def in_order(self) -> list[Pending]:
         """Pending nodes in the order their content was closed."""
-        return sorted(self.pending.values(), key=lambda p: p.content.id)
+        return list(self.pending.values())
+
+    def durable(self, p: Pending) -> bool:
+        """Whether every record about ``p`` is on disk (the uploader waits for that)."""
+        return p.batch <= self.durable_batch
+
+    @property
+    def lazy_waiting(self) -> bool:
+        """Records are queued that no batch has written yet (or the log is due to start
+        afresh)."""
+        return bool(self._batch.frames or self._batch.after) or (
+            not self.pending and self._size > 0)
 
     @property
     def pending_bytes(self) -> int:
-        return sum(p.content.size for p in self.pending.values() if not p.content_stored)
+        return self._pending_bytes
 
     def room(self) -> int:
         """Bytes that may still be written before writes wait (limit, and the cache
-        directory's free space minus a margin)."""
-        st = os.statvfs(self.path)
-        free = st.f_bavail * st.f_frsize - FREE_MARGIN
-        return min(self.limit - self.pending_bytes, free)
+        directory's free space minus a margin, asked at most every
+        :data:`FREE_RECHECK_S` seconds or :data:`FREE_RECHECK_BYTES` bytes)."""
+        now = time.monotonic()
+        if now - self._free_at > FREE_RECHECK_S or self._free_used > FREE_RECHECK_BYTES:
+            st = os.statvfs(self.path)
+            self._free = st.f_bavail * st.f_frsize - FREE_MARGIN
+            self._free_at, self._free_used = now, 0
+        return min(self.limit - self._pending_bytes, self._free - self._free_used)
 
     def new_work_path(self) -> str:
         self._work_seq += 1
@@ -262,6 +415,8 @@ class Journal:
                             self.limit)
             with trio.move_on_after(1.0):  # free space may also come from elsewhere
                 await self._changed.wait()
+            self._free_at = -math.inf
+        self._free_used += n
         if self.full:
             self.full = False
             log.warning("write-back journal has room again: writes go on")
@@ -271,100 +426,208 @@ class Journal:
         while self.pending:
             await self._changed.wait()
 
-    # -- appending ----------------------------------------------------------------------
+    # -- appending: group commit --------------------------------------------------------
 
-    def _append_sync(self, record: Record) -> None:
-        os.write(self._log_fd, encode(record))
-        os.fdatasync(self._log_fd)
-
-    async def _append(self, make: type[Record], **fields: object) -> Record:
-        async with self._append_lock:
-            record = make(id=self._next_id, **fields)  # type: ignore[arg-type]
-            self._next_id += 1
-            await trio.to_thread.run_sync(self._append_sync, record)
-            self._apply(record)
+    def _queue(self, record: Record, data: bytes = b"", *, lazy: bool) -> _Batch:
+        """Put ``record`` in the open batch (a lazy one takes effect in memory at once)."""
+        b = self._batch
+        b.frames.append(encode(record, data))
+        b.lazy.append(lazy)
+        if lazy:
+            self._apply(record, live=True, batch=b.seq)
             self._bump()
-            return record
+        else:
+            b.records.append(record)
+            b.wanted = True
+        return b
+
+    async def _wait(self, b: _Batch) -> None:
+        """Until batch ``b`` is durable: written by whoever writes first, maybe this task.
+        Shielded: a record queued is written whatever happens to the caller.
+
+        Raises:
+            OSError: the batch could not be written (it was cut off the log again).
+        """
+        with trio.CancelScope(shield=True):
+            while not b.done.is_set():
+                if self._writing:
+                    await self._written.wait()
+                else:
+                    await self._write_open_batch()
+        if b.error is not None:
+            raise OSError(b.error.errno, f"write-back journal: {b.error.strerror}")
+
+    def _reset_due(self) -> bool:
+        # Nothing pending (records in the batch about to be written are all newer): what
+        # the log holds is all in the store, so it starts afresh.
+        return not self.pending and self._size > 0
+
+    async def _write_open_batch(self) -> None:
+        self._writing = True
+        b = self._batch
+        self._batch = _Batch(b.seq + 1)
+        try:
+            self._size = await trio.to_thread.run_sync(self._write_sync, b, self._reset_due())
+        except OSError as exc:
+            b.error = exc
+            log.error("write-back journal: cannot write %d records: %s", len(b.frames), exc)
+        except BaseException:
+            # Nothing else is expected; whatever it is, no appender may think it durable.
+            b.error = OSError(errno.EIO, "the batch was not written")
+            raise
+        else:
+            self.durable_batch = b.seq
+            self.syncs += 1
+            for r in b.records:
+                self._apply(r, live=True, batch=b.seq)
+            for fn in b.after:
+                fn()
+        finally:
+            self._writing = False
+            b.done.set()
+            written, self._written = self._written, trio.Event()
+            written.set()
+            self._bump()
+
+    def _write_sync(self, b: _Batch, reset: bool) -> int:
+        """Write one batch (in a worker thread): renames, a directory fsync if a content
+        file's name must be durable, the frames in one go, one fdatasync.  Returns the
+        log's new length; on failure the log is cut back to its old one."""
+        for src, dst in b.renames:
+            os.rename(src, dst)
+        if b.dirsync:
+            dfd = os.open(self._content_dir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        start = 0 if reset else self._size
+        if reset:
+            os.ftruncate(self._log_fd, 0)
+        frames = [f for f, lazy in zip(b.frames, b.lazy, strict=True) if not (reset and lazy)]
+        data = memoryview(b"".join(frames))
+        at = start
+        try:
+            while data:
+                n = os.pwrite(self._log_fd, data, at)
+                data, at = data[n:], at + n
+            os.fdatasync(self._log_fd)
+        except OSError:
+            try:
+                os.ftruncate(self._log_fd, start)
+            except OSError:
+                pass
+            raise
+        return at
+
+    async def flush(self) -> None:
+        """Make every record queued so far durable (and start the log afresh if nothing is
+        pending); waits for a batch being written.  Raises OSError."""
+        if self.lazy_waiting:
+            b = self._batch
+            b.wanted = True
+            await self._wait(b)
+        elif self._writing:
+            await self._written.wait()
+        else:
+            await trio.lowlevel.checkpoint()
 
     async def commit_content(self, work_path: str, *, node: int, parent: int, name: str,
                              size: int, sha256: str, base_version: int,
-                             mtime_ns: int) -> Pending:
-        """Make the closed file at ``work_path`` (already fsynced by the caller) the node's
-        pending content: moved into ``content/`` and recorded, durably, before this returns.
+                             mtime_ns: int, data: bytes | None = None,
+                             mode: int | None = None) -> Pending | None:
+        """Make the closed file at ``work_path`` the node's pending content: moved into
+        ``content/`` and recorded, durably, before this returns.  With ``data`` (its bytes,
+        at most INLINE_MAX) the content travels inline in its record and the file needs no
+        fsync; without, the caller has fsynced it.  ``mode``: a chmod made while it was
+        written, recorded in the same batch.
 
         Raises:
             OSError: the journal could not be written.
+            ValueError: ``data`` is over INLINE_MAX or not ``size`` bytes.
         """
-        async with self._append_lock:
-            cid = self._next_id
-            self._next_id += 1
-            dest = self.content_path(cid)
-            old = self.pending.get(node)
+        if data is not None and (len(data) != size or size > INLINE_MAX):
+            raise ValueError("inline content is at most INLINE_MAX bytes, all of the file")
+        cid = self._next_id
+        self._next_id += 1
+        record = ContentRecord(cid, node, parent, name, size, sha256, base_version, mtime_ns,
+                               time.time(), inline=data is not None)
+        b = self._batch
+        b.renames.append((work_path, self.content_path(cid)))
+        b.dirsync |= data is None
+        self._queue(record, data or b"", lazy=False)
+        if mode is not None:
+            self._queue(MetaRecord(self._take_id(), node, mode, None), lazy=False)
+        await self._wait(b)
+        return self.pending.get(node)
 
-            def store() -> None:
-                os.rename(work_path, dest)
-                dfd = os.open(self._content_dir, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
-
-            await trio.to_thread.run_sync(store)
-            record = ContentRecord(cid, node, parent, name, size, sha256, base_version,
-                                   mtime_ns, time.time())
-            await trio.to_thread.run_sync(self._append_sync, record)
-            self._apply(record)
-            if old is not None and not old.content_stored:
-                # Superseded: only the last content of a file is ever sent.
-                _unlink_quiet(self.content_path(old.content.id))
-            self._bump()
-            return self.pending[node]
+    async def _append(self, record: Record) -> None:
+        await self._wait(self._queue(record, lazy=False))
 
     async def meta(self, node: int, *, mode: int | None, mtime_ns: int | None) -> None:
-        """Record chmod / utimes of a pending node (applied with its content).
+        """Record chmod / utimes of a pending node (applied with its content).  Lazy: in
+        effect at once, durable with the next batch.
 
         Raises:
             OSError: the journal could not be written.
         """
-        await self._append(MetaRecord, node=node, mode=mode, mtime_ns=mtime_ns)
+        self._queue(MetaRecord(self._take_id(), node, mode, mtime_ns), lazy=True)
+        await self._flush_if_long()
 
     async def moved(self, node: int, parent: int, name: str) -> None:
         """Record that a pending node was renamed.  Raises OSError."""
-        await self._append(MoveRecord, node=node, parent=parent, name=name)
+        await self._append(MoveRecord(self._take_id(), node, parent, name))
 
     async def drop(self, node: int) -> None:
         """The node was deleted through this mount: its pending content is never sent.
         Raises OSError."""
-        p = self.pending.get(node)
-        if p is None:
+        if node not in self.pending:
             return
-        await self._append(DropRecord, node=node)
-        _unlink_quiet(self.content_path(p.content.id))
-        self._maybe_truncate()
+        await self._append(DropRecord(self._take_id(), node))
 
     async def done(self, pending: Pending, version: int) -> None:
         """The uploader stored ``pending`` (as read when it started: its content record and
-        metadata) and the node is at ``version`` (-1: went to a conflict copy).
-        Raises OSError."""
-        cid = pending.content.id
-        await self._append(DoneRecord, content=cid, node=pending.node, version=version,
-                           meta=pending.meta_id)
-        if self.pending.get(pending.node) is None or \
-                self.pending[pending.node].content.id != cid:
-            _unlink_quiet(self.content_path(cid))
-        self._maybe_truncate()
+        metadata) and the node is at ``version`` (-1: went to a conflict copy).  Lazy (a
+        done record lost in a crash is found again by the replay).  Raises OSError."""
+        self._queue(DoneRecord(self._take_id(), pending.content.id, pending.node, version,
+                               pending.meta_id), lazy=True)
+        await self._flush_if_long()
 
-    def _maybe_truncate(self) -> None:
-        if not self.pending:
-            self._truncate()
+    async def _flush_if_long(self) -> None:
+        if len(self._batch.frames) >= LAZY_MAX and not self._batch.wanted:
+            await self.flush()
 
-    def _truncate(self) -> None:
-        """Nothing pending: start the log afresh (what it recorded is all in the store)."""
-        os.ftruncate(self._log_fd, 0)
-        os.lseek(self._log_fd, 0, os.SEEK_SET)
-        os.fsync(self._log_fd)
-        # own_versions / own_shas stay: a write that began before an upload finished still
-        # started from what this mount wrote (one small set per file written).
+    def _take_id(self) -> int:
+        rid = self._next_id
+        self._next_id += 1
+        return rid
+
+    # -- resuming uploads ---------------------------------------------------------------
+
+    def part_saved(self, p: Pending, segment: int, file_id: int, number: int) -> None:
+        """Note (in the content's side file, no fsync: a part not noted is sent again) that
+        a part of ``p``'s upload is in the store.  Raises OSError."""
+        if self.pending.get(p.node) is not p and (
+                self.pending.get(p.node) is None
+                or self.pending[p.node].content.id != p.content.id):
+            return  # superseded or dropped: its side file is gone
+        frame = encode(PartRecord(0, segment, file_id, number, time.time()))
+        fd = os.open(self.content_path(p.content.id) + ".parts",
+                     os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, frame)
+        finally:
+            os.close(fd)
+
+    def saved_parts(self, content_id: int) -> list[PartRecord]:
+        """The parts of content ``content_id``'s upload noted as saved (a torn last note is
+        ignored).  Raises OSError (not FileNotFoundError: none noted is an empty list)."""
+        try:
+            with open(self.content_path(content_id) + ".parts", "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        return [r for r in decode_all(data)[0] if isinstance(r, PartRecord)]
 
     # -- status -------------------------------------------------------------------------
 
@@ -391,6 +654,16 @@ def read_records(path: str) -> Iterator[Record]:
     except FileNotFoundError:
         return iter(())
     return iter(decode_all(data)[0])
+
+
+def _write_file(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def _unlink_quiet(path: str) -> None:

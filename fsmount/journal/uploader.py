@@ -8,6 +8,17 @@ in flight twice; content closed again while it uploads stays pending and is sent
 Merging is the journal's: only the last content of a file is kept, a deleted file's is
 dropped, so neither is ever sent.
 
+A node is started only once every record about it is durable (a lazy chmod / utimes
+record is flushed first, see fsmount.journal.log); when nothing is uploading the scheduler
+flushes the journal's lazy records (done records, so their content files are deleted).
+
+**Resume at the part.**  Each part an upload of more than one part saves is noted in the content's side file
+(:meth:`~fsmount.journal.Journal.part_saved`, no fsync), and an upload of the same content
+later (the next mount after a crash, or a retry) reuses the noted segments' file ids and
+sends only the parts not noted, if they were saved less than half the store's part lifetime
+ago (:func:`fsmount.upload.policy.refresh_after`); the finalize reports any part the store
+no longer has, which is then sent again (fsmount.upload.sender.finalize_segment).
+
 Applying one node (idempotent, so a replay after a crash is safe):
 
 1. ``getattr`` the node.  If its content already is the journal's (same SHA-256 and size),
@@ -39,13 +50,14 @@ import trio
 from .. import errors
 from ..nursery import open_nursery
 from ..remote import ROOT_ID, FileLocation, Node, Remote
-from ..upload import upload_file
+from ..upload import PART_SIZE, SavedParts, cached_config, upload_file
+from ..upload.policy import refresh_after
 from .log import EMPTY_SHA256, Journal, Pending
 
 log = logging.getLogger(__name__)
 
-#: Files uploading at once.
-PARALLEL_FILES = 16
+#: Files uploading at once (docs/performance.md, "Write-back": the drain at 100 ms RTT).
+PARALLEL_FILES = 32
 #: Parts in flight per file.
 PARALLEL_PARTS = 4
 #: Seconds before a node whose upload failed is offered again.
@@ -110,18 +122,38 @@ class Uploader:
         async with open_nursery() as nursery:
             while True:
                 now = trio.current_time()
+                undurable = False
                 for p in [] if self.paused else self.journal.in_order():
                     if len(self.in_flight) >= self.parallel_files:
                         break
                     if p.node in self.in_flight or self._retry_at.get(p.node, 0.0) > now:
                         continue
+                    if not self.journal.durable(p):
+                        # A lazy record about it (chmod, utimes) is not on disk yet: what
+                        # the store gets must not be undone by a crash.
+                        undurable = True
+                        continue
                     self.in_flight.add(p.node)
                     nursery.start_soon(self._one, p.node)
+                if undurable or (not self.in_flight and self.journal.lazy_waiting):
+                    # Idle, or waiting for lazy records: write them (done records become
+                    # durable, the content files they free are deleted, an empty log
+                    # starts afresh).
+                    await self._flush()
+                    if undurable:
+                        continue
                 wake = min(self._retry_at.values(), default=math.inf)
                 with trio.move_on_at(wake):
                     await self.journal.wait_changed()
                 now = trio.current_time()
                 self._retry_at = {n: t for n, t in self._retry_at.items() if t > now}
+
+    async def _flush(self) -> None:
+        try:
+            await self.journal.flush()
+        except OSError as exc:
+            self.last_error = f"journal: {exc}"
+            await trio.sleep(RETRY_PAUSE)
 
     async def _one(self, node_id: int) -> None:
         try:
@@ -149,12 +181,45 @@ class Uploader:
             self.journal.changed()
 
     async def _content(self, p: Pending) -> tuple[FileLocation, ...]:
+        # A content of one part gains nothing from a resume: no notes, no plan.
+        parted = p.content.size > PART_SIZE
+        resume = await self._resume_plan(p) if parted else {}
+        if resume:
+            log.info("write-back: resuming the upload of %s (%d parts already in the store)",
+                     p.name, sum(len(s.numbers) for s in resume.values()))
+
+        def saved(segment: int, file_id: int, number: int) -> None:
+            try:
+                self.journal.part_saved(p, segment, file_id, number)
+            except OSError as exc:  # only a resume after a crash needs the note
+                log.debug("write-back: cannot note a saved part of %s: %s", p.name, exc)
+
         try:
             docs = await upload_file(self.remote, self.journal.content_path(p.content.id),
-                                     p.name, parallel=self.parallel, spill_dir=self.cache_dir)
+                                     p.name, parallel=self.parallel, spill_dir=self.cache_dir,
+                                     resume=resume, on_part_saved=saved if parted else None)
         except FileNotFoundError:
             raise _Superseded from None
         return tuple(d.location for d in docs)
+
+    async def _resume_plan(self, p: Pending) -> dict[int, SavedParts]:
+        """The parts of ``p``'s upload that an earlier attempt (before a crash, or one that
+        failed) saved in the store recently enough to be there still: half the store's
+        part lifetime, the margin the streaming uploader keeps for its own segments."""
+        notes = await trio.to_thread.run_sync(self.journal.saved_parts, p.content.id)
+        if not notes:
+            return {}
+        lifetime = (await cached_config(self.remote)).part_lifetime
+        fresh_after = time.time() - refresh_after(lifetime)
+        by_segment: dict[int, tuple[int, set[int]]] = {}
+        for n in notes:
+            if n.saved_at < fresh_after:
+                continue
+            fid, numbers = by_segment.setdefault(n.segment, (n.file_id, set()))
+            if fid == n.file_id:  # one file id per segment (the first attempt's)
+                numbers.add(n.number)
+        return {seg: SavedParts(fid, frozenset(numbers))
+                for seg, (fid, numbers) in by_segment.items()}
 
     async def _store(self, p: Pending) -> None:
         c = p.content

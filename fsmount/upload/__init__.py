@@ -32,7 +32,14 @@ from .retain import (
 from .sender import CONFIG_TTL, DEFAULT_PARALLEL, PARALLEL_MAX, cached_config, new_file_id
 from .spill import DIRECT_ALIGN, SpillFile
 from .staging import WINDOW, FetchFn, StagingFile
-from .streaming import READ_CHUNK, ProgressFn, ReadAt, StreamingUpload
+from .streaming import (
+    READ_CHUNK,
+    PartSavedFn,
+    ProgressFn,
+    ReadAt,
+    SavedParts,
+    StreamingUpload,
+)
 
 __all__ = [
     "CONFIG_TTL",
@@ -49,9 +56,11 @@ __all__ = [
     "STREAM_SEGMENT_PARTS",
     "WINDOW",
     "FetchFn",
+    "PartSavedFn",
     "ProgressFn",
     "ReadAt",
     "RetainBudget",
+    "SavedParts",
     "SegmentRules",
     "SpillFile",
     "StagingFile",

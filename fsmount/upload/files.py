@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import stat
 import threading
+from collections.abc import Mapping
 from typing import IO
 
 import trio
 
 from ..remote import Document, Remote, UserConfig
 from .sender import DEFAULT_PARALLEL
-from .streaming import ProgressFn, upload_reader
+from .streaming import PartSavedFn, ProgressFn, SavedParts, upload_reader
 
 
 async def upload_file(
@@ -29,6 +30,8 @@ async def upload_file(
     config: UserConfig | None = None,
     spill_dir: str | os.PathLike[str] | None = None,
     segment_parts: int | None = None,
+    resume: Mapping[int, SavedParts] | None = None,
+    on_part_saved: PartSavedFn | None = None,
 ) -> tuple[Document, ...]:
     """Upload a local file (a path, or a binary file object from its current position).
 
@@ -36,7 +39,9 @@ async def upload_file(
     ``remote.create_file`` / ``remote.set_content``.  Parts the store reports missing are
     re-read from the source when it is seekable; otherwise (a pipe) they are retained as in
     :class:`StreamingUpload`, spilling to ``spill_dir``.  ``segment_parts`` caps the parts of
-    a segment (default: the store's ``max_parts``).
+    a segment (default: the store's ``max_parts``).  ``resume`` and ``on_part_saved`` (a
+    regular file only) resume an earlier attempt at the part, as in
+    :meth:`StreamingUpload.open`.
 
     Raises:
         OSError: the source cannot be opened or read (IsADirectoryError for a directory).
@@ -62,6 +67,8 @@ async def upload_file(
                 spill_dir=spill,
                 rereadable=regular,
                 segment_parts=segment_parts,
+                resume=resume if regular else None,
+                on_part_saved=on_part_saved,
             )
         finally:
             os.close(fd)

@@ -134,14 +134,21 @@ class StagingFile:
             os.unlink(tmp)
             return fd
 
-        fd = await trio.to_thread.run_sync(make)
-        sf = cls(fd, remote, tuple(segments), fetch, cache, path=path, orig_size=orig_size)
-        try:
-            await trio.to_thread.run_sync(os.ftruncate, fd, sf._orig)
-        except BaseException:
-            os.close(fd)
-            raise
-        return sf
+        orig = sum(d.size for d in segments) if orig_size is None else orig_size
+
+        def make_sized() -> int:
+            fd = make()
+            try:
+                if orig:
+                    os.ftruncate(fd, orig)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+
+        # One thread hop (a small file written through write-back pays a few per close).
+        fd = await trio.to_thread.run_sync(make_sized)
+        return cls(fd, remote, tuple(segments), fetch, cache, path=path, orig_size=orig_size)
 
     @property
     def closed(self) -> bool:
@@ -293,10 +300,12 @@ class StagingFile:
             for w in missing:
                 n.start_soon(one, w)
 
-    async def sync(self, parallel: int = DEFAULT_PARALLEL) -> str:
-        """Fetch any old content never fetched, fsync the file, and return the SHA-256 (hex)
-        of its whole content (for the write-back journal, which then takes the file over
-        by its :attr:`path`).
+    async def sync(self, parallel: int = DEFAULT_PARALLEL, *,
+                   inline_max: int = -1) -> tuple[str, bytes | None]:
+        """Fetch any old content never fetched and return the SHA-256 (hex) of the whole
+        content, for the write-back journal, which then takes the file over by its
+        :attr:`path`.  A content of at most ``inline_max`` bytes is returned too and not
+        fsynced (the journal makes its own record of it durable); a larger one is fsynced.
 
         Raises:
             FsmountError: fetching old content failed.
@@ -307,12 +316,17 @@ class StagingFile:
             await self._ensure_all(parallel)
             fd, size = self._fd, self.size
 
-            def digest() -> str:
+            def digest() -> tuple[str, bytes | None]:
+                if size <= inline_max:
+                    data = os.pread(fd, size, 0) if size else b""
+                    if len(data) != size:
+                        raise OSError(f"staging file {self.path} is short")
+                    return hashlib.sha256(data).hexdigest(), data
                 h = hashlib.sha256()
                 for off in range(0, size, 4 * WINDOW):
                     h.update(os.pread(fd, min(4 * WINDOW, size - off), off))
                 os.fsync(fd)
-                return h.hexdigest()
+                return h.hexdigest(), None
 
             return await trio.to_thread.run_sync(digest)
 

@@ -27,7 +27,7 @@ import hashlib
 import logging
 import math
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -62,6 +62,19 @@ READ_CHUNK = 2 * 1024 * 1024
 ProgressFn = Callable[[int], None]
 #: Blocking ``read_at(offset, size) -> bytes`` over the source of an upload (run in a thread).
 ReadAt = Callable[[int, int], bytes]
+
+
+@dataclass(frozen=True)
+class SavedParts:
+    """Parts of one segment that an earlier attempt saved in the store (resuming an upload
+    at the part): that attempt's file id and the part numbers."""
+
+    file_id: int
+    numbers: frozenset[int]
+
+
+#: ``on_part_saved(segment_index, file_id, part_number)``, after each part the store saved.
+PartSavedFn = Callable[[int, int, int], None]
 
 
 @dataclass(eq=False)
@@ -133,6 +146,8 @@ class StreamingUpload:
         refresh_after: float | None = None,
         parallel_max: int | None = None,
         whole_sha256: bool = False,
+        resume: Mapping[int, SavedParts] | None = None,
+        on_part_saved: PartSavedFn | None = None,
     ) -> None:
         if parallel < 1:
             raise ValueError("parallel must be at least 1")
@@ -149,6 +164,11 @@ class StreamingUpload:
         self._reread = reread
         self._budget = budget if budget is not None else RetainBudget(RETAIN_IN_MEMORY)
         self._segment_parts = segment_parts
+        # Resuming needs a source to read a part again that the store no longer has.
+        self._resume = dict(resume) if resume and reread is not None else {}
+        self._on_part_saved = on_part_saved
+        #: Parts not sent because an earlier attempt saved them (``resume``).
+        self.resumed_parts = 0
         self._rules: SegmentRules | None = None
         self._refresh_after = refresh_after
         #: Set when a segment is finalized or the writer finishes (wakes the keeper).
@@ -195,6 +215,8 @@ class StreamingUpload:
         refresh_after: float | None = None,
         parallel_max: int | None = None,
         whole_sha256: bool = False,
+        resume: Mapping[int, SavedParts] | None = None,
+        on_part_saved: PartSavedFn | None = None,
     ) -> StreamingUpload:
         """Start an upload whose background tasks run in ``nursery``.
 
@@ -212,7 +234,11 @@ class StreamingUpload:
         are in flight, and up to ``parallel_max`` (default: ``parallel``) where the link's
         bandwidth-delay product asks for more.  ``whole_sha256`` computes the whole file's
         SHA-256 on the way (:attr:`sha256` after :meth:`finish`; a mount keeps it per node),
-        one more pass over the bytes, in a thread.
+        one more pass over the bytes, in a thread.  ``resume`` (with ``reread`` only) maps
+        segment indexes to the parts an earlier attempt saved: that segment keeps the
+        attempt's file id and those parts are not sent again (a finalize that finds one
+        missing has it sent again from ``reread``); ``on_part_saved(segment, file_id,
+        number)`` is told of every part saved, so that a later attempt can resume.
 
         Raises:
             ValueError: ``parallel`` or ``segment_parts`` is below 1.
@@ -230,6 +256,8 @@ class StreamingUpload:
             refresh_after=refresh_after,
             parallel_max=parallel_max,
             whole_sha256=whole_sha256,
+            resume=resume,
+            on_part_saved=on_part_saved,
         )
         await nursery.start(up._run)
         return up
@@ -242,7 +270,7 @@ class StreamingUpload:
                 self._sender = PartSender.start(inner, self.remote, self.name,
                                                 parallel=self.parallel,
                                                 parallel_max=self.parallel_max,
-                                                on_saved=self._part_saved, on_error=self._fail)
+                                                on_saved=self._sent, on_error=self._fail)
                 inner.start_soon(self._guard, self._hasher)
                 inner.start_soon(self._guard, self._keeper)
                 task_status.started()
@@ -352,7 +380,9 @@ class StreamingUpload:
         last = self._segments[-1] if self._segments else None
         start = last.start + last.size if last is not None else 0
         index = len(self._segments)
-        seg = _Segment(index=index, start=start, file_id=new_file_id(),
+        resumed = self._resume.get(index)
+        file_id = resumed.file_id if resumed is not None else new_file_id()
+        seg = _Segment(index=index, start=start, file_id=file_id,
                        md5=hashlib.md5() if policy.hashed_while_streaming(index) else None)
         self._segments.append(seg)
         return seg
@@ -446,9 +476,22 @@ class StreamingUpload:
                 if self._whole is not None or seg.md5 is not None:
                     # In a thread: hashlib lets go of the GIL for buffers this size.
                     await trio.to_thread.run_sync(_hash_part, self._whole, seg.md5, part.data)
+                resumed = self._resume.get(seg.index)
+                if resumed is not None and part.number in resumed.numbers:
+                    # Saved by an earlier attempt (nothing is retained: reread is set).
+                    self.resumed_parts += 1
+                    size = len(part.data)
+                    part.data = None
+                    self._part_saved(part, size)
+                    continue
                 if part.spill:
                     await self._spiller.inbox.send(SpillJob(seg.retained, part.number))
                 await self._sender.inbox.send(part)
+
+    def _sent(self, part: _Part, size: int) -> None:
+        if self._on_part_saved is not None:
+            self._on_part_saved(part.segment.index, part.file_id, part.number)
+        self._part_saved(part, size)
 
     def _part_saved(self, part: _Part, size: int) -> None:
         seg = part.segment
@@ -652,11 +695,14 @@ async def upload_reader(
     spill_dir: str | None,
     rereadable: bool = True,
     segment_parts: int | None = None,
+    resume: Mapping[int, SavedParts] | None = None,
+    on_part_saved: PartSavedFn | None = None,
 ) -> tuple[Document, ...]:
     """Stream ``read_at`` from 0 to ``size`` (or to EOF if None) through one upload.
 
     ``rereadable``: parts the store loses are read again from ``read_at`` (nothing is
-    retained).  ``segment_parts`` as in :meth:`StreamingUpload.open`.
+    retained).  ``segment_parts``, ``resume`` and ``on_part_saved`` as in
+    :meth:`StreamingUpload.open`.
 
     Raises:
         InvalidArgument: the source ended before ``size`` bytes.
@@ -678,6 +724,8 @@ async def upload_reader(
             progress=progress,
             reread=read_at if rereadable else None,
             segment_parts=segment_parts,
+            resume=resume,
+            on_part_saved=on_part_saved,
         )
         try:
             pos = 0

@@ -70,15 +70,20 @@ def test_pending_changes_are_seen_at_once_and_sync_stores_them(tmp_path: Path) -
         os.rename(mnt / "d" / "a", mnt / "d" / "a2")
         os.chmod(mnt / "d" / "b", 0o600)
         os.utime(mnt / "d" / "b", ns=(MTIME_NS, MTIME_NS))
+        with open(mnt / "d" / "c", "wb") as f:  # tar's fchmod before close
+            f.write(b"cc")
+            os.fchmod(f.fileno(), 0o640)
+            assert os.fstat(f.fileno()).st_mode & 0o777 == 0o640
+        assert os.stat(mnt / "d" / "c").st_mode & 0o777 == 0o640
         assert (mnt / "d" / "a2").read_bytes() == data
         assert (mnt / "d" / "b").read_bytes() == b"small+more"
-        assert sorted(os.listdir(mnt / "d")) == ["a2", "b"]
+        assert sorted(os.listdir(mnt / "d")) == ["a2", "b", "c"]
         st = os.stat(mnt / "d" / "b")
         assert (st.st_size, st.st_mode & 0o777, st.st_mtime_ns) == (10, 0o600, MTIME_NS)
         assert _state(mnt / "d" / "a2") == "pending"
         status = _status(mnt)
-        assert (status["files"], status["bytes"], status["paused"]) == (2, len(data) + 10, True)
-        assert "pending: 2 files" in _ok("status", str(mnt))
+        assert (status["files"], status["bytes"], status["paused"]) == (3, len(data) + 12, True)
+        assert "pending: 3 files" in _ok("status", str(mnt))
         _ok("resume", str(mnt))
         _ok("sync", str(mnt))
         assert _state(mnt / "d" / "a2") == _state(mnt / "d" / "b") == "stored"
@@ -89,6 +94,7 @@ def test_pending_changes_are_seen_at_once_and_sync_stores_them(tmp_path: Path) -
         assert (mnt / "d" / "b").read_bytes() == b"small+more"
         st = os.stat(mnt / "d" / "b")
         assert (st.st_mode & 0o777, st.st_mtime_ns) == (0o600, MTIME_NS)
+        assert os.stat(mnt / "d" / "c").st_mode & 0o777 == 0o640
 
 
 def _calls(mp: MountProc, start: int) -> collections.Counter[str]:
