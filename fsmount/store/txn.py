@@ -78,8 +78,11 @@ class TxRunner:
                 if mapped is not None:
                     raise mapped from exc
                 raise
-            for fn in tx.after_locked:
-                fn()
+            try:
+                for fn in tx.after_locked:
+                    fn()
+            finally:
+                meta.release(tx)
             after = tx.after
         for fn in after:
             fn()
