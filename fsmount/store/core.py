@@ -168,6 +168,7 @@ class Store:
             with self.txn.run() as tx:
                 meta.init_schema(tx)
             self._check_shared_content(content_url(self.path) or "")
+            self._shared_id = meta.shared_setting("store_id", secrets.token_hex(16))
             # Alone in this directory, and (a shared database) across all nodes.
             alone = gc_alone and meta.take_alone()
             self.deleter = Deleter(self.content)
@@ -264,9 +265,8 @@ class Store:
     def store_id(self) -> str:
         """A random id of this store directory, made the first time it is asked for (the
         file ``store-id``).  Raises OSError when it cannot be read or written."""
-        shared = self.meta.shared_setting("store_id", secrets.token_hex(16))
-        if shared is not None:
-            return shared  # every node of a shared database answers the same id
+        if self._shared_id is not None:
+            return self._shared_id  # every node of a shared database answers the same id
         path = self.path / STORE_ID_FILE
         try:
             return path.read_text(encoding="ascii").strip()

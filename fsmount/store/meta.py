@@ -241,7 +241,8 @@ class MetaBackend(Protocol):
     def shared_setting(self, name: str, value: str) -> str | None:
         """A store-wide setting kept in a database that several processes ("nodes") share,
         recorded as ``value`` by the first that asks; None for a database of one store
-        directory (the caller keeps the setting in the directory)."""
+        directory (the caller keeps the setting in the directory).  Only while the store
+        opens (outside the transaction runner)."""
     def take_alone(self) -> bool:
         """Whether this opener has a shared database to itself (no other node has the store
         open), until :meth:`share_alone`; True for a database of one directory (whose
