@@ -136,15 +136,16 @@ def test_a_commit_on_one_node_wakes_a_long_poll_on_the_other(tmp_path: Path, pg_
 
 
 class _PauseOnce(StoreHooks):
-    """Blocks the first thread that reaches ``point`` until ``go`` is set."""
+    """Blocks the first thread that reaches ``point`` (once ``armed``) until ``go`` is set."""
 
-    def __init__(self, point: HookPoint) -> None:
+    def __init__(self, point: HookPoint, armed: bool = True) -> None:
         self.point = point
+        self.armed = armed
         self.reached_it = threading.Event()
         self.go = threading.Event()
 
     def reached(self, point: HookPoint) -> None:
-        if point is self.point and not self.reached_it.is_set():
+        if point is self.point and self.armed and not self.reached_it.is_set():
             self.reached_it.set()
             self.go.wait(30)
 
@@ -238,3 +239,84 @@ def test_fsck_of_a_pg_store_finds_a_missing_blob_object(tmp_path: Path, pg_url: 
         assert any("missing" in p for p in problems), problems
     finally:
         a.close()
+
+
+def test_a_node_reconnects_after_its_database_connections_are_cut(
+        tmp_path: Path, pg_url: str, pg_engine: object) -> None:
+    """Connections cut while idle (as a PostgreSQL restart cuts them): the next call of each
+    node reopens its connection before its transaction starts; the listener reconnects too
+    and long polls still wake."""
+    import psycopg
+
+    a = Store(tmp_path / "node-a", metadata=pg_url)
+    b = Store(tmp_path / "node-b", metadata=pg_url)
+    try:
+        uid = a.default_user_id
+        a.mkdir(uid, ROOT_ID, "before")
+        with psycopg.connect(pg_engine.dsn, autocommit=True) as admin:  # type: ignore[attr-defined]
+            cut = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND datname = current_database()").fetchone()
+        assert cut is not None and cut[0] >= 2  # each node's connection (and listeners)
+        # An idle connection found dead is reopened before the transaction starts.
+        a.mkdir(uid, ROOT_ID, "after")
+        assert b.lookup(uid, ROOT_ID, "after").kind.value == "dir"
+        assert [n.name for n in b.list_folder(uid, ROOT_ID).entries] == ["after", "before"]
+        # B's listener came back: a change through A wakes B's poll (its own looks off).
+        b.changes.poll = 30.0
+        cursor = b.get_changes(uid, None, 0).cursor
+        answers: list[object] = []
+        waiter = threading.Thread(target=lambda: answers.append(b.get_changes(uid, cursor, 20)))
+        waiter.start()
+        waiter.join(0.5)
+        t0 = time.monotonic()
+        a.mkdir(uid, ROOT_ID, "wake")
+        waiter.join(10)
+        assert not waiter.is_alive() and answers[0].changes  # type: ignore[attr-defined]
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        b.close()
+        a.close()
+    assert fsck.check(tmp_path / "node-a") == []
+
+
+def test_a_transaction_cut_before_its_commit_changes_nothing(
+        tmp_path: Path, pg_url: str, pg_engine: object) -> None:
+    """The connection dies between a rename's statements and its COMMIT: the call fails
+    with a clean error, the other node sees no part of it, and the next call works."""
+    import psycopg
+
+    hooks = _PauseOnce(HookPoint.COMMIT, armed=False)
+    a = Store(tmp_path / "node-a", metadata=pg_url, hooks=hooks)
+    b = Store(tmp_path / "node-b", metadata=pg_url)
+    try:
+        uid = a.default_user_id
+        a.mkdir(uid, ROOT_ID, "old")
+        hooks.armed = True
+        failures: list[BaseException] = []
+
+        def rename() -> None:
+            try:
+                a.rename(uid, ROOT_ID, "old", ROOT_ID, "new")
+            except BaseException as exc:
+                failures.append(exc)
+
+        worker = threading.Thread(target=rename)
+        worker.start()
+        assert hooks.reached_it.wait(30)
+        with psycopg.connect(pg_engine.dsn, autocommit=True) as admin:  # type: ignore[attr-defined]
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                          "application_name = '' AND pid <> pg_backend_pid() AND "
+                          "state = 'idle in transaction'")
+        hooks.go.set()
+        worker.join(30)
+        assert not worker.is_alive()
+        assert len(failures) == 1 and isinstance(failures[0], errors.FsmountError), failures
+        assert [n.name for n in b.list_folder(uid, ROOT_ID).entries] == ["old"]
+        assert a.rename(uid, ROOT_ID, "old", ROOT_ID, "new").name == "new"
+        assert [n.name for n in b.list_folder(uid, ROOT_ID).entries] == ["new"]
+    finally:
+        hooks.go.set()
+        b.close()
+        a.close()
+    assert fsck.check(tmp_path / "node-a") == []

@@ -10,8 +10,9 @@ stores in schemas of their own.
 
 Driver: psycopg 3, one connection per process used under the store lock
 (:class:`fsmount.store.txn.TxRunner`), as SQLite's is; a broken connection (a PostgreSQL
-restart) is reopened at the next transaction, never retried inside one -- the failed call
-raises, and the client's transport retries it.
+restart) is reopened at the next transaction's start (also when its first statement is what
+finds it dead), never retried inside one -- a call whose transaction was cut raises, and
+the client's transport retries it.
 
 Isolation across nodes (why not SERIALIZABLE)
 ---------------------------------------------
@@ -480,8 +481,21 @@ class PgMeta:
     # --- transactions ---------------------------------------------------------------------
 
     def begin(self, now: float, *, write: bool) -> PgTx:
-        """Start a transaction; a write one holds the store's write lock first."""
-        conn = self._connection()
+        """Start a transaction; a write one holds the store's write lock first.
+
+        A connection found dead by the transaction's first statement (it died while idle:
+        a PostgreSQL restart) is reopened once -- nothing of the transaction has run yet.
+        """
+        import psycopg
+
+        try:
+            return self._begin(self._connection(), now, write)
+        except psycopg.OperationalError:
+            if self._conn is None or not self._conn.broken:
+                raise
+        return self._begin(self._connection(), now, write)
+
+    def _begin(self, conn: Any, now: float, write: bool) -> PgTx:
         if write:
             # READ COMMITTED: each statement sees every commit made before it, and with the
             # lock held no other writer commits meanwhile (a REPEATABLE READ snapshot would
