@@ -33,7 +33,9 @@ With ``--metadata URL`` (or ``--metadata postgres``: a throwaway cluster of test
 it compares metadata backends, side by side per round: SQLite, PostgreSQL, and PostgreSQL
 without its cross-node write lock (unsafe with several nodes: it prices the lock) --
 microseconds per mkdir, create, rename, lookup and listed entry, and ``--small`` 4 KiB
-files put and read per second (content in the store directory for all).
+files put and read per second (content in the store directory for all); then
+``--threads`` threads making metadata calls at once through one node, two nodes, and two
+nodes without the lock (calls per second).
 
     python3 scripts/bench_store.py --metadata postgres --ops 500 --small 200 --rounds 3
 """
@@ -476,11 +478,76 @@ async def bench_metadata(base: Path, args: argparse.Namespace, dsn: str) -> None
               f"small put {m['small_put']:6.1f}/s  small read {m['small_read']:7.1f}/s")
 
 
+def bench_concurrent(base: Path, dsn: str, threads: int, ops: int, nodes: int,
+                     locked: bool) -> float:
+    """Calls per second of ``threads`` threads (each: create, rename, unlink in a folder of
+    its own, so that they never conflict) over ``nodes`` in-process stores ("nodes": one
+    database connection each) of one PostgreSQL store."""
+    import threading
+
+    import psycopg
+
+    from fsmount.store import Store, pg_meta
+
+    schema = f"bench{os.urandom(4).hex()}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    url = f"{dsn}?options=-csearch_path%3D{schema}"
+    locked_begin = pg_meta.PgMeta.begin
+    if not locked:
+        def unlocked_begin(self: pg_meta.PgMeta, now: float, *, write: bool) -> pg_meta.PgTx:
+            conn = self._connection()
+            conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED" if write else
+                         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return pg_meta.PgTx(now, db=conn, write=write)
+        pg_meta.PgMeta.begin = unlocked_begin  # type: ignore[method-assign]
+    stores = [Store(base / f"conc-{schema}-{i}", metadata=url) for i in range(nodes)]
+    try:
+        uid = stores[0].default_user_id
+        folders = [stores[0].mkdir(uid, ROOT_ID, f"t{i}").id for i in range(threads)]
+
+        def work(i: int) -> None:
+            st = stores[i % nodes]
+            for k in range(ops):
+                st.create_file(uid, folders[i], f"a{k}")
+                st.rename(uid, folders[i], f"a{k}", folders[i], f"b{k}")
+                st.unlink(uid, folders[i], f"b{k}")
+
+        workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        t = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return threads * ops * 3 / (time.perf_counter() - t)
+    finally:
+        for st in stores:
+            st.close()
+        pg_meta.PgMeta.begin = locked_begin  # type: ignore[method-assign]
+
+
+def concurrent(base: Path, args: argparse.Namespace, dsn: str) -> None:
+    """The concurrent figures, interleaved per round (medians)."""
+    configs = [("1 node", 1, True), ("2 nodes", 2, True), ("2 nodes, no lock", 2, False)]
+    rates: dict[str, list[float]] = {c[0]: [] for c in configs}
+    for rnd in range(args.rounds):
+        for name, nodes, locked in configs:
+            rates[name].append(bench_concurrent(base, dsn, args.threads, args.ops // 5,
+                                                nodes, locked))
+        print(f"round {rnd + 1} concurrent: " + "  ".join(
+            f"{n} {r[-1]:.0f}/s" for n, r in rates.items()), flush=True)
+    print(f"\n{args.threads} threads, create+rename+unlink in folders of their own "
+          f"(calls per second, medians):")
+    for name, r in rates.items():
+        print(f"  {name:17} {statistics.median(r):7.0f}/s")
+
+
 async def metadata_main(args: argparse.Namespace) -> int:
     base = Path(tempfile.mkdtemp(prefix="bench-metadata-", dir=args.dir))
     try:
         if args.metadata != "postgres":
             await bench_metadata(base, args, args.metadata)
+            concurrent(base, args, args.metadata)
             return 0
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
         from engines import postgres
@@ -488,6 +555,7 @@ async def metadata_main(args: argparse.Namespace) -> int:
         with postgres() as pg:
             print(f"postgresql up in {pg.startup_seconds:.1f} s on port {pg.port}", flush=True)
             await bench_metadata(base, args, pg.dsn)
+            concurrent(base, args, pg.dsn)
         return 0
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -512,6 +580,8 @@ def main() -> int:
                          "(postgresql://..., or 'postgres' to start a throwaway cluster)")
     ap.add_argument("--ops", type=int, default=500,
                     help="calls of each kind with --metadata (default 500)")
+    ap.add_argument("--threads", type=int, default=8,
+                    help="concurrent callers with --metadata (default 8)")
     args = ap.parse_args()
     if args.metadata:
         return trio.run(metadata_main, args)

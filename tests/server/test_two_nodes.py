@@ -92,6 +92,10 @@ def nodes(tmp_path: Path, pg_url: str, s3_url: str) -> Iterator[Nodes]:
         for p in procs:
             _stop(p)
     assert fsck.check(dir_a) == []
+    # The command line's fsck on the other node's directory (the same PostgreSQL store).
+    done = subprocess.run([sys.executable, "-m", "fsmount", "fsck", "--store", str(dir_b)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "clean" in done.stdout, done.stdout + done.stderr
 
 
 async def _all_changes(remote: HttpRemote, cursor: int) -> list[Change]:
