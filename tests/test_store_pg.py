@@ -320,3 +320,21 @@ def test_a_transaction_cut_before_its_commit_changes_nothing(
         b.close()
         a.close()
     assert fsck.check(tmp_path / "node-a") == []
+
+
+def test_the_orphan_sweep_at_open_runs_only_when_no_other_node_has_the_store_open(
+        tmp_path: Path, pg_url: str, s3_url: str) -> None:
+    """An object nobody references yet (what a finalize in flight on another node has just
+    copied) survives the start of a second node; the start of a node alone reclaims it."""
+    from fsmount.store.s3content import S3Content, parse_s3_url
+
+    orphan = "blobs/ee/" + "e" * 64 + ".zz"
+    a = Store(tmp_path / "node-a", metadata=pg_url, content=s3_url)
+    try:
+        S3Content(parse_s3_url(s3_url))._put(orphan + "/0", b"in flight")
+        Store(tmp_path / "node-b", metadata=pg_url, content=s3_url).close()
+        assert fsck.check(tmp_path / "node-a") == [f"orphan blob {orphan}"]
+    finally:
+        a.close()
+    Store(tmp_path / "node-b").close()  # alone: sweeps
+    assert fsck.check(tmp_path / "node-a") == []
