@@ -6,6 +6,7 @@ store through either node (HttpRemote, the mount's transport).
 * a file written through one node reads through the other, with its parts saved through
   both; a replacement through the second reads back through the first;
 * a change committed through node A wakes a long poll held on node B within 1 s;
+* a FUSE mount through each node, writes and reads alternating;
 * 16 clients, 8 per node, create/replace (empty files, and files with content), rename and
   delete in one folder for a bounded time: the store's change log (its commit order) accounts for exactly the operations that
   succeeded, replaying it gives the final listing, every file holds the content of the
@@ -15,6 +16,7 @@ store through either node (HttpRemote, the mount's transport).
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import signal
 import sqlite3
@@ -49,6 +51,10 @@ class Nodes:
     url_b: str
     token: str
     dir_a: Path
+    dir_b: Path
+    port_a: int
+    port_b: int
+    token_file: Path
 
 
 def _free_port() -> int:
@@ -87,7 +93,10 @@ def nodes(tmp_path: Path, pg_url: str, s3_url: str) -> Iterator[Nodes]:
             src.backup(dst)
         proc_b, _ = start_serve(dir_b, port_b, *backends)
         procs.append(proc_b)
-        yield Nodes(f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}", token, dir_a)
+        token_file = tmp_path / "token"
+        token_file.write_text(token + "\n")
+        yield Nodes(f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}", token, dir_a,
+                    dir_b, port_a, port_b, token_file)
     finally:
         for p in procs:
             _stop(p)
@@ -268,3 +277,37 @@ async def test_clients_on_both_nodes_race_in_one_folder(nodes: Nodes) -> None:
         await admin.aclose()
         for r in remotes:
             await r.aclose()
+
+
+@pytest.mark.fuse
+def test_a_mount_through_each_node(nodes: Nodes, tmp_path: Path) -> None:
+    """A FUSE mount through node A and one through node B, writes and reads alternating:
+    each sees the other's changes through the change feed of the other node."""
+    from .test_feed_mounts import VISIBLE_WITHIN, Server, mounted, wait_until
+
+    srv_a = Server(nodes.dir_a, nodes.port_a, nodes.token_file)
+    srv_b = Server(nodes.dir_b, nodes.port_b, nodes.token_file)
+
+    def content(p: Path) -> bytes | None:
+        try:
+            return p.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    with mounted(srv_a, tmp_path / "a") as a, mounted(srv_b, tmp_path / "b") as b:
+        assert os.listdir(b.mnt) == []
+        big = random.randbytes(3 * 1024 * 1024 + 5)
+        (a.mnt / "big").write_bytes(big)
+        wait_until(lambda: content(b.mnt / "big") == big, "A's file on B", VISIBLE_WITHIN)
+        with open(b.mnt / "big", "r+b") as fh:  # B rewrites the start of A's file
+            fh.write(b"B was here")
+        want = b"B was here" + big[10:]
+        wait_until(lambda: content(a.mnt / "big") == want, "B's write on A", VISIBLE_WITHIN)
+        os.mkdir(b.mnt / "d")
+        wait_until(lambda: (a.mnt / "d").is_dir(), "B's folder on A", VISIBLE_WITHIN)
+        os.rename(a.mnt / "big", a.mnt / "d" / "moved")
+        wait_until(lambda: content(b.mnt / "d" / "moved") == want and
+                   not os.path.lexists(b.mnt / "big"), "A's rename on B", VISIBLE_WITHIN)
+        os.unlink(b.mnt / "d" / "moved")
+        wait_until(lambda: os.listdir(a.mnt / "d") == [], "B's delete on A", VISIBLE_WITHIN)
+        assert sorted(os.listdir(a.mnt)) == sorted(os.listdir(b.mnt)) == ["d"]
