@@ -43,6 +43,14 @@ lock-and-commit costs about as much as the transaction's own statements on loopb
 metadata transactions are short -- content transfers happen outside them, except a part's
 placing, which is one object PUT.
 
+What the lock holds: a transaction's statements, and the object-store operations the
+store does inside its transactions -- a part's PUT (placing it with its row) and a
+finalize's server-side copies (promoting the parts to a blob).  With S3 content those are
+tens of milliseconds each, so saving parts and finalizing through several nodes does not
+add up to more than one node's rate (docs/performance.md); moving them before the
+transaction needs part objects under keys of their own (a version in the part's row), the
+next step for write throughput.
+
 *Read* transactions take no lock: ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`` (one
 consistent snapshot, as SQLite's deferred ``BEGIN``).
 
@@ -201,8 +209,10 @@ SCHEMA_VERSION = 3
 
 #: The NOTIFY channel of change-logging commits (payload: the store's schema).
 CHANNEL = "fsmount_changes"
-#: Milliseconds a transaction waits for the write lock before StoreLocked.
-LOCK_TIMEOUT_MS = 30_000
+#: Milliseconds a transaction waits for the write lock before StoreLocked: longer than the
+#: longest transaction holds it (a finalize's server-side copies of a 1 GiB upload, about
+#: 30 s on the tests' Swift; see "What the lock holds" above).
+LOCK_TIMEOUT_MS = 60_000
 #: Seconds a long poll waits between its own looks at the log when LISTEN works (the
 #: notifications wake it at once; this only covers a listener that is reconnecting).
 LISTEN_POLL = 0.5
@@ -510,7 +520,8 @@ class PgMeta:
     def commit(self, tx: MetaTx) -> None:
         assert isinstance(tx, PgTx), "a transaction of another backend"
         if tx.notify:
-            tx.db.execute(f"NOTIFY {CHANNEL}, '{self.schema}'; COMMIT")
+            payload = self.schema.replace("'", "''")
+            tx.db.execute(f"NOTIFY {CHANNEL}, '{payload}'; COMMIT")
         else:
             tx.db.execute("COMMIT")
 
