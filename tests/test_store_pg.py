@@ -217,6 +217,13 @@ def test_a_metadata_url_with_a_password_or_on_a_sqlite_store_is_refused(
     with pytest.raises(errors.InvalidArgument, match="PGPASSWORD"):
         Store(tmp_path / "s1", metadata="postgresql://u:secret@127.0.0.1:1/db")
     assert not (tmp_path / "s1" / "metadata.url").exists()
+    # A database that cannot be reached: a clean error, and nothing recorded (a corrected
+    # URL is not refused afterwards).
+    with pytest.raises(errors.FsmountError, match="unavailable"):
+        Store(tmp_path / "s1", metadata="postgresql://u@127.0.0.1:1/db")
+    assert not (tmp_path / "s1" / "metadata.url").exists()
+    Store(tmp_path / "s1", metadata=pg_url).close()
+    assert (tmp_path / "s1" / "metadata.url").read_text().strip() == pg_url
     Store(tmp_path / "s2").close()
     with pytest.raises(errors.InvalidArgument, match="meta.sqlite"):
         Store(tmp_path / "s2", metadata=pg_url)

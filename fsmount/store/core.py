@@ -72,7 +72,7 @@ from .hooks import NO_HOOKS, StoreHooks
 from .lifetime import Lifetime
 from .locks import StoreLocks
 from .meta import MetaBackend
-from .meta_select import select_metadata
+from .meta_select import record_metadata, select_metadata
 from .namespace import Namespace, check_name
 from .parts import Parts, UploadStates
 from .reads import HASH_WINDOWS, Reads
@@ -169,6 +169,7 @@ class Store:
                 meta.init_schema(tx)
             self._check_shared_content(content_url(self.path) or "")
             self._shared_id = meta.shared_setting("store_id", secrets.token_hex(16))
+            record_metadata(self.path, url)
             # Alone in this directory, and (a shared database) across all nodes.
             alone = gc_alone and meta.take_alone()
             self.deleter = Deleter(self.content)

@@ -19,7 +19,8 @@ from pathlib import Path
 from .. import errors
 from .sqlite_meta import DB_NAME
 
-__all__ = ["METADATA_URL_FILE", "metadata_url", "select_metadata", "store_exists"]
+__all__ = ["METADATA_URL_FILE", "metadata_url", "record_metadata", "select_metadata",
+           "store_exists"]
 
 METADATA_URL_FILE = "metadata.url"
 
@@ -38,8 +39,8 @@ def store_exists(path: Path) -> bool:
 
 
 def select_metadata(path: Path, metadata: str | None) -> str | None:
-    """The metadata URL the store at ``path`` uses (None: SQLite in the directory),
-    recording a new one.
+    """The metadata URL the store at ``path`` uses (None: SQLite in the directory); a new
+    one is recorded by :func:`record_metadata` once the database has been opened.
 
     Raises:
         InvalidArgument: a malformed URL, a password in it, or one that disagrees with the
@@ -56,8 +57,13 @@ def select_metadata(path: Path, metadata: str | None) -> str | None:
             raise errors.InvalidArgument(
                 f"store {path} keeps its metadata in {DB_NAME}; it cannot switch to "
                 f"{metadata.split('?', 1)[0]}")
-        (path / METADATA_URL_FILE).write_text(metadata + "\n")
     elif recorded != metadata:
         raise errors.InvalidArgument(f"store {path} keeps its metadata at {recorded}, "
                                      f"not {metadata}")
     return metadata
+
+
+def record_metadata(path: Path, url: str | None) -> None:
+    """Remember ``url`` in the store directory (after a successful open with it)."""
+    if url is not None and metadata_url(path) is None:
+        (path / METADATA_URL_FILE).write_text(url + "\n")
