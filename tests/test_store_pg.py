@@ -345,3 +345,31 @@ def test_the_orphan_sweep_at_open_runs_only_when_no_other_node_has_the_store_ope
         a.close()
     Store(tmp_path / "node-b").close()  # alone: sweeps
     assert fsck.check(tmp_path / "node-a") == []
+
+
+def test_a_write_lock_held_too_long_is_store_locked_and_the_node_goes_on(
+        tmp_path: Path, pg_url: str, pg_engine: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another session holds the store's write lock past ``lock_timeout``: the waiting call
+    fails with STORE_LOCKED (HTTP 503, retried by clients) and the next call works."""
+    import psycopg
+
+    from fsmount.store import pg_meta
+
+    monkeypatch.setattr(pg_meta, "LOCK_TIMEOUT_MS", 300)
+    a = Store(tmp_path / "node-a", metadata=pg_url)
+    try:
+        uid = a.default_user_id
+        key = pg_meta._lock_key(a.meta.schema, pg_meta.WRITE_LOCK)  # type: ignore[attr-defined]
+        with psycopg.connect(pg_engine.dsn, autocommit=True) as holder:  # type: ignore[attr-defined]
+            holder.execute("SELECT pg_advisory_lock(%s)", (key,))
+            t0 = time.monotonic()
+            with pytest.raises(errors.StoreLocked):
+                a.mkdir(uid, ROOT_ID, "blocked")
+            assert time.monotonic() - t0 < 10
+            with pytest.raises(errors.NotFound):
+                a.lookup(uid, ROOT_ID, "blocked")  # reads take no lock
+            holder.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        assert a.mkdir(uid, ROOT_ID, "after").name == "after"
+    finally:
+        a.close()

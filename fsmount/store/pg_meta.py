@@ -506,16 +506,26 @@ class PgMeta:
         return self._begin(self._connection(), now, write)
 
     def _begin(self, conn: Any, now: float, write: bool) -> PgTx:
-        if write:
-            # READ COMMITTED: each statement sees every commit made before it, and with the
-            # lock held no other writer commits meanwhile (a REPEATABLE READ snapshot would
-            # be taken when the lock's statement starts, before the wait).  One round trip;
-            # a session-level lock outlives the transaction, released by release().
-            conn.execute(f"BEGIN ISOLATION LEVEL READ COMMITTED; "
-                         f"SELECT pg_advisory_lock({self._write_key})")
-            return PgTx(now, db=conn, write=True, locked=True)
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        return PgTx(now, db=conn)
+        try:
+            if write:
+                # READ COMMITTED: each statement sees every commit made before it, and with
+                # the lock held no other writer commits meanwhile (a REPEATABLE READ snapshot
+                # would be taken when the lock's statement starts, before the wait).  One
+                # round trip; a session-level lock outlives the transaction (release()).
+                conn.execute(f"BEGIN ISOLATION LEVEL READ COMMITTED; "
+                             f"SELECT pg_advisory_lock({self._write_key})")
+                return PgTx(now, db=conn, write=True, locked=True)
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return PgTx(now, db=conn)
+        except BaseException:
+            # The lock's wait timed out (or the statement failed): end the aborted
+            # transaction, so that the connection serves the next call.
+            if not conn.closed and not conn.broken:
+                try:
+                    conn.execute("ROLLBACK")
+                except Exception:
+                    pass
+            raise
 
     def commit(self, tx: MetaTx) -> None:
         assert isinstance(tx, PgTx), "a transaction of another backend"
