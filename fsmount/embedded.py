@@ -181,9 +181,13 @@ class EmbeddedRemote:
     ) -> Listing:
         return await self._run(self.store.list_folder, folder_id, after, limit)
 
+    async def reserve_node_ids(self, count: int) -> int:
+        return await self._run(self.store.reserve_node_ids, count)
+
     async def mkdir(self, parent: int, name: str, mode: int = 0o755, *,
-                    owner: Owner | None = None) -> Node:
-        return await self._run(self.store.mkdir, parent, name, mode, owner=owner)
+                    owner: Owner | None = None, node_id: int | None = None) -> Node:
+        return await self._run(self.store.mkdir, parent, name, mode, owner=owner,
+                               node_id=node_id)
 
     async def create_file(
         self,
@@ -196,18 +200,20 @@ class EmbeddedRemote:
         replace: bool = False,
         sha256: str | None = None,
         owner: Owner | None = None,
+        node_id: int | None = None,
     ) -> Node:
         return await self._run(
             self.store.create_file, parent, name, tuple(segments), mode=mode,
-            mtime_ns=mtime_ns, replace=replace, sha256=sha256, owner=owner,
+            mtime_ns=mtime_ns, replace=replace, sha256=sha256, owner=owner, node_id=node_id,
         )
 
     async def put_file(self, parent: int, name: str, data: bytes, *, md5_checksum: str,
                        mode: int = 0o644, mtime_ns: int | None = None,
-                       replace: bool = True) -> Node:
+                       replace: bool = True, owner: Owner | None = None,
+                       node_id: int | None = None) -> Node:
         return await self._run(self.store.put_file, parent, name, data,
                                md5_checksum=md5_checksum, mode=mode, mtime_ns=mtime_ns,
-                               replace=replace)
+                               replace=replace, owner=owner, node_id=node_id)
 
     async def set_content(
         self, node_id: int, segments: tuple[FileLocation, ...], *, mtime_ns: int | None = None,
@@ -217,8 +223,9 @@ class EmbeddedRemote:
                                mtime_ns=mtime_ns, sha256=sha256)
 
     async def symlink(self, parent: int, name: str, target: str, *,
-                      owner: Owner | None = None) -> Node:
-        return await self._run(self.store.symlink, parent, name, target, owner=owner)
+                      owner: Owner | None = None, node_id: int | None = None) -> Node:
+        return await self._run(self.store.symlink, parent, name, target, owner=owner,
+                               node_id=node_id)
 
     async def setattr(
         self, node_id: int, *, mode: int | None = None, mtime_ns: int | None = None
@@ -231,11 +238,11 @@ class EmbeddedRemote:
         return await self._run(self.store.rename, parent, name, new_parent, new_name,
                                replace=replace)
 
-    async def unlink(self, parent: int, name: str) -> None:
-        await self._run(self.store.unlink, parent, name)
+    async def unlink(self, parent: int, name: str) -> int | None:
+        return await self._run(self.store.unlink, parent, name)
 
-    async def rmdir(self, parent: int, name: str) -> None:
-        await self._run(self.store.rmdir, parent, name)
+    async def rmdir(self, parent: int, name: str) -> int | None:
+        return await self._run(self.store.rmdir, parent, name)
 
     async def statfs(self) -> Usage:
         return await self._run(self.store.statfs)

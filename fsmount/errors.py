@@ -36,6 +36,7 @@ __all__ = [
     "IsADirectory",
     "InvalidName",
     "InvalidArgument",
+    "NodeIdInvalid",
     "QuotaExceeded",
     "FileTooBig",
     "AccessDenied",
@@ -217,6 +218,14 @@ class InvalidArgument(FsmountError):
     http_status = 400
 
 
+class NodeIdInvalid(FsmountError):
+    """A node id given to create a node with was never reserved (reserveNodeIds), or a node
+    has it already."""
+
+    name = "NODE_ID_INVALID"
+    http_status = 400
+
+
 class NotPermitted(FsmountError):
     """The operation is not allowed on this node at all (a hard link to a folder, setting a
     read-only attribute): EPERM, whoever asks."""
@@ -381,6 +390,7 @@ ERRNO: dict[type[FsmountError], int] = {
     InvalidName: errno.EINVAL,
     NameTooLong: errno.ENAMETOOLONG,
     InvalidArgument: errno.EINVAL,
+    NodeIdInvalid: errno.EINVAL,
     QuotaExceeded: errno.ENOSPC,
     NotPermitted: errno.EPERM,
     NoSuchAttribute: errno.ENODATA,

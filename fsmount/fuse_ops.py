@@ -31,6 +31,8 @@ import trio
 
 from . import errors
 from .feed import FeedFollower, start_feed_follower
+from .folderscan import FolderScan
+from .idpool import NodeIdPool, start_id_pool
 from .inodes import ATTR_TIMEOUT, DirHandle, FileHandle, HandleTable, NodeCache
 from .journal import Journal, Uploader
 from .mount import default_cache_dir
@@ -55,7 +57,7 @@ from .remote import (
 )
 from .upload import DEFAULT_WRITE_MEMORY, RetainBudget
 from .view import OwnershipView
-from .writestate import WriteSettings, WriteState, WriteStates
+from .writestate import Unborn, WriteSettings, WriteState, WriteStates
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +238,8 @@ class Operations(pyfuse3.Operations):
         self.attr_timeout = attr_timeout
         self.nodes = NodeCache(remote, ttl=attr_timeout)
         self.cache = ChunkCache(remote, cache_bytes)
+        #: Small files of a folder read one after another are fetched ahead.
+        self.scan = FolderScan(self.nodes, self.cache)
         self.files: HandleTable[FileHandle] = HandleTable()
         self.dirs: HandleTable[DirHandle] = HandleTable()
         self.uid = os.getuid()
@@ -256,6 +260,9 @@ class Operations(pyfuse3.Operations):
         self._reply = _ReplyBuffer()
         #: The change feed's follower (set by start).
         self.feed: FeedFollower | None = None
+        #: Node ids reserved for files created here (set by start; None: every create is
+        #: a round trip, as with the write-back journal, which creates them itself).
+        self.ids: NodeIdPool | None = None
         #: This mount's own changes, to skip when the feed reports them back: the stamps
         #: (ctime) of the transactions, and the (folder, name)s it removed.
         self._own_stamps: OrderedDict[int, None] = OrderedDict()
@@ -279,6 +286,8 @@ class Operations(pyfuse3.Operations):
         self.cache.start(nursery)
         self._nursery = nursery
         self.feed = start_feed_follower(nursery, self._feed_remote, self)
+        if self.journal is None and not self.read_only:
+            self.ids = start_id_pool(nursery, self.remote)
         self._write_states = WriteStates(WriteSettings(
             self.remote, nursery, cache_dir=self.cache_dir, budget=self.write_budget,
             journal=self.journal))
@@ -481,7 +490,8 @@ class Operations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         handle = self.dirs.get(fh)
         index = start_id
-        while await handle.ensure(self.remote, index, self.nodes.now):
+        while await handle.ensure(self.remote, index, self.nodes.now) or (
+                self._merge_unborn(handle) and index < len(handle.entries)):
             node = self.nodes.merge(handle.entries[index], handle.seen_at[index])
             if not pyfuse3.readdir_reply(token, os.fsencode(node.name), self._attrs(node),
                                          index + 1):
@@ -492,6 +502,18 @@ class Operations(pyfuse3.Operations):
             handle.kept = True
             self.nodes.put_listing(handle.node_id, tuple(handle.entries),
                                    handle.seen_at[0] if handle.seen_at else self.nodes.now())
+
+    def _merge_unborn(self, handle: DirHandle) -> bool:
+        """Add the files created here that the store does not have yet to a complete
+        listing fetched from the store, once; True if it added any."""
+        if not handle.complete or handle.merged or handle.kept:
+            return False
+        handle.merged = True
+        names = {n.name for n in handle.entries}
+        extra = [n for n in self.nodes.unborn_in(handle.node_id) if n.name not in names]
+        handle.entries.extend(extra)
+        handle.seen_at.extend([self.nodes.now()] * len(extra))
+        return bool(extra)
 
     async def releasedir(self, fh: int) -> None:
         self.dirs.pop(fh)
@@ -565,6 +587,10 @@ class Operations(pyfuse3.Operations):
             node = await self._node(inode)
             if node.kind is NodeKind.FILE:
                 return self._state_of(inode).encode()
+        if self.nodes.unborn(inode) is not None:
+            if not sname.startswith(XATTR_PREFIX):
+                raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # nothing set on it yet
+            await self._materialize(inode)  # the content's checksums are the store's
         if sname.startswith(XATTR_PREFIX):
             value = self._xattrs(await self.nodes.get(inode)).get(sname[len(XATTR_PREFIX):])
             if value is not None:
@@ -582,6 +608,8 @@ class Operations(pyfuse3.Operations):
         # cp --preserve=xattr copy every listed attribute and remove the destination's
         # unlisted ones, so listing them would carry them off as stored attributes (that
         # cannot be set back here) and make every copy into the mount fail to remove them.
+        if self.nodes.unborn(inode) is not None:
+            return []  # not in the store yet: nothing set on it
         return [os.fsencode(n) for n in await self.remote.list_xattrs(inode)]
 
     @_op
@@ -606,6 +634,7 @@ class Operations(pyfuse3.Operations):
         self._check_writable()
         if not sname.startswith(XATTR_NAMESPACES) or sname in UNKEPT_XATTRS:
             raise pyfuse3.FUSEError(errno.ENOTSUP)
+        await self._materialize(inode)
         await self.remote.set_xattr(inode, sname, bytes(value))
         self.nodes.invalidate(inode)  # its ctime moved
 
@@ -617,6 +646,8 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EPERM)
         if not sname.startswith(XATTR_NAMESPACES):
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        if self.nodes.unborn(inode) is not None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # nothing set on it yet
         await self.remote.remove_xattr(inode, sname)
         self.nodes.invalidate(inode)
 
@@ -691,6 +722,8 @@ class Operations(pyfuse3.Operations):
         fi = self._file_handle(node, flags, writer)
         if writer is not None and ctx is not None and ctx.uid != 0:
             self.files.get(fi.fh).kill_privs = True
+        if writer is None and inode not in self.writers:
+            self.scan.opened(node)
         return fi
 
     @_op
@@ -699,15 +732,66 @@ class Operations(pyfuse3.Operations):
                      ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         self._check_writable()
         owner, _ = await self._new_owner(parent_inode, ctx)
-        node = self.nodes.put(self._own(await self.remote.create_file(
-            parent_inode, _decode(name), (), mode=stat.S_IMODE(mode) & ~ctx.umask,
-            owner=owner)))
-        # The kernel re-reads the folder's attributes after a create; answer from the cache.
-        self.nodes.dir_changed(parent_inode, node.ctime_ns)
-        writer = self._writer_for(node, truncate=True)
+        sname, perm = _decode(name), stat.S_IMODE(mode) & ~ctx.umask
+        node_id = await self.ids.take() if self.ids is not None else None
+        if node_id is not None:
+            # Deferred: the store gets the file with its content at the first close or
+            # fsync (put_file with this reserved id: one round trip for a small file).
+            if len(name) > MAX_NAME:
+                raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
+            now = time.time_ns()
+            node = Node(node_id, parent_inode, sname, NodeKind.FILE, perm, 0, now, now,
+                        uid=owner.uid, gid=owner.gid)
+            assert self._write_states is not None
+            writer = self._write_states.create(
+                node, Unborn(perm, owner, exclusive=bool(flags & os.O_EXCL), created_ns=now))
+            writer.handles += 1
+            self.writers[node_id] = writer
+            self.nodes.put_unborn(node)
+        else:
+            node = self.nodes.put(self._own(await self.remote.create_file(
+                parent_inode, sname, (), mode=perm, owner=owner)), own=True)
+            # The kernel re-reads the folder's attributes after a create; answer from the
+            # cache.
+            self.nodes.dir_changed(parent_inode, node.ctime_ns)
+            writer = self._writer_for(node, truncate=True)
         fi = self._file_handle(node, flags, writer)
         self.nodes.remember(node.id)
         return fi, self._attrs(node)
+
+    async def _materialize(self, inode: int) -> None:
+        """Create in the store a file created here that it does not have yet (its pending
+        content goes with it), for an operation that needs the store's node.
+
+        Raises the commit's errors.
+        """
+        state = self.writers.get(inode)
+        if state is None or state.unborn is None:
+            return
+        self._born(await state.commit())
+
+    def _born(self, node: Node | None) -> None:
+        """A file created here is in the store now (``node``: the commit's answer)."""
+        if node is None:
+            return
+        self.nodes.born(self._own(node))
+        self.nodes.dir_changed(node.parent, node.ctime_ns)
+        for handle in self.files.values():
+            if handle.node.id == node.id:
+                handle.node = node
+
+    def _abandon_unborn(self, parent: int, name: str) -> Node | None:
+        """A file created here that the store does not have yet loses its name (unlink, or
+        a rename over it): it will never be created.  Returns it, or None if ``name`` is
+        no such file."""
+        node = self.nodes.unborn_at(parent, name)
+        if node is None:
+            return None
+        state = self.writers.get(node.id)
+        if state is not None:
+            state.abandon()
+        self.nodes.drop_unborn(node.id)
+        return node
 
     async def _read_pending(self, handle: FileHandle, off: int, size: int) -> bytes | None:
         """Write-back: the file's pending content from the journal, or None when it has
@@ -776,25 +860,34 @@ class Operations(pyfuse3.Operations):
         if node.mode & stat.S_ISGID and node.mode & stat.S_IXGRP:
             kill |= stat.S_ISGID
         if kill:
-            self.nodes.put(await self.remote.setattr(inode, mode=node.mode & ~kill))
+            self.nodes.put(await self.remote.setattr(inode, mode=node.mode & ~kill), own=True)
             await self._invalidate_attrs(inode)
 
     async def _commit(self, handle: FileHandle) -> None:
         state = handle.writer
         if state is None or not state.dirty:
             return
+        unborn = state.unborn is not None
         try:
             node = await state.commit()
         except errors.NotFound:
-            # The file was deleted while open for writing: its content goes with it.
+            # The file was deleted while open for writing (or, a new one, its folder was):
+            # its content goes with it.
             await state.discard()
             return
         except Exception as exc:
             # Logged here, once, with the file name; close/fsync get the errno.
-            log.error("%s: could not store the file: %s", handle.reader.name, exc)
+            if unborn and isinstance(exc, errors.AlreadyExists):
+                log.error("%s: another client created this name meanwhile (the create was "
+                          "exclusive): not stored", self.path_of(handle.node))
+            else:
+                log.error("%s: could not store the file: %s", handle.reader.name, exc)
             raise pyfuse3.FUSEError(errors.errno_for(exc)) from None
-        if node is not None:
-            self.nodes.put(self._own(node))
+        if node is not None and unborn:
+            self._born(node)
+            self._opened_version.pop(node.id, None)
+        elif node is not None:
+            self.nodes.put(self._own(node), own=True)
             handle.node = node
             self._opened_version.pop(node.id, None)
         elif self.journal is not None:
@@ -838,6 +931,9 @@ class Operations(pyfuse3.Operations):
                     if self.writers.get(handle.node.id) is state:
                         del self.writers[handle.node.id]
                         self._changed_ns.pop(handle.node.id, None)
+                    if state.unborn is not None:
+                        # Its create failed (reported by close): it is not in the store.
+                        self.nodes.drop_unborn(handle.node.id)
 
     # --- namespace changes -----------------------------------------------------------
 
@@ -848,9 +944,12 @@ class Operations(pyfuse3.Operations):
         self._check_writable()
         owner, setgid = await self._new_owner(parent_inode, ctx)
         dmode = stat.S_IMODE(mode) & ~ctx.umask | (stat.S_ISGID if setgid else 0)
+        stamp = self.nodes.now()
         node = self.nodes.put(self._own(await self.remote.mkdir(
-            parent_inode, _decode(name), dmode, owner=owner)))
+            parent_inode, _decode(name), dmode, owner=owner)), own=True)
         self.nodes.dir_changed(parent_inode, node.ctime_ns, subfolders=1)
+        # A new folder is empty: its (complete) listing answers lookups in it at once.
+        self.nodes.put_listing(node.id, (), stamp)
         self.nodes.remember(node.id)
         return self._attrs(node)
 
@@ -858,14 +957,17 @@ class Operations(pyfuse3.Operations):
     @_mutates
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         self._check_writable()
+        if self.nodes.unborn_under(parent_inode, _decode(name)):
+            # Files created in it that the store does not have yet: not empty.
+            raise pyfuse3.FUSEError(errno.ENOTEMPTY)
         # Noted before the call: the feed may report the removal before the answer arrives.
         self._own_removal(parent_inode, _decode(name))
         try:
-            await self.remote.rmdir(parent_inode, _decode(name))
+            stamp = await self.remote.rmdir(parent_inode, _decode(name))
         except BaseException:
             self._own_removals.pop((parent_inode, _decode(name)), None)
             raise
-        self.nodes.invalidate(parent_inode)
+        self._removed(parent_inode, _decode(name), stamp, subfolders=-1)
 
     @_op
     @_mutates
@@ -874,14 +976,16 @@ class Operations(pyfuse3.Operations):
         # An open handle keeps reading the content it opened: the store keeps documents
         # that lose their last file readable for a grace period (Limits.unlinked_grace).
         sname = _decode(name)
+        if self._abandon_unborn(parent_inode, sname) is not None:
+            return  # never in the store: nothing to tell it
         # Noted before the call: the feed may report the removal before the answer arrives.
         self._own_removal(parent_inode, sname)
         try:
-            await self.remote.unlink(parent_inode, sname)
+            stamp = await self.remote.unlink(parent_inode, sname)
         except BaseException:
             self._own_removals.pop((parent_inode, sname), None)
             raise
-        self.nodes.invalidate(parent_inode)
+        self._removed(parent_inode, sname, stamp)
         # An open file losing its name: its next fstat must say nlink 0.
         for handle in self.files.values():
             if (handle.node.parent, handle.node.name) == (parent_inode, sname):
@@ -890,6 +994,16 @@ class Operations(pyfuse3.Operations):
         self.nodes.invalidate_linked()
         if self.journal is not None:
             await self._gone(parent_inode, sname, None)
+
+    def _removed(self, parent: int, name: str, stamp: int | None, subfolders: int = 0) -> None:
+        """This mount removed ``name`` from ``parent`` (the store stamped it ``stamp``): the
+        folder's kept listing and attributes follow, so the next operation in it costs no
+        call (an older server tells no stamp: the folder is fetched again)."""
+        self.nodes.listing_remove(parent, name)
+        if stamp is None:
+            self.nodes.invalidate(parent)
+        else:
+            self.nodes.dir_changed(parent, stamp, subfolders=subfolders)
 
     async def _gone(self, parent: int, name: str, keep: int | None) -> None:
         """Write-back: the file at ``parent``/``name`` (other than node ``keep``) was deleted
@@ -912,8 +1026,17 @@ class Operations(pyfuse3.Operations):
         if flags & pyfuse3.RENAME_EXCHANGE:
             raise pyfuse3.FUSEError(errno.EINVAL)
         replace = not flags & pyfuse3.RENAME_NOREPLACE
+        moving = self.nodes.unborn_at(parent_inode_old, old)
+        if moving is not None:
+            await self._materialize(moving.id)  # the store renames what it has
+        target = self.nodes.unborn_at(parent_inode_new, new)
+        if target is not None and not replace:
+            raise pyfuse3.FUSEError(errno.EEXIST)
         node = await self.remote.rename(parent_inode_old, old, parent_inode_new, new,
                                         replace=replace)
+        if target is not None and target.id != node.id:
+            self._abandon_unborn(parent_inode_new, new)  # replaced before it was stored
+        self.nodes.listing_remove(parent_inode_old, old)
         if self.journal is not None:
             await self._gone(parent_inode_new, new, node.id)
             if self.journal.pending_file(node.id) is not None:
@@ -922,7 +1045,7 @@ class Operations(pyfuse3.Operations):
             if state is not None:
                 state.parent, state.name = parent_inode_new, new
         self.nodes.invalidate_linked()  # a replaced target may have lost one of its names
-        self.nodes.put(self._own(node))
+        self.nodes.put(self._own(node), own=True)
         if node.is_dir:
             # The folders' nlinks may have changed (moved, or an empty folder replaced).
             self.nodes.invalidate(parent_inode_old)
@@ -939,7 +1062,7 @@ class Operations(pyfuse3.Operations):
         self._check_writable()
         owner, _ = await self._new_owner(parent_inode, ctx)
         node = self.nodes.put(self._own(await self.remote.symlink(
-            parent_inode, _decode(name), os.fsdecode(target), owner=owner)))
+            parent_inode, _decode(name), os.fsdecode(target), owner=owner)), own=True)
         self.nodes.dir_changed(parent_inode, node.ctime_ns)
         self.nodes.remember(node.id)
         return self._attrs(node)
@@ -955,6 +1078,9 @@ class Operations(pyfuse3.Operations):
                 or fields.update_atime or new_uid is not None or new_gid is not None):
             self._check_writable()
         node = await self.nodes.get(inode)
+        if self.nodes.unborn(inode) is not None:
+            return self._attrs(await self._setattr_unborn(node, attr, fields, new_uid,
+                                                          new_gid, ctx))
         if new_uid is not None or new_gid is not None:
             owner_uid, owner_gid = self._owner_ids(node)
             if new_uid == owner_uid:
@@ -963,7 +1089,8 @@ class Operations(pyfuse3.Operations):
                 new_gid = None
             if new_uid is not None or new_gid is not None:
                 self._check_chown(ctx, owner_uid, new_uid, new_gid)
-                node = self.nodes.put(await self.remote.chown(inode, uid=new_uid, gid=new_gid))
+                node = self.nodes.put(await self.remote.chown(inode, uid=new_uid, gid=new_gid),
+                                      own=True)
         same_size = fields.update_size and attr.st_size == node.size
         if fields.update_size:
             if node.kind is not NodeKind.FILE:
@@ -980,7 +1107,7 @@ class Operations(pyfuse3.Operations):
                     await state.truncate(attr.st_size)
                     committed = await state.commit()
                     if committed is not None:
-                        node = self.nodes.put(self._own(committed))
+                        node = self.nodes.put(self._own(committed), own=True)
                 finally:
                     await state.discard()
         state = self.writers.get(inode)
@@ -1004,16 +1131,53 @@ class Operations(pyfuse3.Operations):
             mode = mtime = None
         if atime is not None:
             node = self.nodes.put(self._own(await self.remote.set_times(
-                inode, atime_ns=atime, mtime_ns=mtime)))
+                inode, atime_ns=atime, mtime_ns=mtime)), own=True)
             mtime = None
         if mode is not None or mtime is not None:
             node = self.nodes.put(self._own(await self.remote.setattr(inode, mode=mode,
-                                                                      mtime_ns=mtime)))
+                                                                      mtime_ns=mtime)),
+                                  own=True)
         elif same_size and state is None:
             # truncate(2) to the size it has: no content change, but POSIX (and pjdfstest)
             # expect the times to move as for any truncate.
-            node = self.nodes.put(await self.remote.setattr(inode, mtime_ns=time.time_ns()))
+            node = self.nodes.put(await self.remote.setattr(inode, mtime_ns=time.time_ns()),
+                                  own=True)
         return self._attrs(node)
+
+    async def _setattr_unborn(self, node: Node, attr: pyfuse3.EntryAttributes,
+                              fields: pyfuse3.SetattrFields, new_uid: int | None,
+                              new_gid: int | None, ctx: Any) -> Node:
+        """setattr of a file created here that the store does not have yet: everything is
+        kept for its create (chmod, chown, the size, the mtime; the atime that comes with
+        an mtime is not kept, as for any file written here), no call."""
+        state = self.writers[node.id]
+        unborn = state.unborn
+        assert unborn is not None
+        if new_uid is not None or new_gid is not None:
+            uid, gid = node.uid if node.uid is not None else self.uid, node.gid
+            gid = gid if gid is not None else self.gid
+            new_uid = None if new_uid == uid else new_uid
+            new_gid = None if new_gid == gid else new_gid
+            if new_uid is not None or new_gid is not None:
+                self._check_chown(ctx, uid, new_uid, new_gid)
+                owner = Owner(uid if new_uid is None else new_uid,
+                              gid if new_gid is None else new_gid)
+                unborn.owner = owner
+                # POSIX: a chown clears set-user-ID and set-group-ID of a non-folder.
+                unborn.mode &= ~(stat.S_ISUID | stat.S_ISGID)
+                node = dataclasses.replace(node, uid=owner.uid, gid=owner.gid,
+                                           mode=unborn.mode)
+        if fields.update_mode:
+            unborn.mode = stat.S_IMODE(attr.st_mode)
+            node = dataclasses.replace(node, mode=unborn.mode)
+        if fields.update_size:
+            await state.truncate(attr.st_size)
+        if fields.update_mtime:
+            await state.defer_mtime(attr.st_mtime_ns)
+            node = dataclasses.replace(node, mtime_ns=attr.st_mtime_ns)
+        node = dataclasses.replace(node, ctime_ns=time.time_ns())
+        self.nodes.put_unborn(node)
+        return node
 
     @staticmethod
     def _check_chown(ctx: Any, owner_uid: int, new_uid: int | None,
@@ -1031,6 +1195,7 @@ class Operations(pyfuse3.Operations):
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: Any) -> pyfuse3.EntryAttributes:
         self._check_writable()
+        await self._materialize(inode)
         node = self.nodes.put(await self.remote.link(inode, new_parent_inode,
                                                      _decode(new_name)))
         self.nodes.dir_changed(new_parent_inode, node.ctime_ns)
@@ -1052,7 +1217,7 @@ class Operations(pyfuse3.Operations):
                                            perm, rdev, owner=owner)
         else:
             raise pyfuse3.FUSEError(errno.EINVAL)
-        self.nodes.put(node)
+        self.nodes.put(self._own(node), own=True)
         self.nodes.dir_changed(parent_inode, node.ctime_ns)
         self.nodes.remember(node.id)
         return self._attrs(node)

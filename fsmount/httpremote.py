@@ -224,6 +224,12 @@ def _query_value(v: Any) -> str:
     return urllib.parse.quote_plus(str(v))
 
 
+def _stamp(answer: Any) -> int | None:
+    """The ``at_ns`` of an unlink/rmdir answer (absent from an older server's)."""
+    at = answer.get("at_ns") if isinstance(answer, dict) else None
+    return at if isinstance(at, int) and not isinstance(at, bool) else None
+
+
 def _parse_head(raw: bytes) -> tuple[int, bytes, dict[str, str]]:
     """Status, HTTP minor version string and headers (names lower-cased; repeated headers
     joined with ", ") of a response head ending in CRLF CRLF.  Raises
@@ -689,32 +695,39 @@ class HttpRemote:
         return wire.listing_from_json(await self._json(
             "listFolder", query={"folder_id": folder_id, "after": after, "limit": limit}))
 
+    async def reserve_node_ids(self, count: int) -> int:
+        return wire.req_int(await self._post("reserveNodeIds", {"count": count}), "first")
+
     async def mkdir(self, parent: int, name: str, mode: int = 0o755, *,
-                    owner: Owner | None = None) -> Node:
+                    owner: Owner | None = None, node_id: int | None = None) -> Node:
         return wire.node_from_json(await self._post("mkdir", {
-            "parent": parent, "name": name, "mode": mode, "owner": wire.owner_to_json(owner)}))
+            "parent": parent, "name": name, "mode": mode, "owner": wire.owner_to_json(owner),
+            "node_id": node_id}))
 
     async def create_file(self, parent: int, name: str, segments: tuple[FileLocation, ...] = (), *,
                           mode: int = 0o644, mtime_ns: int | None = None,
                           replace: bool = False, sha256: str | None = None,
-                          owner: Owner | None = None) -> Node:
+                          owner: Owner | None = None, node_id: int | None = None) -> Node:
         args = {"parent": parent, "name": name,
                 "segments": [wire.location_to_json(s) for s in segments],
                 "mode": mode, "mtime_ns": mtime_ns, "replace": replace,
-                "owner": wire.owner_to_json(owner)}
+                "owner": wire.owner_to_json(owner), "node_id": node_id}
         if sha256 is not None:
             args["sha256"] = sha256
         return wire.node_from_json(await self._post("createFile", args))
 
     async def put_file(self, parent: int, name: str, data: bytes, *, md5_checksum: str,
                        mode: int = 0o644, mtime_ns: int | None = None,
-                       replace: bool = True) -> Node:
+                       replace: bool = True, owner: Owner | None = None,
+                       node_id: int | None = None) -> Node:
         # The metadata pool: a small file is one short request, and a burst of them (tar x)
         # should not queue behind 1 MiB bodies.
         return wire.node_from_json(await self._json("putFile", http="POST", body=bytes(data),
                                                     idempotent_key=True, query={
             "parent": parent, "name": name, "md5_checksum": md5_checksum, "mode": mode,
-            "mtime_ns": mtime_ns, "replace": replace}))
+            "mtime_ns": mtime_ns, "replace": replace, "node_id": node_id,
+            "uid": None if owner is None else owner.uid,
+            "gid": None if owner is None else owner.gid}))
 
     async def set_content(self, node_id: int, segments: tuple[FileLocation, ...], *,
                           mtime_ns: int | None = None, sha256: str | None = None) -> Node:
@@ -725,9 +738,9 @@ class HttpRemote:
         return wire.node_from_json(await self._post("setContent", args))
 
     async def symlink(self, parent: int, name: str, target: str, *,
-                      owner: Owner | None = None) -> Node:
+                      owner: Owner | None = None, node_id: int | None = None) -> Node:
         return wire.node_from_json(await self._post("symlink", {
-            "parent": parent, "name": name, "target": target,
+            "parent": parent, "name": name, "target": target, "node_id": node_id,
             "owner": wire.owner_to_json(owner)}))
 
     async def setattr(self, node_id: int, *, mode: int | None = None,
@@ -742,11 +755,11 @@ class HttpRemote:
             "parent": parent, "name": name, "new_parent": new_parent, "new_name": new_name,
             "replace": replace}))
 
-    async def unlink(self, parent: int, name: str) -> None:
-        await self._post("unlink", {"parent": parent, "name": name})
+    async def unlink(self, parent: int, name: str) -> int | None:
+        return _stamp(await self._post("unlink", {"parent": parent, "name": name}))
 
-    async def rmdir(self, parent: int, name: str) -> None:
-        await self._post("rmdir", {"parent": parent, "name": name})
+    async def rmdir(self, parent: int, name: str) -> int | None:
+        return _stamp(await self._post("rmdir", {"parent": parent, "name": name}))
 
     async def statfs(self) -> Usage:
         return wire.usage_from_json(await self._json("statfs"))

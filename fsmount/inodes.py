@@ -43,6 +43,11 @@ LISTINGS_MAX = 200_000
 CHANGED_MAX = 100_000
 #: Folder listings are fetched in pages of this many entries.
 LIST_PAGE = 1000
+#: The lookup that misses the cache in a folder for this many times is answered by fetching
+#: the folder's listing instead (while the feed is followed; folders of one page).
+LIST_AFTER_LOOKUPS = 2
+#: Folders whose remote lookups are counted, at most (the least recent go first).
+LOOKUP_COUNTS_MAX = 1024
 
 
 class Listed(NamedTuple):
@@ -92,6 +97,12 @@ class NodeCache:
         self._where: dict[int, tuple[int, str]] = {}
         #: Cached nodes with several names (hard links): removing a name changes them.
         self._linked: set[int] = set()
+        #: Files created through this mount that the store does not have yet (their ids
+        #: reserved): answered from here, never asked of the store, until born or dropped.
+        self._unborn: dict[int, Node] = {}
+        self._unborn_names: dict[tuple[int, str], int] = {}
+        #: Remote lookups per folder without a kept listing (-1: listed once, too big).
+        self._lookups_in: OrderedDict[int, int] = OrderedDict()
 
     # --- trust ----------------------------------------------------------------------------
 
@@ -109,6 +120,8 @@ class NodeCache:
 
     def timeout(self, node: Node) -> float:
         """The kernel's entry and attribute timeout for ``node``."""
+        if self.following and node.id in self._unborn:
+            return FEED_TIMEOUT  # only this mount changes it
         return FEED_TIMEOUT if self.trusted(node) else self.ttl
 
     def _fresh(self, node: Node, seen_at: float) -> bool:
@@ -122,7 +135,11 @@ class NodeCache:
         got = self._nodes.get(node_id)
         return got[0] if got is not None else self._stale.get(node_id)
 
-    def put(self, node: Node, seen_at: float | None = None) -> Node:
+    def put(self, node: Node, seen_at: float | None = None, *, own: bool = False) -> Node:
+        """Cache ``node`` (as seen at ``seen_at``, default now).  A node newer than its
+        folder's kept listing drops the listing, unless ``own``: the answer to a change this
+        mount made (a create, a content), which the listing takes in instead, so that it
+        stays complete (the feed does not report the mount's own changes)."""
         self._nodes[node.id] = (node, self._clock() if seen_at is None else seen_at)
         self._stale.pop(node.id, None)
         self._where[node.id] = (node.parent, node.name)
@@ -132,9 +149,78 @@ class NodeCache:
             self._linked.discard(node.id)
         listed = self._listings.get(node.parent) if node.parent != node.id else None
         if listed is not None and listed.by_id.get(node.id) != node:
-            # A node newer than its folder's listing (changed here, or fetched anew).
-            self._drop_listing(node.parent)
+            if own and (node.is_dir or node.nlink <= 1):
+                self._listing_set(node.parent, listed, node)
+            else:
+                # A node newer than its folder's listing (changed here, or fetched anew).
+                self._drop_listing(node.parent)
         return node
+
+    # --- files not in the store yet -------------------------------------------------------
+
+    def put_unborn(self, node: Node) -> None:
+        """Keep a file created here that the store does not have yet (see ``_unborn``)."""
+        self._unborn[node.id] = node
+        self._unborn_names[(node.parent, node.name)] = node.id
+        self._where[node.id] = (node.parent, node.name)
+        listed = self._listings.get(node.parent)
+        if listed is not None:
+            self._listing_set(node.parent, listed, node)
+
+    def unborn(self, node_id: int) -> Node | None:
+        return self._unborn.get(node_id)
+
+    def unborn_at(self, parent: int, name: str) -> Node | None:
+        node_id = self._unborn_names.get((parent, name))
+        return None if node_id is None else self._unborn[node_id]
+
+    def unborn_under(self, parent: int, name: str) -> bool:
+        """Whether the folder ``name`` in ``parent`` holds files created here that the store
+        does not have yet."""
+        return any(self._where.get(n.parent) == (parent, name) for n in self._unborn.values())
+
+    def unborn_in(self, parent: int) -> list[Node]:
+        """The files not in the store yet whose folder is ``parent``."""
+        return [n for n in self._unborn.values() if n.parent == parent]
+
+    def born(self, node: Node) -> Node:
+        """The store has the file now: ``node`` is its answer (an own change)."""
+        self.drop_unborn(node.id, listing=False)
+        return self.put(node, own=True)
+
+    def drop_unborn(self, node_id: int, *, listing: bool = True) -> None:
+        """Forget a file that will not be created (unlinked first, or failed)."""
+        node = self._unborn.pop(node_id, None)
+        if node is None:
+            return
+        self._unborn_names.pop((node.parent, node.name), None)
+        if listing:
+            self.listing_remove(node.parent, node.name)
+
+    def listing_remove(self, parent: int, name: str) -> None:
+        """This mount removed ``name`` from ``parent``: its kept listing follows."""
+        listed = self._listings.get(parent)
+        if listed is None or name not in listed.by_name:
+            return
+        if listed.by_name[name].nlink > 1:
+            self._drop_listing(parent)  # the node lives on under another name
+            return
+        entries = tuple(n for n in listed.entries if n.name != name)
+        self._replace_listing(parent, entries, listed.seen_at)
+
+    def _listing_set(self, parent: int, listed: Listed, node: Node) -> None:
+        entries = [n for n in listed.entries if n.name != node.name and n.id != node.id]
+        entries.append(node)
+        entries.sort(key=lambda n: n.name)
+        self._replace_listing(parent, tuple(entries), listed.seen_at)
+
+    def _replace_listing(self, parent: int, entries: tuple[Node, ...], seen_at: float) -> None:
+        self._drop_listing(parent)
+        if len(entries) > LISTING_MAX:
+            return
+        self._listings[parent] = Listed(entries, {n.id: n for n in entries},
+                                        {n.name: n for n in entries}, seen_at)
+        self._listed += len(entries)
 
     def invalidate_linked(self) -> None:
         """Drop every cached node with several names (a name was removed or replaced
@@ -159,6 +245,8 @@ class NodeCache:
 
     def peek(self, node_id: int) -> Node | None:
         """The last node seen with this id, however old."""
+        if node_id in self._unborn:
+            return self._unborn[node_id]
         got = self._nodes.get(node_id)
         return got[0] if got else None
 
@@ -173,7 +261,9 @@ class NodeCache:
 
     def dir_changed(self, dir_id: int, at_ns: int, subfolders: int = 0) -> None:
         """Record a change this mount just made in folder ``dir_id`` (an entry created,
-        renamed in or out), which the store stamped ``at_ns``: the store sets the folder's
+        renamed in or out; the caller keeps the folder's kept listing right with
+        ``put(own=True)`` / :meth:`listing_remove`), which the store stamped ``at_ns``: the
+        store sets the folder's
         mtime and ctime to the changed entry's ctime in the same transaction.  The cached
         folder keeps the time it was seen at, so this never extends how long it is trusted;
         an uncached folder stays uncached (the next getattr asks the store).  A stamp older
@@ -181,7 +271,6 @@ class NodeCache:
         node's old ctime; a folder mtime set into the future) drops the cached folder
         instead.  ``subfolders``: folders the change added (or removed) there, which the
         store counted in the folder's nlink."""
-        self._drop_listing(dir_id)
         got = self._nodes.get(dir_id)
         if got is None:
             return
@@ -195,6 +284,9 @@ class NodeCache:
 
     async def get(self, node_id: int) -> Node:
         """The node, from the cache while fresh.  Raises NotFound and the remote's errors."""
+        unborn = self._unborn.get(node_id)
+        if unborn is not None:
+            return unborn
         got = self._nodes.get(node_id)
         if got is not None and self._fresh(*got):
             return got[0]
@@ -207,6 +299,9 @@ class NodeCache:
 
     async def fetch(self, node_id: int) -> Node:
         """The node as the store has it now (one getattr).  Raises NotFound."""
+        unborn = self._unborn.get(node_id)
+        if unborn is not None:
+            return unborn
         stamp = self._clock()
         return self.put(await self.remote.getattr(node_id), stamp)
 
@@ -214,16 +309,47 @@ class NodeCache:
         """Look a name up and count it as a kernel lookup: from the folder's listing while
         the feed vouches for it, else from the store.  Raises NotFound, NotADirectory."""
         listed = self.listing(parent)
-        if listed is not None:
+        unborn = self.unborn_at(parent, name)
+        if unborn is not None:
+            node = unborn
+        elif listed is not None:
             node = listed.by_name.get(name)
             if node is None:
                 raise errors.NotFound(f"no {name!r} in folder {parent}")
             node = self.merge(node, listed.seen_at)
         else:
-            stamp = self._clock()
-            node = self.put(await self.remote.lookup(parent, name), stamp)
+            listed = await self._list_for_lookups(parent)
+            if listed is not None:
+                node = listed.by_name.get(name)  # type: ignore[assignment]
+                if node is None:
+                    raise errors.NotFound(f"no {name!r} in folder {parent}")
+                node = self.merge(node, listed.seen_at)
+            else:
+                stamp = self._clock()
+                node = self.put(await self.remote.lookup(parent, name), stamp)
         self.remember(node.id)
         return node
+
+    async def _list_for_lookups(self, parent: int) -> Listed | None:
+        """Fetch and keep the listing of a folder that lookups keep missing in (the second
+        miss, while the feed is followed): one call answers every further lookup there,
+        as a cold ``cat dir/*`` or ``git status`` asks name after name.  None when the
+        folder is not listed (too few misses yet, no feed, more than one page)."""
+        if not self.following:
+            return None
+        misses = self._lookups_in.pop(parent, 0)
+        if misses < 0 or misses + 1 < LIST_AFTER_LOOKUPS:
+            self._lookups_in[parent] = misses if misses < 0 else misses + 1
+            while len(self._lookups_in) > LOOKUP_COUNTS_MAX:
+                self._lookups_in.popitem(last=False)
+            return None
+        stamp = self._clock()
+        page = await self.remote.list_folder(parent, None, LIST_PAGE)
+        if page.next_after is not None:
+            self._lookups_in[parent] = -1  # a big folder: lookups one by one
+            return None
+        self.put_listing(parent, page.entries, stamp)
+        return self.listing(parent)
 
     def remember(self, node_id: int, n: int = 1) -> None:
         self.lookups[node_id] = self.lookups.get(node_id, 0) + n
@@ -255,6 +381,11 @@ class NodeCache:
         """Keep a complete listing fetched from ``seen_at`` on (only while following)."""
         if not self.following or len(entries) > LISTING_MAX:
             return
+        unborn = self.unborn_in(dir_id)
+        if unborn:  # files created here that the store does not have yet belong in it
+            names = {n.name for n in unborn}
+            entries = tuple(sorted((*(n for n in entries if n.name not in names), *unborn),
+                                   key=lambda n: n.name))
         self._drop_listing(dir_id)
         self._listings[dir_id] = Listed(entries, {n.id: n for n in entries},
                                         {n.name: n for n in entries}, seen_at)
@@ -358,6 +489,9 @@ class DirHandle:
     complete: bool = False
     #: The complete listing came from, or went into, the node cache's listings.
     kept: bool = False
+    #: Files created here that the store does not have yet were added after the store's
+    #: entries.
+    merged: bool = False
 
     async def ensure(self, remote: Remote, index: int, clock: Callable[[], float] = time.monotonic
                      ) -> bool:

@@ -89,6 +89,9 @@ class MeteredRemote:
                 stats.bytes_downloaded += _answer_bytes(name, result)
             elif name == "upload_media":
                 stats.uploads_finalized += 1
+            elif name == "put_file":  # parts and finalize in one call
+                stats.bytes_uploaded += len(args[2])
+                stats.uploads_finalized += 1
             return result
 
         call.__name__ = name

@@ -418,10 +418,24 @@ class Remote(Protocol):
         """One page of entries with names greater than ``after``.  Raises NotFound, NotADirectory."""
         ...
 
+    async def reserve_node_ids(self, count: int) -> int:
+        """Hand out ``count`` (1..10000) node ids that the store gives nobody else; returns
+        the first.  A caller creates nodes with them later (``node_id=`` of
+        :meth:`mkdir`, :meth:`create_file`, :meth:`put_file`, :meth:`symlink`), so it knows
+        a new node's id (the mount: its inode number) before the store has the node, and
+        a create costs no round trip until its content is ready (an extension, as
+        JuiceFS's clients take inode numbers in batches).  Each id is for one node; ids
+        never used are gaps.
+
+        Raises InvalidArgument.
+        """
+        ...
+
     async def mkdir(self, parent: int, name: str, mode: int = 0o755, *,
-                    owner: Owner | None = None) -> Node:
-        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName.  ``owner``: the new
-        folder's numeric owner (None: none, see :attr:`Node.uid`)."""
+                    owner: Owner | None = None, node_id: int | None = None) -> Node:
+        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName, NodeIdInvalid
+        (``node_id`` never reserved, or in use).  ``owner``: the new folder's numeric
+        owner (None: none, see :attr:`Node.uid`)."""
         ...
 
     async def create_file(
@@ -435,15 +449,17 @@ class Remote(Protocol):
         replace: bool = False,
         sha256: str | None = None,
         owner: Owner | None = None,
+        node_id: int | None = None,
     ) -> Node:
-        """Create a file with the given content (owned by ``owner``, if given); with
+        """Create a file with the given content (owned by ``owner``, if given; with the id
+        ``node_id``, if given, reserved by :meth:`reserve_node_ids`); with
         ``replace`` an existing file of that name is replaced atomically (readers see the
         old or the new content, never a mix).  ``sha256`` is the whole content's SHA-256
         as the writer computed it (kept as the node's ``sha256``; without it the store
         sets it only where it knows it: no segment or one).
 
         Raises AlreadyExists, IsADirectory, NotFound, FileIdInvalid, QuotaExceeded,
-        InvalidArgument (``sha256`` malformed, or not the one segment's).
+        InvalidArgument (``sha256`` malformed, or not the one segment's), NodeIdInvalid.
         """
         ...
 
@@ -457,14 +473,18 @@ class Remote(Protocol):
         mode: int = 0o644,
         mtime_ns: int | None = None,
         replace: bool = True,
+        owner: Owner | None = None,
+        node_id: int | None = None,
     ) -> Node:
         """Create (or with ``replace`` atomically replace) a file of at most the small-file
         threshold (10 MB) with its whole content, checked against ``md5_checksum``, in one
         call: what saveFilePart, uploadMedia and createFile do one after another, in one
-        round trip (an extension, as ScaiDrive's multipart upload).
+        round trip (an extension, as ScaiDrive's multipart upload).  ``owner`` and
+        ``node_id`` as for :meth:`create_file`.
 
         Raises InvalidArgument (too big), Md5ChecksumInvalid, QuotaExceeded, AlreadyExists
-        (``replace`` false), IsADirectory, NotFound, NotADirectory, InvalidName.
+        (``replace`` false), IsADirectory, NotFound, NotADirectory, InvalidName,
+        NodeIdInvalid.
         """
         ...
 
@@ -480,8 +500,8 @@ class Remote(Protocol):
         ...
 
     async def symlink(self, parent: int, name: str, target: str, *,
-                      owner: Owner | None = None) -> Node:
-        """Raises AlreadyExists, NotFound, InvalidName."""
+                      owner: Owner | None = None, node_id: int | None = None) -> Node:
+        """Raises AlreadyExists, NotFound, InvalidName, NodeIdInvalid."""
         ...
 
     async def setattr(
@@ -501,12 +521,15 @@ class Remote(Protocol):
         """
         ...
 
-    async def unlink(self, parent: int, name: str) -> None:
-        """Remove a file or symlink.  Raises NotFound, IsADirectory."""
+    async def unlink(self, parent: int, name: str) -> int | None:
+        """Remove a file or symlink.  Returns the change's stamp (ns: the folder's new mtime
+        and ctime), or None from a store that does not tell it (an older server).  Raises
+        NotFound, IsADirectory."""
         ...
 
-    async def rmdir(self, parent: int, name: str) -> None:
-        """Remove an empty folder.  Raises NotFound, NotEmpty, NotADirectory."""
+    async def rmdir(self, parent: int, name: str) -> int | None:
+        """Remove an empty folder; returns the stamp as :meth:`unlink`.  Raises NotFound,
+        NotEmpty, NotADirectory."""
         ...
 
     async def statfs(self) -> Usage: ...

@@ -14,6 +14,14 @@ what was written) and is in exactly one *mode*, each a type of its own (as mount
   to a non-zero size), held in a :class:`~fsmount.upload.StagingFile` and uploaded as a
   whole on commit.
 
+* :class:`Buffered`: a file created through this mount that the store does not have yet
+  (:class:`Unborn`: its node id was reserved, :mod:`fsmount.idpool`), whose content is
+  small enough to keep in memory: the commit sends node and content in one call
+  (``put_file``), so creating, writing and closing a small file is one round trip.  A new
+  file that outgrows :data:`BUFFER_MAX` (or the mount's write memory) moves to
+  :class:`Streaming` or :class:`Staging` and is created with its documents at commit
+  (``create_file(node_id=...)``).
+
 * :class:`Journaled` (``fsmount mount --write-back`` only, where it replaces the three
   above): every change goes to a named staging file in the write-back journal's work
   directory (its old content fetched lazily from the store, or from the journal's pending
@@ -35,14 +43,16 @@ what every write state of a mount shares (remote, nursery, cache directory, memo
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
 from .journal import Journal
-from .remote import Document, Node, Remote
+from .protocol import MIB
+from .remote import Document, Node, Owner, Remote
 from .upload import (
     DEFAULT_PARALLEL,
     PARALLEL_MAX,
@@ -88,6 +98,38 @@ class Staging:
     dirty: bool = False
 
 
+#: A new file up to this size is kept in memory and sent with its node in one call.
+BUFFER_MAX = 4 * MIB
+
+
+@dataclass(eq=False)
+class Buffered:
+    """A new file's whole content in memory (``held`` bytes of the mount's write budget)."""
+
+    data: bytearray = field(default_factory=bytearray)
+    held: int = 0
+    #: A new file is always due: the commit creates it.
+    dirty: bool = True
+
+
+@dataclass(eq=False)
+class Unborn:
+    """What a file created through this mount, not in the store yet, is created with at its
+    first commit (the node id is the write state's): its permission bits and owner as the
+    create gave them or chmod/chown changed them since, and whether the create was
+    exclusive (``O_EXCL``: the store must not have the name; otherwise a file another
+    client made meanwhile is replaced)."""
+
+    mode: int
+    owner: Owner
+    exclusive: bool
+    #: The mtime the create showed: kept when nothing is written before the commit, so
+    #: that the kernel's cached attributes (and pages) stay valid.
+    created_ns: int
+    #: Whether the content changed since the create (write, truncate).
+    touched: bool = False
+
+
 @dataclass(eq=False)
 class Journaled:
     """Write-back: changed in a named staging file that the journal takes over on commit."""
@@ -100,7 +142,7 @@ class Journaled:
 
 
 #: The modes of a file open for writing.
-Mode = Unchanged | Emptied | Streaming | Staging | Journaled
+Mode = Unchanged | Emptied | Buffered | Streaming | Staging | Journaled
 
 
 @dataclass(frozen=True)
@@ -125,8 +167,11 @@ class WriteState:
     Build with :meth:`WriteStates.open`.  :attr:`mode` says where the content is.
     """
 
-    def __init__(self, settings: WriteSettings, node: Node, *, truncate: bool) -> None:
+    def __init__(self, settings: WriteSettings, node: Node, *, truncate: bool,
+                 unborn: Unborn | None = None) -> None:
         self._settings = settings
+        #: Set while the store does not have the file yet (see :class:`Unborn`).
+        self.unborn = unborn
         self.remote = settings.remote
         self.node_id = node.id
         self.name = node.name
@@ -138,6 +183,8 @@ class WriteState:
         self.base_version = node.version
         self.parent = node.parent
         self.mode: Mode = Emptied() if truncate and node.segments else Unchanged()
+        if unborn is not None:
+            self.mode = Buffered()
         self._journal = settings.journal
         #: Write-back: the file was deleted (or replaced) through this mount while open;
         #: its commit journals nothing.
@@ -163,7 +210,7 @@ class WriteState:
     @property
     def dirty(self) -> bool:
         """True while the content differs from what the store links (a commit is due)."""
-        return self.mode.dirty or self._truncate_pending
+        return self.mode.dirty or self._truncate_pending or self.unborn is not None
 
     @property
     def reads_from_base(self) -> bool:
@@ -172,14 +219,34 @@ class WriteState:
 
     # -- transitions (lock held) -------------------------------------------------------
 
+    def _hold(self, mode: Buffered, size: int) -> bool:
+        """Grow what ``mode`` holds of the write budget to ``size``; False if it cannot."""
+        if size > BUFFER_MAX:
+            return False
+        if size > mode.held:
+            if not self._settings.budget.take(size - mode.held):
+                return False
+            mode.held = size
+        return True
+
+    def _release(self, mode: Buffered) -> None:
+        self._settings.budget.give(mode.held)
+        mode.held = 0
+
     async def _start_streaming(self) -> Streaming:
         s = self._settings
+        old = self.mode
         upload = await StreamingUpload.open(
             s.nursery, s.remote, self.name, parallel=s.parallel, parallel_max=s.parallel_max,
             spill_dir=s.cache_dir, budget=s.budget, segment_parts=STREAM_SEGMENT_PARTS,
             whole_sha256=True)
-        mode = Streaming(upload, dirty=self.mode.dirty)
+        mode = Streaming(upload, dirty=old.dirty)
         self.mode = mode
+        if isinstance(old, Buffered):
+            data = bytes(old.data)
+            self._release(old)
+            if data:
+                await upload.write(data)
         return mode
 
     async def _to_staging(self) -> Staging:
@@ -188,6 +255,11 @@ class WriteState:
             return mode
         if isinstance(mode, Streaming):
             staging = await mode.upload.into_staging(self._settings.cache_dir)
+        elif isinstance(mode, Buffered):
+            staging = await StagingFile.create(self._settings.cache_dir, self.remote, ())
+            if mode.data:
+                await staging.pwrite(0, bytes(mode.data))
+            self._release(mode)
         else:
             staging = await StagingFile.create(self._settings.cache_dir, self.remote, self.base)
         new = Staging(staging, dirty=mode.dirty)
@@ -243,6 +315,9 @@ class WriteState:
         elif isinstance(mode, Journaled):
             await mode.staging.aclose()
             _close_fd(mode.base_fd)
+        elif isinstance(mode, Buffered):
+            self._release(mode)
+            mode.data = bytearray()
 
     # -- operations --------------------------------------------------------------------
 
@@ -261,6 +336,14 @@ class WriteState:
                 journaled = await self._to_journaled()
                 await journaled.staging.pwrite(offset, data)
                 journaled.dirty = True
+            elif isinstance(mode, Buffered) and self._hold(mode, max(self.size,
+                                                                     offset + len(data))):
+                if offset > len(mode.data):
+                    mode.data.extend(bytes(offset - len(mode.data)))  # a hole reads as zeros
+                mode.data[offset:offset + len(data)] = data
+            elif isinstance(mode, Buffered) and offset == self.size:
+                streaming = await self._start_streaming()  # outgrew memory, written in order
+                await streaming.upload.write(data)
             elif isinstance(mode, Streaming) and offset == self.size:
                 await mode.upload.write(data)
                 mode.dirty = True
@@ -273,6 +356,8 @@ class WriteState:
                 await staging.staging.pwrite(offset, data)
                 staging.dirty = True
             self.size = max(self.size, offset + len(data))
+            if self.unborn is not None:
+                self.unborn.touched = True
             return len(data)
 
     async def defer_mtime(self, mtime_ns: int) -> bool:
@@ -298,6 +383,8 @@ class WriteState:
         """
         async with self.lock:
             mode = self.mode
+            if isinstance(mode, Buffered):
+                return bytes(mode.data[offset:offset + size]), self.base
             if isinstance(mode, Staging | Journaled):
                 return bytes(await mode.staging.pread(offset, size)), self.base
             if isinstance(mode, Streaming):
@@ -322,11 +409,21 @@ class WriteState:
                 journaled.dirty = True
                 self.size = size
                 return
+            mode = self.mode
+            if self.unborn is not None:
+                self.unborn.touched = True
+            if isinstance(mode, Buffered) and self._hold(mode, size):
+                if size < len(mode.data):
+                    del mode.data[size:]
+                else:
+                    mode.data.extend(bytes(size - len(mode.data)))
+                self.size = size
+                return
             if size == 0:
                 await self._drop_pending()
                 self.base = ()
                 self.size = 0
-                self.mode = Emptied()
+                self.mode = Buffered() if self.unborn is not None else Emptied()
                 return
             staging = await self._to_staging()
             await staging.staging.truncate(size)
@@ -349,30 +446,30 @@ class WriteState:
             if self._journal is not None:
                 await self._commit_journaled(self._journal)
                 return None
-            # The whole content's SHA-256, computed while it went out (the store keeps it
-            # per node: user.fsmount.sha256); None where the store knows it itself.
-            sha256: str | None = None
-            if isinstance(mode, Staging):
-                docs = await mode.staging.upload(self.name, parallel=self._settings.parallel)
-                sha256 = mode.staging.sha256
-            elif isinstance(mode, Streaming):
-                # The upload is consumed whatever happens: afterwards the content is what
-                # it links (or, if the link fails, the empty rest of ``base``).
-                self.mode = Emptied()
-                try:
-                    docs = await mode.upload.finish()
-                    sha256 = mode.upload.sha256
-                except BaseException:
-                    # The written bytes are gone with the upload: the file keeps its old
-                    # content, and this close reports the error.
-                    self.size = sum(d.size for d in self.base)
-                    self.mode = Unchanged()
-                    raise
-            else:
-                docs = self.base
             mtime = self.mtime_ns if self.mtime_ns is not None else time.time_ns()
-            node = await self.remote.set_content(self.node_id, tuple(d.location for d in docs),
-                                                 mtime_ns=mtime, sha256=sha256)
+            unborn = self.unborn
+            if unborn is not None and self.mtime_ns is None and not unborn.touched:
+                mtime = unborn.created_ns
+            if unborn is not None and isinstance(mode, Buffered):
+                # Node and content in one call.
+                data = bytes(mode.data)
+                node = await self.remote.put_file(
+                    self.parent, self.name, data, md5_checksum=hashlib.md5(data).hexdigest(),
+                    mode=unborn.mode, mtime_ns=mtime, replace=not unborn.exclusive,
+                    owner=unborn.owner, node_id=self.node_id)
+                self._release(mode)
+            else:
+                docs, sha256 = await self._upload_pending(mode)
+                locations = tuple(d.location for d in docs)
+                if unborn is not None:
+                    node = await self.remote.create_file(
+                        self.parent, self.name, locations, mode=unborn.mode, mtime_ns=mtime,
+                        replace=not unborn.exclusive, sha256=sha256, owner=unborn.owner,
+                        node_id=self.node_id)
+                else:
+                    node = await self.remote.set_content(self.node_id, locations,
+                                                         mtime_ns=mtime, sha256=sha256)
+            self.unborn = None
             self.base = tuple(node.segments)
             self.size = node.size
             self.mtime_ns = None
@@ -380,6 +477,30 @@ class WriteState:
                 await mode.staging.aclose()
             self.mode = Unchanged()
             return node
+
+    async def _upload_pending(self, mode: Mode) -> tuple[tuple[Document, ...], str | None]:
+        """Finish uploading what ``mode`` holds (lock held): the documents of the content,
+        and its whole SHA-256 as computed while it went out (the store keeps it per node:
+        user.fsmount.sha256; None where the store knows it itself)."""
+        if isinstance(mode, Staging):
+            docs = await mode.staging.upload(self.name, parallel=self._settings.parallel)
+            return tuple(docs), mode.staging.sha256
+        if isinstance(mode, Streaming):
+            # The upload is consumed whatever happens: afterwards the content is what it
+            # links (or, if the link fails, the empty rest of ``base``).
+            self.mode = Emptied()
+            try:
+                docs = await mode.upload.finish()
+            except BaseException:
+                # The written bytes are gone with the upload: the file keeps its old
+                # content, and this close reports the error.
+                self.size = sum(d.size for d in self.base)
+                self.mode = Unchanged() if self.unborn is None else Buffered()
+                if self.unborn is not None:
+                    self.size = 0
+                raise
+            return tuple(docs), mode.upload.sha256
+        return self.base, None
 
     async def _commit_journaled(self, journal: Journal) -> None:
         """Hand the changed content to the journal (lock held): durable when this returns."""
@@ -401,6 +522,17 @@ class WriteState:
         _close_fd(mode.base_fd)
         self.mtime_ns = None
         self.mode = Unchanged()
+
+    def abandon(self) -> None:
+        """A file created here that the store does not have yet lost its name before its
+        first commit: it will never be created (later writes through open handles go
+        nowhere the store keeps).  Synchronous: only a :class:`Buffered` content can be
+        pending that early or later; any other is dropped by :meth:`discard`."""
+        self.unborn = None
+        if isinstance(self.mode, Buffered):
+            self._release(self.mode)
+            self.mode = Unchanged()
+            self.size = 0
 
     def stored(self, node: Node) -> None:
         """The write-back uploader stored ``node``: an unchanged content is now its
@@ -433,6 +565,11 @@ class WriteStates:
         """A write state for ``node``: its content as the store has it, or (``truncate``)
         empty, to be linked as such at commit."""
         return WriteState(self.settings, node, truncate=truncate)
+
+    def create(self, node: Node, unborn: Unborn) -> WriteState:
+        """A write state for a new file the store does not have yet: ``node`` as this mount
+        shows it (its reserved id, parent and name), created at the first commit."""
+        return WriteState(self.settings, node, truncate=True, unborn=unborn)
 
 
 def _close_fd(fd: int) -> None:

@@ -34,7 +34,7 @@ import trio
 
 from .. import errors
 from ..protocol import MAX_PART_SIZE, WINDOW
-from ..remote import FileLocation, NodeKind, XattrMode
+from ..remote import FileLocation, NodeKind, Owner, XattrMode
 from . import wire
 from .auth import AuthDB, RateLimiter
 from .metrics import Observer
@@ -323,11 +323,14 @@ async def proto_call(method: str, remote: EmbeddedRemote, scope: Scope, receive:
         config = await remote.get_config()
         data = await read_body(receive, config.big_file_threshold)
         mtime = p.get("mtime_ns")
+        has_owner = "uid" in p or "gid" in p
         node = await remote.put_file(
             q_int(p, "parent"), q_str(p, "name"), data,
             md5_checksum=q_str(p, "md5_checksum"), mode=q_int(p, "mode", 0o644),
             mtime_ns=q_int(p, "mtime_ns") if mtime is not None else None,
-            replace="replace" not in p or q_bool(p, "replace"))
+            replace="replace" not in p or q_bool(p, "replace"),
+            owner=Owner(q_int(p, "uid"), q_int(p, "gid")) if has_owner else None,
+            node_id=q_int(p, "node_id") if "node_id" in p else None)
         return 200, jh, json_bytes(wire.node_to_json(node))
     if method == "getFile":
         loc = FileLocation(q_int(p, "id"), q_int(p, "access_hash"))
@@ -448,16 +451,20 @@ async def _proto_post(method: str, remote: EmbeddedRemote, a: dict[str, Any]) ->
     ri, rs = wire.req_int, wire.req_str
     if method == "uploadMedia":
         return wire.document_to_json(await remote.upload_media(wire.input_file_from_json(a)))
+    if method == "reserveNodeIds":
+        return {"first": await remote.reserve_node_ids(ri(a, "count"))}
     if method == "mkdir":
         return wire.node_to_json(await remote.mkdir(ri(a, "parent"), rs(a, "name"),
                                                     ri(a, "mode", default=0o755),
-                                                    owner=wire.owner_from_json(a.get("owner"))))
+                                                    owner=wire.owner_from_json(a.get("owner")),
+                                                    node_id=ri(a, "node_id", default=None)))
     if method == "createFile":
         return wire.node_to_json(await remote.create_file(
             ri(a, "parent"), rs(a, "name"), wire.locations_from_json(a.get("segments")),
             mode=ri(a, "mode", default=0o644), mtime_ns=ri(a, "mtime_ns", default=None),
             replace=wire.req_bool(a, "replace", False), sha256=_opt_str(a, "sha256"),
-            owner=wire.owner_from_json(a.get("owner"))))
+            owner=wire.owner_from_json(a.get("owner")),
+            node_id=ri(a, "node_id", default=None)))
     if method == "setContent":
         return wire.node_to_json(await remote.set_content(
             ri(a, "node_id"), wire.locations_from_json(a.get("segments")),
@@ -465,7 +472,8 @@ async def _proto_post(method: str, remote: EmbeddedRemote, a: dict[str, Any]) ->
     if method == "symlink":
         return wire.node_to_json(await remote.symlink(
             ri(a, "parent"), rs(a, "name"), rs(a, "target"),
-            owner=wire.owner_from_json(a.get("owner"))))
+            owner=wire.owner_from_json(a.get("owner")),
+            node_id=ri(a, "node_id", default=None)))
     if method == "setattr":
         return wire.node_to_json(await remote.setattr(
             ri(a, "node_id"), mode=ri(a, "mode", default=None),
@@ -475,11 +483,9 @@ async def _proto_post(method: str, remote: EmbeddedRemote, a: dict[str, Any]) ->
             ri(a, "parent"), rs(a, "name"), ri(a, "new_parent"), rs(a, "new_name"),
             replace=wire.req_bool(a, "replace", True)))
     if method == "unlink":
-        await remote.unlink(ri(a, "parent"), rs(a, "name"))
-        return {"ok": True}
+        return {"ok": True, "at_ns": await remote.unlink(ri(a, "parent"), rs(a, "name"))}
     if method == "rmdir":
-        await remote.rmdir(ri(a, "parent"), rs(a, "name"))
-        return {"ok": True}
+        return {"ok": True, "at_ns": await remote.rmdir(ri(a, "parent"), rs(a, "name"))}
     if method == "mknod":
         try:
             kind = NodeKind(rs(a, "kind"))

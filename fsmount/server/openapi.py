@@ -187,21 +187,28 @@ def _proto_paths() -> dict[str, Any]:
             "used_bytes": _I, "quota_bytes": _I, "files": _I, "max_files": _I,
             "disk_free_bytes": _I, "disk_total_bytes": _I}, ["used_bytes"]))},
             tag=t)},
+        p + "reserveNodeIds": {"post": _op(
+            "Extension: hand out count (1..10000) node ids to create nodes with later "
+            "(node_id of mkdir, createFile, putFile, symlink)", {"200": _json(_obj(
+                {"first": _I}, ["first"]))}, params=[idem], tag=t,
+            body=_json_body(_obj({"count": _I}, ["count"])))},
         p + "mkdir": {"post": _op("Make a folder", {"200": node}, params=[idem], tag=t,
                                   body=_json_body(_obj({"parent": _I, "name": _S, "mode": _I,
-                                                        "owner": owner},
+                                                        "owner": owner, "node_id": _NI},
                                                        ["parent", "name"])))},
         p + "putFile": {"post": _op(
             "Extension: create (or replace) a small file with its whole content (raw body, at "
             "most big_file_threshold bytes) in one call", {"200": node},
             params=[_q("parent"), _q("name", "string"), _q("md5_checksum", "string"),
                     _q("mode", required=False), _q("mtime_ns", required=False),
-                    _q("replace", "boolean", False), idem], body=part_body, tag=t)},
+                    _q("replace", "boolean", False), _q("uid", required=False),
+                    _q("gid", required=False), _q("node_id", required=False), idem],
+            body=part_body, tag=t)},
         p + "createFile": {"post": _op("Create (or replace) a file from documents", {"200": node},
                                        params=[idem], tag=t, body=_json_body(_obj({
                                            "parent": _I, "name": _S, "segments": segs, "mode": _I,
                                            "mtime_ns": _I, "replace": _B, "sha256": _NS,
-                                           "owner": owner},
+                                           "owner": owner, "node_id": _NI},
                                            ["parent", "name"])))},
         p + "setContent": {"post": _op("Replace a file's content", {"200": node}, params=[idem],
                                        tag=t, body=_json_body(_obj({
@@ -210,7 +217,7 @@ def _proto_paths() -> dict[str, Any]:
                                            ["node_id"])))},
         p + "symlink": {"post": _op("Make a symlink", {"200": node}, params=[idem], tag=t,
                                     body=_json_body(_obj({"parent": _I, "name": _S, "target": _S,
-                                                          "owner": owner},
+                                                          "owner": owner, "node_id": _NI},
                                                          ["parent", "name", "target"])))},
         p + "mknod": {"post": _op("Make a FIFO, socket or device node (no content)", {"200": node},
                                   params=[idem], tag=t, body=_json_body(_obj({

@@ -45,7 +45,7 @@ PROTO_PREFIX = "/api/v1/proto/"
 #: with the first answer instead of executing the call again.
 NON_IDEMPOTENT = frozenset(
     {"uploadMedia", "mkdir", "createFile", "setContent", "symlink", "rename", "unlink", "rmdir",
-     "putFile", "mknod", "link", "setXattr", "removeXattr"}
+     "putFile", "mknod", "link", "setXattr", "removeXattr", "reserveNodeIds"}
 )
 
 #: Methods sent as GET with their arguments in the query string.
@@ -60,7 +60,8 @@ PART_METHODS = frozenset({"saveFilePart", "saveBigFilePart"})
 #: Methods sent as POST with a JSON object body.
 JSON_METHODS = frozenset(
     {"uploadMedia", "mkdir", "createFile", "setContent", "symlink", "setattr", "rename",
-     "unlink", "rmdir", "mknod", "link", "chown", "setTimes", "setXattr", "removeXattr"}
+     "unlink", "rmdir", "mknod", "link", "chown", "setTimes", "setXattr", "removeXattr",
+     "reserveNodeIds"}
 )
 
 #: Methods whose request body is a whole small file, arguments in the query string.

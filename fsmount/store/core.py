@@ -412,29 +412,39 @@ class Store:
         InvalidArgument (limit not in 1..10000)."""
         return self.namespace.list_folder(user_id, folder_id, after, limit)
 
+    def reserve_node_ids(self, user_id: int, count: int) -> int:
+        """Hand out ``count`` node ids to create nodes with later; returns the first.
+        Raises InvalidArgument (count not in 1..10000)."""
+        return self.namespace.reserve_node_ids(user_id, count)
+
     def mkdir(self, user_id: int, parent: int, name: str, mode: int = 0o755, *,
-              owner: Owner | None = None) -> Node:
-        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName, InvalidArgument."""
-        return self.namespace.mkdir(user_id, parent, name, mode, owner=owner)
+              owner: Owner | None = None, node_id: int | None = None) -> Node:
+        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName, InvalidArgument,
+        NodeIdInvalid."""
+        return self.namespace.mkdir(user_id, parent, name, mode, owner=owner, node_id=node_id)
 
     def create_file(self, user_id: int, parent: int, name: str,
                     segments: tuple[FileLocation, ...] = (), *, mode: int = 0o644,
                     mtime_ns: int | None = None, replace: bool = False,
-                    sha256: str | None = None, owner: Owner | None = None) -> Node:
+                    sha256: str | None = None, owner: Owner | None = None,
+                    node_id: int | None = None) -> Node:
         """Create a file from documents; with ``replace`` an existing file (or symlink) of
-        that name is replaced in the same transaction (the new file gets a new node id).
-        ``sha256``: the whole content's, as the writer computed it.
+        that name is replaced in the same transaction (the new file gets a new node id:
+        ``node_id``, reserved by the caller, or the next one).  ``sha256``: the whole
+        content's, as the writer computed it.
 
         Raises AlreadyExists, IsADirectory, NotFound, NotADirectory, InvalidName,
-        FileIdInvalid, FileReferenceExpired, QuotaExceeded, InvalidArgument (sha256, owner).
+        FileIdInvalid, FileReferenceExpired, QuotaExceeded, InvalidArgument (sha256, owner),
+        NodeIdInvalid.
         """
         return self.namespace.create_file(user_id, parent, name, segments, mode=mode,
                                           mtime_ns=mtime_ns, replace=replace, sha256=sha256,
-                                          owner=owner)
+                                          owner=owner, node_id=node_id)
 
     def put_file(self, user_id: int, parent: int, name: str, data: bytes, *,
                  md5_checksum: str, mode: int = 0o644, mtime_ns: int | None = None,
-                 replace: bool = True) -> Node:
+                 replace: bool = True, owner: Owner | None = None,
+                 node_id: int | None = None) -> Node:
         """Create (or, with ``replace``, replace) a small file with its whole content in one
         call: the parts, the finalize with ``md5_checksum`` and the link, as the seed's
         saveFilePart/uploadMedia and createFile would do them one after another (a crash
@@ -443,7 +453,7 @@ class Store:
 
         Raises InvalidArgument (more than the small-file threshold), Md5ChecksumInvalid,
         QuotaExceeded, AlreadyExists (``replace`` false), IsADirectory, NotFound,
-        NotADirectory, InvalidName.
+        NotADirectory, InvalidName, NodeIdInvalid.
         """
         if len(data) > self.limits.big_file_threshold:
             raise errors.InvalidArgument(
@@ -454,7 +464,7 @@ class Store:
             if md5_checksum.lower() != hashlib.md5(b"").hexdigest():
                 raise errors.Md5ChecksumInvalid("the MD5 of an empty file was expected")
             return self.create_file(user_id, parent, name, (), mode=mode, mtime_ns=mtime_ns,
-                                    replace=replace)
+                                    replace=replace, owner=owner, node_id=node_id)
         file_id = secrets.randbits(62) + 1
         view = memoryview(data)
         parts = 0
@@ -463,7 +473,8 @@ class Store:
                                 bytes(view[start:start + MAX_PART_SIZE]))
         doc = self.upload_media(user_id, InputFile(file_id, parts, name, md5_checksum))
         return self.create_file(user_id, parent, name, (doc.location,), mode=mode,
-                                mtime_ns=mtime_ns, replace=replace)
+                                mtime_ns=mtime_ns, replace=replace, owner=owner,
+                                node_id=node_id)
 
     def set_content(self, user_id: int, node_id: int, segments: tuple[FileLocation, ...], *,
                     mtime_ns: int | None = None, sha256: str | None = None) -> Node:
@@ -476,9 +487,11 @@ class Store:
                                           sha256=sha256)
 
     def symlink(self, user_id: int, parent: int, name: str, target: str, *,
-                owner: Owner | None = None) -> Node:
-        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName, InvalidArgument."""
-        return self.namespace.symlink(user_id, parent, name, target, owner=owner)
+                owner: Owner | None = None, node_id: int | None = None) -> Node:
+        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName, InvalidArgument,
+        NodeIdInvalid."""
+        return self.namespace.symlink(user_id, parent, name, target, owner=owner,
+                                      node_id=node_id)
 
     def setattr(self, user_id: int, node_id: int, *, mode: int | None = None,
                 mtime_ns: int | None = None) -> Node:
@@ -496,13 +509,15 @@ class Store:
         return self.namespace.rename(user_id, parent, name, new_parent, new_name,
                                      replace=replace)
 
-    def unlink(self, user_id: int, parent: int, name: str) -> None:
-        """Remove a file or symlink.  Raises NotFound, NotADirectory, IsADirectory."""
-        self.namespace.unlink(user_id, parent, name)
+    def unlink(self, user_id: int, parent: int, name: str) -> int:
+        """Remove a file or symlink; returns the change's stamp (the folder's new mtime).
+        Raises NotFound, NotADirectory, IsADirectory."""
+        return self.namespace.unlink(user_id, parent, name)
 
-    def rmdir(self, user_id: int, parent: int, name: str) -> None:
-        """Remove an empty folder.  Raises NotFound, NotEmpty, NotADirectory."""
-        self.namespace.rmdir(user_id, parent, name)
+    def rmdir(self, user_id: int, parent: int, name: str) -> int:
+        """Remove an empty folder; returns the change's stamp (the folder's new mtime).
+        Raises NotFound, NotEmpty, NotADirectory."""
+        return self.namespace.rmdir(user_id, parent, name)
 
     # --- change feed ----------------------------------------------------------------------
 

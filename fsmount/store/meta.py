@@ -94,8 +94,15 @@ class MetaTx(Protocol):
     def user(self, user_id: int) -> UserRow | None: ...
     def set_user_quota(self, user_id: int, quota_bytes: int) -> None: ...
     def set_user_premium(self, user_id: int, premium: bool) -> None: ...
-    def allocate_node_id(self, user_id: int, used_delta: int) -> int:
-        """The user's next node id; counts one more node and ``used_delta`` more bytes."""
+    def allocate_node_id(self, user_id: int, used_delta: int, node_id: int | None = None
+                         ) -> int:
+        """The user's next node id (or ``node_id``, one reserved earlier, which the caller
+        checked is free); counts one more node and ``used_delta`` more bytes."""
+    def reserve_node_ids(self, user_id: int, count: int) -> int:
+        """Hand out the user's next ``count`` node ids (never allocated otherwise); returns
+        the first."""
+    def next_node_id(self, user_id: int) -> int:
+        """The user's next node id not yet allocated or reserved."""
     def adjust_usage(self, user_id: int, *, nodes: int = 0, used_bytes: int = 0) -> None: ...
 
     # --- nodes ---

@@ -71,6 +71,8 @@ def whole_file_sha256(tx: MetaTx, docs: list[tuple[int, int]], claimed: str | No
 MAX_NAME_BYTES = 255
 MAX_SYMLINK_BYTES = 4096
 MAX_LIST_LIMIT = 10_000
+#: Most node ids one reserve_node_ids call hands out.
+MAX_RESERVE = 10_000
 #: Numeric ids (uid/gid) a store keeps: 0..2**32-2 (2**32-1 is chown's "no change").
 MAX_OWNER_ID = 2**32 - 2
 
@@ -148,10 +150,26 @@ class Namespace:
     def _node(self, tx: MetaTx, uid: int, node_id: int) -> Node:
         return self._with_segments(tx, uid, self._row(tx, uid, node_id))
 
+    @staticmethod
+    def _check_reserved(tx: MetaTx, uid: int, node_id: int | None) -> None:
+        """A node id a caller asks to create with: reserved (reserve_node_ids) and free.
+
+        Raises NodeIdInvalid."""
+        if node_id is None:
+            return
+        if not isinstance(node_id, int) or isinstance(node_id, bool) or not (
+                ROOT_ID < node_id < tx.next_node_id(uid)):
+            raise errors.NodeIdInvalid(f"node id {node_id!r} was never reserved")
+        if tx.node(uid, node_id) is not None:
+            raise errors.NodeIdInvalid(f"node id {node_id} is in use")
+
     def _new_node(self, tx: MetaTx, uid: int, parent: int, name: str, kind: NodeKind,
                   mode: int, size: int, mtime_ns: int | None, target: str | None = None, *,
-                  owner: Owner | None = None, rdev: int = 0) -> int:
-        node_id = tx.allocate_node_id(uid, size if kind is NodeKind.FILE else 0)
+                  owner: Owner | None = None, rdev: int = 0, node_id: int | None = None
+                  ) -> int:
+        """Insert a node (with ``node_id``, reserved and checked by the caller, or the
+        next one); returns its id."""
+        node_id = tx.allocate_node_id(uid, size if kind is NodeKind.FILE else 0, node_id)
         ns = int(tx.now * 1e9)
         o_uid, o_gid = (None, None) if owner is None else _check_owner(owner)
         is_dir = kind is NodeKind.DIR
@@ -264,17 +282,28 @@ class Namespace:
 
     # --- changing -------------------------------------------------------------------------
 
+    def reserve_node_ids(self, uid: int, count: int) -> int:
+        """Hand out ``count`` (1..MAX_RESERVE) node ids that nothing else will be given: the
+        caller creates nodes with them later (``node_id=``), so that it knows a new node's
+        id before the store has it.  Returns the first.  Raises InvalidArgument."""
+        if not isinstance(count, int) or isinstance(count, bool) or not (
+                1 <= count <= MAX_RESERVE):
+            raise errors.InvalidArgument(f"count {count!r} is not in 1..{MAX_RESERVE}")
+        with self.txn.run() as tx:
+            return tx.reserve_node_ids(uid, count)
+
     def mkdir(self, uid: int, parent: int, name: str, mode: int = 0o755, *,
-              owner: Owner | None = None) -> Node:
+              owner: Owner | None = None, node_id: int | None = None) -> Node:
         """Raises AlreadyExists, NotFound, NotADirectory, InvalidName, InvalidArgument (an
-        owner id out of range)."""
+        owner id out of range), NodeIdInvalid (``node_id`` not reserved, or in use)."""
         check_name(name)
         with self.txn.run() as tx:
             self._dir_row(tx, uid, parent)
             if tx.child(uid, parent, name):
                 raise errors.AlreadyExists(f"{name!r} exists in folder {parent}")
+            self._check_reserved(tx, uid, node_id)
             nid = self._new_node(tx, uid, parent, name, NodeKind.DIR, mode, 0, None,
-                                 owner=owner)
+                                 owner=owner, node_id=node_id)
             self._touch_dir(tx, uid, parent)
             self._log(tx, uid, ChangeKind.CREATE, nid, parent, name)
             return self._node(tx, uid, nid)
@@ -282,13 +311,16 @@ class Namespace:
     def create_file(self, uid: int, parent: int, name: str,
                     segments: tuple[FileLocation, ...] = (), *, mode: int = 0o644,
                     mtime_ns: int | None = None, replace: bool = False,
-                    sha256: str | None = None, owner: Owner | None = None) -> Node:
+                    sha256: str | None = None, owner: Owner | None = None,
+                    node_id: int | None = None) -> Node:
         """Create a file from documents; with ``replace`` an existing file (or symlink) of
-        that name is replaced in the same transaction (the new file gets a new node id;
-        a replaced node with other names keeps them).
+        that name is replaced in the same transaction (the new file gets a new node id:
+        ``node_id`` if given, one the caller reserved; a replaced node with other names
+        keeps them).
 
         Raises AlreadyExists, IsADirectory, NotFound, NotADirectory, InvalidName,
-        FileIdInvalid, FileReferenceExpired, QuotaExceeded, InvalidArgument (owner).
+        FileIdInvalid, FileReferenceExpired, QuotaExceeded, InvalidArgument (owner),
+        NodeIdInvalid.
         """
         check_name(name)
         with self.txn.run() as tx:
@@ -305,11 +337,12 @@ class Namespace:
                     raise errors.AlreadyExists(f"{name!r} exists in folder {parent}")
                 old_size = _file_size(old) if old.nlink <= 1 else 0
             self._check_quota(tx, uid, size - old_size)
+            self._check_reserved(tx, uid, node_id)
             if old is not None:
                 self._remove_name(tx, uid, old)
                 self._log(tx, uid, ChangeKind.DELETE, old.id, parent, name)
             nid = self._new_node(tx, uid, parent, name, NodeKind.FILE, mode, size, mtime_ns,
-                                 owner=owner)
+                                 owner=owner, node_id=node_id)
             self._set_segments(tx, uid, nid, docs)
             tx.set_node_sha256(uid, nid, whole_file_sha256(tx, docs, sha256))
             self._touch_dir(tx, uid, parent)
@@ -347,8 +380,9 @@ class Namespace:
             return self._node(tx, uid, node_id)
 
     def symlink(self, uid: int, parent: int, name: str, target: str, *,
-                owner: Owner | None = None) -> Node:
-        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName, InvalidArgument."""
+                owner: Owner | None = None, node_id: int | None = None) -> Node:
+        """Raises AlreadyExists, NotFound, NotADirectory, InvalidName, InvalidArgument,
+        NodeIdInvalid."""
         check_name(name)
         if not isinstance(target, str) or not target or "\0" in target:
             raise errors.InvalidArgument("a symlink target is a non-empty string without NUL")
@@ -359,8 +393,9 @@ class Namespace:
             self._dir_row(tx, uid, parent)
             if tx.child(uid, parent, name):
                 raise errors.AlreadyExists(f"{name!r} exists in folder {parent}")
+            self._check_reserved(tx, uid, node_id)
             nid = self._new_node(tx, uid, parent, name, NodeKind.SYMLINK, 0o777, size, None,
-                                 target, owner=owner)
+                                 target, owner=owner, node_id=node_id)
             self._touch_dir(tx, uid, parent)
             self._log(tx, uid, ChangeKind.CREATE, nid, parent, name)
             return self._node(tx, uid, nid)
@@ -443,9 +478,10 @@ class Namespace:
             assert moved is not None, "the node just moved there"
             return self._with_segments(tx, uid, moved)
 
-    def unlink(self, uid: int, parent: int, name: str) -> None:
+    def unlink(self, uid: int, parent: int, name: str) -> int:
         """Remove a name of a file, symlink or special file (the node goes with its last
-        name).  Raises NotFound, NotADirectory, IsADirectory."""
+        name).  Returns the change's stamp (the folder's new mtime and ctime, ns).  Raises
+        NotFound, NotADirectory, IsADirectory."""
         with self.txn.run() as tx:
             self._dir_row(tx, uid, parent)
             row = tx.child(uid, parent, name) if _name_ok(name) else None
@@ -456,9 +492,11 @@ class Namespace:
             self._remove_name(tx, uid, row)
             self._touch_dir(tx, uid, parent)
             self._log(tx, uid, ChangeKind.DELETE, row.id, parent, row.name)
+            return int(tx.now * 1e9)
 
-    def rmdir(self, uid: int, parent: int, name: str) -> None:
-        """Remove an empty folder.  Raises NotFound, NotEmpty, NotADirectory."""
+    def rmdir(self, uid: int, parent: int, name: str) -> int:
+        """Remove an empty folder.  Returns the change's stamp (as :meth:`unlink`).  Raises
+        NotFound, NotEmpty, NotADirectory."""
         with self.txn.run() as tx:
             self._dir_row(tx, uid, parent)
             row = tx.child(uid, parent, name) if _name_ok(name) else None
@@ -471,6 +509,7 @@ class Namespace:
             self._delete_node(tx, uid, row)
             self._touch_dir(tx, uid, parent)
             self._log(tx, uid, ChangeKind.DELETE, row.id, parent, row.name)
+            return int(tx.now * 1e9)
 
     # --- POSIX: special files, hard links, ownership, times -------------------------------
 

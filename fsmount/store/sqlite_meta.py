@@ -241,13 +241,25 @@ class SqliteTx(TxEffects):
     def set_user_premium(self, user_id: int, premium: bool) -> None:
         self._q("UPDATE users SET premium = ? WHERE id = ?", int(bool(premium)), user_id)
 
-    def allocate_node_id(self, user_id: int, used_delta: int) -> int:
+    def allocate_node_id(self, user_id: int, used_delta: int, node_id: int | None = None
+                         ) -> int:
+        if node_id is not None:
+            self._q("UPDATE users SET node_count = node_count + 1, used_bytes = used_bytes + ? "
+                    "WHERE id = ?", used_delta, user_id)
+            return node_id
+        new_id = self.reserve_node_ids(user_id, 1)
+        self.adjust_usage(user_id, nodes=1, used_bytes=used_delta)
+        return new_id
+
+    def reserve_node_ids(self, user_id: int, count: int) -> int:
+        first = self.next_node_id(user_id)
+        self._q("UPDATE users SET next_node_id = ? WHERE id = ?", first + count, user_id)
+        return first
+
+    def next_node_id(self, user_id: int) -> int:
         row = self._one("SELECT next_node_id FROM users WHERE id = ?", user_id)
-        assert row is not None, "allocate_node_id for a user that does not exist"
-        node_id = int(row[0])
-        self._q("UPDATE users SET next_node_id = ?, node_count = node_count + 1, "
-                "used_bytes = used_bytes + ? WHERE id = ?", node_id + 1, used_delta, user_id)
-        return node_id
+        assert row is not None, "next_node_id of a user that does not exist"
+        return int(row[0])
 
     def adjust_usage(self, user_id: int, *, nodes: int = 0, used_bytes: int = 0) -> None:
         self._q("UPDATE users SET node_count = node_count + ?, used_bytes = used_bytes + ? "

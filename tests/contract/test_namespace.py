@@ -279,6 +279,18 @@ async def test_unlink_and_rmdir(harness: Harness) -> None:
         await r.getattr(d.id)
 
 
+async def test_unlink_and_rmdir_answer_the_folders_new_mtime(harness: Harness) -> None:
+    r = harness.remote
+    d = await r.mkdir(R, "d")
+    await r.create_file(d.id, "f")
+    at = await r.unlink(d.id, "f")
+    folder = await r.getattr(d.id)
+    assert at is not None and at == folder.mtime_ns == folder.ctime_ns
+    at = await r.rmdir(R, "d")
+    root = await r.getattr(R)
+    assert at is not None and at == root.mtime_ns == root.ctime_ns
+
+
 async def test_node_ids_are_never_reused(harness: Harness) -> None:
     r = harness.remote
     ids = set()

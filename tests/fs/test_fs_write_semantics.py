@@ -63,6 +63,61 @@ def test_close_returns_once_the_store_holds_the_file(mounted: MountProc) -> None
     assert (mounted.mnt / "f.bin").read_bytes() == data
 
 
+def test_a_deferred_create_is_seen_here_at_once_and_elsewhere_at_close(
+        mounted: MountProc) -> None:
+    """A new file is in this mount from its create (name, size, mode, owner, bytes) and in
+    the store from its first close, with what chmod and chown set meanwhile; one that
+    outgrows memory streams and is created with its parts."""
+    small, big = b"deferred " * 1000, random.Random(2).randbytes(6 * MIB + 3)
+    d = mounted.mnt / "d"
+    d.mkdir()
+    with open(d / "small", "wb", buffering=0) as f, open(d / "big", "wb", buffering=0) as g:
+        f.write(small)
+        g.write(big)
+        os.fchmod(f.fileno(), 0o640)
+        os.fchown(f.fileno(), 1234, 5678)
+        st = os.stat(d / "small")
+        assert (st.st_size, st.st_mode & 0o7777, st.st_uid, st.st_gid) == (
+            len(small), 0o640, 1234, 5678)
+        assert sorted(os.listdir(d)) == ["big", "small"]
+        assert (d / "small").read_bytes() == small
+        assert (d / "big").read_bytes() == big
+        # Not in the store yet: other clients see it at close.
+        assert store_view(mounted.store, "d/small") is None
+        assert store_view(mounted.store, "d/big") is None
+        ino = os.fstat(f.fileno()).st_ino
+    assert store_view(mounted.store, "d/small") == small
+    assert store_view(mounted.store, "d/big") == big
+    st = os.stat(d / "small")
+    assert (st.st_ino, st.st_mode & 0o7777, st.st_uid, st.st_gid) == (ino, 0o640, 1234, 5678)
+
+
+def test_a_deferred_file_unlinked_before_close_never_reaches_the_store(
+        mounted: MountProc) -> None:
+    with open(mounted.mnt / "tmp", "wb", buffering=0) as f:
+        f.write(b"scratch")
+        os.unlink(mounted.mnt / "tmp")
+        assert "tmp" not in os.listdir(mounted.mnt)
+        f.write(b" more")
+        assert os.fstat(f.fileno()).st_nlink == 0
+    assert "tmp" not in os.listdir(mounted.mnt)
+    assert store_view(mounted.store, "tmp") is None
+    # The name is free for a new file.
+    (mounted.mnt / "tmp").write_bytes(b"kept")
+    assert store_view(mounted.store, "tmp") == b"kept"
+
+
+def test_a_folder_holding_a_deferred_file_is_not_empty(mounted: MountProc) -> None:
+    d = mounted.mnt / "d"
+    d.mkdir()
+    with open(d / "new", "wb") as f:
+        f.write(b"not in the store yet")
+        with pytest.raises(OSError) as exc:
+            os.rmdir(d)
+        assert exc.value.errno == errno.ENOTEMPTY
+    assert store_view(mounted.store, "d/new") == b"not in the store yet"
+
+
 def cached_bytes(fd: int, size: int) -> int:
     """Bytes of the file open as ``fd`` that are in the kernel's page cache (``mincore``).
 
