@@ -286,11 +286,10 @@ class PgTx(SqliteTx):
         assert row is not None
         return int(row[0])
 
-    def allocate_node_id(self, user_id: int, used_delta: int) -> int:
-        row = self._one("UPDATE users SET next_node_id = next_node_id + 1, "
-                        "node_count = node_count + 1, used_bytes = used_bytes + ? "
-                        "WHERE id = ? RETURNING next_node_id - 1", used_delta, user_id)
-        assert row is not None, "allocate_node_id for a user that does not exist"
+    def reserve_node_ids(self, user_id: int, count: int) -> int:
+        row = self._one("UPDATE users SET next_node_id = next_node_id + ? WHERE id = ? "
+                        "RETURNING next_node_id - ?", count, user_id, count)
+        assert row is not None, "reserve_node_ids of a user that does not exist"
         return int(row[0])
 
     # --- extended attributes --------------------------------------------------------------
