@@ -220,6 +220,10 @@ LISTEN_POLL = 0.5
 LISTEN_RETRY = 0.5
 #: Connection attempts give up after this many seconds.
 CONNECT_TIMEOUT = 10
+#: TCP keepalives, so that a database lost without a reset (a partition, a host gone) fails
+#: the call in about a minute instead of the system's two hours (a URL may set its own).
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+              "keepalives_count": 3}
 #: Names of the two advisory locks (hashed with the schema into 64-bit keys).
 WRITE_LOCK = "write"
 OPEN_LOCK = "opened"
@@ -425,7 +429,7 @@ class PgMeta:
         import psycopg
 
         try:
-            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+            conn = psycopg.connect(self.url, autocommit=True, **self._options())
         except psycopg.Error as exc:
             raise self._mapped(exc) from exc
         try:
@@ -458,6 +462,11 @@ class PgMeta:
             self._conn = None
             self._conn = conn = self._connect()
         return conn
+
+    def _options(self) -> dict[str, int]:
+        """Connection options the URL does not set itself."""
+        opts: dict[str, int] = {"connect_timeout": CONNECT_TIMEOUT, **KEEPALIVES}
+        return {k: v for k, v in opts.items() if f"{k}=" not in self.url}
 
     def _safe_url(self) -> str:
         return self.url.split("?", 1)[0]
@@ -625,8 +634,7 @@ class PgMeta:
 
         while not self._listen_stop.is_set():
             try:
-                conn = psycopg.connect(self.url, autocommit=True,
-                                       connect_timeout=CONNECT_TIMEOUT)
+                conn = psycopg.connect(self.url, autocommit=True, **self._options())
             except psycopg.Error:
                 self._listen_stop.wait(LISTEN_RETRY)
                 continue
