@@ -167,7 +167,7 @@ class Store:
             self.txn = TxRunner(meta, clock, hooks)
             with self.txn.run() as tx:
                 meta.init_schema(tx)
-            self._check_shared_content(content_url(self.path) or "")
+            self._check_shared_content(content_url(self.path) or f"file://{self.path}")
             self._shared_id = meta.shared_setting("store_id", secrets.token_hex(16))
             record_metadata(self.path, url)
             # Alone in this directory, and (a shared database) across all nodes.
@@ -201,16 +201,17 @@ class Store:
             raise
 
     def _check_shared_content(self, url: str) -> None:
-        """Every node of a shared database keeps the content in the same place ("" is the
-        store directory: one node, or a directory they share).
+        """Every node of a shared database keeps the content in the same place: the same
+        S3 URL, or the same directory (``file://DIR``: one node, or a directory several
+        share on a network file system, at the same path).
 
         Raises InvalidArgument: this node's content is elsewhere.
         """
         recorded = self.meta.shared_setting("content_url", url)
         if recorded is not None and recorded != url:
             raise errors.InvalidArgument(
-                f"the store's metadata says its content is at {recorded or 'the store directory'}"
-                f", not {url or 'the store directory'}: give every node the same --content")
+                f"the store's metadata says its content is at {recorded}, not {url}: give "
+                f"every node the same --content (or the same store directory)")
 
     # --- lifecycle ------------------------------------------------------------------------
 
