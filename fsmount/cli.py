@@ -28,6 +28,7 @@ VERB_MODULES = (
     "fsmount.cli_share",
     "fsmount.server.cli",
     "fsmount.cli_fsck",
+    "fsmount.cli_store",
     "fsmount.cli_writeback",
 )
 

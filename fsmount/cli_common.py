@@ -45,13 +45,25 @@ def default_store_dir() -> str:
     return os.path.join(base, "fsmount")
 
 
+class ServerList(argparse.Action):
+    """``--server`` given again adds to the list: ``args.server`` is one comma list of
+    URLs (what :class:`fsmount.httpremote.HttpRemote` and ``mount.fsmount`` take)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        before = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, f"{before},{values}" if before else str(values))
+
+
 def add_remote_options(parser: argparse.ArgumentParser) -> None:
     """Add --store, --server, --token-file and --user to a verb's parser."""
     g = parser.add_argument_group("remote")
     g.add_argument("--store", metavar="DIR", default=None,
                    help=f"embedded store directory (default {default_store_dir()})")
-    g.add_argument("--server", metavar="URL", default=None,
-                   help="use the fsmount server at URL instead of an embedded store")
+    g.add_argument("--server", metavar="URL", default=None, action=ServerList,
+                   help="use the fsmount server at URL instead of an embedded store; "
+                   "several nodes of one store: repeat --server or give a comma list "
+                   "(requests move to the next when one cannot be reached)")
     g.add_argument("--token-file", metavar="PATH", default=None,
                    help="file holding the bearer token for --server (default $FSMOUNT_TOKEN)")
     g.add_argument("--user", default="default",

@@ -228,6 +228,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"moved        {human(t['bytes_uploaded'])} up ({t['uploads_finalized']} segments), "
         f"{human(t['bytes_downloaded'])} down",
         f"retries      {s['retries']}",
+        *([f"server       {s['server']} ({s['server_switches']} switches)"]
+          if s.get("server") else []),
         "errors       " + (", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items()))
                            or "none"),
         *status_lines(s),

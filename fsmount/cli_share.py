@@ -109,7 +109,18 @@ def cmd_share(args: argparse.Namespace) -> int:
     token = _token(args)
 
     def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        return trio.run(trio.to_thread.run_sync, _request, args.server, token, method, path,
+        # Several nodes: the next one when a node refuses the connection (the request
+        # never reached it, so it is not repeated anywhere).
+        from .httpremote import split_server_urls
+
+        urls = split_server_urls(args.server)
+        for url in urls[:-1]:
+            try:
+                return trio.run(trio.to_thread.run_sync, _request, url, token, method, path,
+                                body)
+            except errors.ConnectionRefused:
+                continue
+        return trio.run(trio.to_thread.run_sync, _request, urls[-1], token, method, path,
                         body)
 
     if args.target == "list" and args.link_id is None:

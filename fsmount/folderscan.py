@@ -8,8 +8,10 @@ read-ahead one level up: the access pattern is the sequence of files opened in a
 
 Design: :class:`FolderScan` remembers, per folder, where in the folder's listing (kept by
 the node cache while the change feed vouches for it) the last small file was opened for
-reading.  When a small file is opened after an earlier one of the same folder, within
-:data:`SCAN_GAP` seconds and further on in name order, the folder is being scanned: the
+reading.  When a small file is opened after an earlier one of the same folder, further on
+in name order and at most :data:`SCAN_OPENS` opens (of any folder) later, the folder is
+being scanned (counted in opens, not seconds, so that a scan over a slow link, or one that
+goes through several folders at once, is still one): the
 small files that follow it in the listing are fetched into the chunk cache at once (each
 one ``get_file_windows`` call, all in flight together), up to :data:`AHEAD_FILES` files
 or :data:`AHEAD_BYTES` beyond the one opened, and topped up as the scan moves on.  The
@@ -35,8 +37,10 @@ SMALL_FILE = 256 * 1024
 #: How many files, and how many bytes, ahead of the one opened.
 AHEAD_FILES = 32
 AHEAD_BYTES = 4 * 1024 * 1024
-#: Two opens further apart than this are not one scan.
-SCAN_GAP = 2.0
+#: Two opens of a folder with more opens than this between them are not one scan ...
+SCAN_OPENS = 64
+#: ... nor two further apart than this, in seconds.
+SCAN_GAP = 30.0
 #: Folders remembered at most.
 FOLDERS_MAX = 64
 
@@ -47,6 +51,8 @@ class _Position(NamedTuple):
 
     name: str
     at: float
+    #: The mount's count of opens at the time.
+    opens: int
     ahead: str
 
 
@@ -59,6 +65,7 @@ class FolderScan:
         self._cache = cache
         self._clock = clock
         self._folders: OrderedDict[int, _Position] = OrderedDict()
+        self._opens = 0
         #: Files fetched ahead so far (for ``fsmount status`` and the tests).
         self.fetched_ahead = 0
 
@@ -68,12 +75,14 @@ class FolderScan:
         if node.kind is not NodeKind.FILE or node.size > SMALL_FILE:
             return
         now = self._clock()
+        self._opens += 1
         last = self._folders.pop(node.parent, None)
         ahead = last.ahead if last is not None else ""
-        scanning = (last is not None and now - last.at < SCAN_GAP and last.name < node.name)
+        scanning = (last is not None and last.name < node.name and now - last.at < SCAN_GAP
+                    and self._opens - last.opens <= SCAN_OPENS)
         if scanning:
             ahead = self._fetch_ahead(node, max(ahead, node.name)) or ahead
-        self._folders[node.parent] = _Position(node.name, now, ahead)
+        self._folders[node.parent] = _Position(node.name, now, self._opens, ahead)
         while len(self._folders) > FOLDERS_MAX:
             self._folders.popitem(last=False)
 

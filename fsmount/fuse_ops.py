@@ -55,6 +55,7 @@ from .remote import (
     Owner,
     Remote,
 )
+from .treewalk import TreeWalk, start_tree_walk
 from .upload import DEFAULT_WRITE_MEMORY, RetainBudget
 from .view import OwnershipView
 from .writestate import Unborn, WriteSettings, WriteState, WriteStates
@@ -263,6 +264,8 @@ class Operations(pyfuse3.Operations):
         #: Node ids reserved for files created here (set by start; None: every create is
         #: a round trip, as with the write-back journal, which creates them itself).
         self.ids: NodeIdPool | None = None
+        #: Fetches the next folders' listings ahead of a tree walk (set by start).
+        self.walk: TreeWalk | None = None
         #: This mount's own changes, to skip when the feed reports them back: the stamps
         #: (ctime) of the transactions, and the (folder, name)s it removed.
         self._own_stamps: OrderedDict[int, None] = OrderedDict()
@@ -286,6 +289,7 @@ class Operations(pyfuse3.Operations):
         self.cache.start(nursery)
         self._nursery = nursery
         self.feed = start_feed_follower(nursery, self._feed_remote, self)
+        self.walk = start_tree_walk(nursery, self.nodes, self.remote)
         if self.journal is None and not self.read_only:
             self.ids = start_id_pool(nursery, self.remote)
         self._write_states = WriteStates(WriteSettings(
@@ -478,6 +482,9 @@ class Operations(pyfuse3.Operations):
         if not node.is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         handle = DirHandle(inode)
+        if self.walk is not None:
+            self.walk.opened(node)
+            await self.walk.wait(inode)  # its listing may be on its way
         listed = self.nodes.listing(inode)
         if listed is not None:
             # The feed vouches for the listing this mount has: no round trip.

@@ -32,6 +32,19 @@ wrong URL still fails in seconds.  Every request is safe to repeat: reads are re
 ``(file_id, file_part)`` so saving it twice stores it once; ``setattr`` sets absolute
 values; every other state-changing call carries an ``Idempotency-Key`` that the server
 uses to answer a repeated request with the first answer instead of running it twice.
+Failover
+--------
+The client may be given several URLs of one store's nodes (a list, or one comma-separated
+string: ``--server`` repeated).  Each node has its own pools; every request goes to the
+current node, the first at the start.  A network failure that waiting can mend (refused,
+reset, a timeout) moves the current node to the next in the list (:meth:`HttpRemote._fail_over`:
+once, however many requests met the dead node together, with one warning per outage) and
+the request is sent again there at once; only when every node failed in a row does it back
+off.  Any request may go to another node because every request is safe to repeat (below);
+the retry bound stays the call's ``retry_time``, except that every node is tried once per
+call even past it (a node that times out must not use up a short window alone, such as the
+first contact's).  An answer, even a 5xx, is no reason to switch: the node is there.
+
 After the last attempt a connection failure raises a subclass of
 :class:`~fsmount.errors.Unreachable` saying why (refused, unknown host, TLS on one side
 only, ...; see :func:`unreachable`); an error answer raises the error the server named
@@ -49,7 +62,7 @@ import ssl
 import urllib.parse
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import h11
@@ -156,8 +169,10 @@ def permanent(exc: BaseException) -> bool:
 
 
 class _Conn:
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, authority: str) -> None:
         self.stream = stream
+        #: The Host header of requests on this connection (its node's).
+        self.authority = authority
         #: Bytes received past the end of the last answer (none with a sane server).
         self.leftover = bytearray()
         self.reusable = False
@@ -177,8 +192,9 @@ class _Pool:
     """Keep-alive connections to one server, at most ``size`` at once."""
 
     def __init__(self, host: str, port: int, tls: ssl.SSLContext | None, size: int,
-                 connect_timeout: float) -> None:
+                 connect_timeout: float, authority: str = "") -> None:
         self.host, self.port, self.tls = host, port, tls
+        self.authority = authority or host
         self.sem = trio.Semaphore(size)
         self.idle: list[_Conn] = []
         self.connect_timeout = connect_timeout
@@ -198,7 +214,7 @@ class _Pool:
                     raise
                 stream = tls_stream
         self.opened += 1
-        return _Conn(stream)
+        return _Conn(stream, self.authority)
 
     async def aclose(self) -> None:
         idle, self.idle = self.idle, []
@@ -214,6 +230,50 @@ class _Answer:
         self.status, self.headers, self.body = status, headers, body
         #: A multi-window getFile answer, already cut by its X-Window-Sizes (body is empty).
         self.parts = parts
+
+
+def split_server_urls(urls: str | Sequence[str]) -> list[str]:
+    """The server URLs of ``--server`` (repeated, or a comma list), in order, duplicates
+    dropped.  Raises InvalidArgument (none given)."""
+    items = [urls] if isinstance(urls, str) else list(urls)
+    out: list[str] = []
+    for item in items:
+        for url in item.split(","):
+            url = url.strip()
+            if url and url not in out:
+                out.append(url)
+    if not out:
+        raise errors.InvalidArgument("no server URL given")
+    return out
+
+
+class _Node:
+    """One server of the list: its URL, where requests go, and its three pools."""
+
+    def __init__(self, base_url: str, tls: ssl.SSLContext | None, meta: int, bulk: int,
+                 connect_timeout: float) -> None:
+        url = urllib.parse.urlsplit(base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise errors.InvalidArgument(
+                f"server URL must be http(s)://HOST[:PORT], not {base_url!r}")
+        self.url = base_url
+        self.tls = tls if url.scheme == "https" else None
+        host = url.hostname
+        port = url.port or (443 if url.scheme == "https" else 80)
+        self.prefix = urllib.parse.quote(url.path.rstrip("/"), safe="/%")
+        authority = url.netloc.rpartition("@")[2]
+        if not authority.isascii():
+            raise errors.InvalidArgument(
+                f"server URL must be ASCII (IDNA-encoded), not {base_url!r}")
+        self.meta = _Pool(host, port, self.tls, meta, connect_timeout, authority)
+        self.bulk = _Pool(host, port, self.tls, bulk, connect_timeout, authority)
+        #: The change feed's own connection (long polls never wait for, or block, the others).
+        self.feed = _Pool(host, port, self.tls, 1, connect_timeout, authority)
+
+    async def aclose(self) -> None:
+        await self.meta.aclose()
+        await self.bulk.aclose()
+        await self.feed.aclose()
 
 
 def _query_value(v: Any) -> str:
@@ -283,19 +343,15 @@ class HttpRemote:
     turns certificate checks off).
     """
 
-    def __init__(self, base_url: str, token: str, **opts: Any) -> None:
-        url = urllib.parse.urlsplit(base_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise errors.InvalidArgument(f"server URL must be http(s)://HOST[:PORT], not {base_url!r}")
+    def __init__(self, base_url: str | Sequence[str], token: str, **opts: Any) -> None:
+        urls = split_server_urls(base_url)
+        for u in urls:
+            parsed = urllib.parse.urlsplit(u)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise errors.InvalidArgument(
+                    f"server URL must be http(s)://HOST[:PORT], not {u!r}")
         if not token or any(c in token for c in "\r\n"):
             raise errors.Unauthorized("no usable bearer token")
-        self.base_url = base_url
-        self._host = url.hostname
-        self._port = url.port or (443 if url.scheme == "https" else 80)
-        self._prefix = urllib.parse.quote(url.path.rstrip("/"), safe="/%")
-        self._authority = url.netloc.rpartition("@")[2]
-        if not self._authority.isascii():
-            raise errors.InvalidArgument(f"server URL must be ASCII (IDNA-encoded), not {base_url!r}")
         self._auth = f"Bearer {token}"
         self.timeout = float(opts.pop("timeout", 60.0))
         connect_timeout = float(opts.pop("connect_timeout", 10.0))
@@ -309,7 +365,7 @@ class HttpRemote:
         meta = int(opts.pop("meta_connections", 16))
         bulk = int(opts.pop("bulk_connections", 32))
         tls: ssl.SSLContext | None = None
-        if url.scheme == "https":
+        if any(u.startswith("https:") for u in urls):
             tls = ssl.create_default_context(cafile=opts.pop("ca_file", None))
             if opts.pop("verify", True) is False:
                 tls.check_hostname = False
@@ -319,10 +375,14 @@ class HttpRemote:
             opts.pop("verify", None)
         if opts:
             raise TypeError(f"unknown HttpRemote options: {', '.join(sorted(opts))}")
-        self._meta = _Pool(self._host, self._port, tls, meta, connect_timeout)
-        self._bulk = _Pool(self._host, self._port, tls, bulk, connect_timeout)
-        #: The change feed's own connection (long polls never wait for, or block, the others).
-        self._feed = _Pool(self._host, self._port, tls, 1, connect_timeout)
+        #: The servers, in the order given; requests go to ``_nodes[_current]`` and move to
+        #: the next when it cannot be reached (:meth:`_fail_over`).
+        self._nodes = [_Node(u, tls, meta, bulk, connect_timeout) for u in urls]
+        self._current = 0
+        #: How many times the requests moved to another server (tests, ``fsmount status``).
+        self.switches = 0
+        #: Switched since the last answer (further switches of the outage are not logged).
+        self._switching = False
         #: How many attempts were retried (tests, benchmarks and ``fsmount status`` read it).
         self.retried = 0
         #: Calls that failed after their retries (``fsmount status`` reads it).
@@ -332,6 +392,40 @@ class HttpRemote:
         #: Set once the server turned out to predate getFileChecksums.
         self._no_checksums = False
         self._closed = False
+
+    @property
+    def base_url(self) -> str:
+        """The URL of the server requests go to now."""
+        return self._nodes[self._current].url
+
+    @property
+    def base_urls(self) -> list[str]:
+        """Every server URL, in the order given."""
+        return [n.url for n in self._nodes]
+
+    @property
+    def _meta(self) -> _Pool:
+        return self._nodes[self._current].meta
+
+    @property
+    def _bulk(self) -> _Pool:
+        return self._nodes[self._current].bulk
+
+    async def _fail_over(self, index: int, reason: str) -> None:
+        """Server ``index`` could not be reached: send requests to the next one (once, if
+        several requests fail on it together), log one line, drop its idle connections."""
+        if index != self._current or len(self._nodes) < 2:
+            return
+        self._current = (index + 1) % len(self._nodes)
+        self.switches += 1
+        # One line per outage: while every server fails (no answer since the last switch)
+        # the switches go on quietly, and the retry warnings say how long they will.
+        log.log(logging.DEBUG if self._switching else logging.WARNING,
+                "%s: %s; switching to %s", self._nodes[index].url, reason,
+                self._nodes[self._current].url)
+        self._switching = True
+        with trio.CancelScope(shield=True):
+            await self._nodes[index].aclose()
 
     @contextlib.contextmanager
     def patience(self, seconds: float) -> Iterator[None]:
@@ -373,7 +467,7 @@ class HttpRemote:
         # ours (the token was checked for CR/LF, the target is percent-encoded), and h11's
         # event validation and state machine cost about a third of the client's CPU per
         # 512 KiB part (measured with cProfile; see docs/performance.md).
-        head = [f"{method} {target} HTTP/1.1\r\nhost: {self._authority}\r\n"
+        head = [f"{method} {target} HTTP/1.1\r\nhost: {conn.authority}\r\n"
                 f"authorization: {self._auth}\r\nuser-agent: fsmount\r\n"]
         for k, v in headers:
             head.append(f"{k}: {v}\r\n")
@@ -464,7 +558,7 @@ class HttpRemote:
         request is complete (the bytes it would send are dropped: the request went out
         already), then given the answer's head and what followed it."""
         hc = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
-        hc.send(h11.Request(method=method, target=target, headers=[("host", self._authority)]))
+        hc.send(h11.Request(method=method, target=target, headers=[("host", conn.authority)]))
         hc.send(h11.EndOfMessage())
         hc.receive_data(raw_head)
         ev = hc.next_event()
@@ -495,10 +589,10 @@ class HttpRemote:
         at once rather than trust caches while the feed is down)."""
         if self._closed:
             raise errors.TransportError("the remote is closed")
-        target = f"{self._prefix}{wire.PROTO_PREFIX}{method_name}"
+        path = f"{wire.PROTO_PREFIX}{method_name}"
         if query:
             # By hand rather than urlencode: most values are ints (cheaper per part).
-            target += "?" + "&".join(
+            path += "?" + "&".join(
                 f"{k}={_query_value(v)}" for k, v in query.items() if v is not None)
         headers: list[tuple[str, str]] = []
         if json_body is not None:
@@ -508,25 +602,43 @@ class HttpRemote:
             headers.append(("content-type", "application/octet-stream"))
         if idempotent_key:
             headers.append(("idempotency-key", uuid.uuid4().hex))
-        pool = self._bulk if bulk else self._meta
         timeout: float | None = None
         deadline = trio.current_time() + self.retry_time
         if poll is not None:
             # Not retried: the follower falls back to short timeouts at once instead.
-            pool, timeout, deadline = self._feed, poll + POLL_MARGIN, trio.current_time()
+            timeout, deadline = poll + POLL_MARGIN, trio.current_time()
         attempt = 0
+        #: Servers that failed one after another in this call (a full round backs off).
+        hops = 0
         while True:
             wait: float | None = None
             self.requests[method_name] += 1
+            index = self._current
+            node = self._nodes[index]
+            pool = node.feed if poll is not None else node.bulk if bulk else node.meta
             try:
-                ans = await self._once(pool, http, target, headers, body, timeout)
+                ans = await self._once(pool, http, node.prefix + path, headers, body, timeout)
             except _NET_ERRORS as exc:
-                if permanent(exc) or not self._may_retry(attempt, deadline):
+                if permanent(exc):
                     self.failed += 1
-                    raise unreachable(self.base_url, exc) from exc
-                reason = unreachable(self.base_url, exc).what
+                    raise unreachable(node.url, exc) from exc
+                reason = unreachable(node.url, exc).what
+                # Any request -- they are all idempotent, parts by (file_id, part) -- goes
+                # on with the next server; the retry bound stays this call's deadline.
+                await self._fail_over(index, reason)
+                hops += 1
+                # Every server is tried once per call, even past the deadline (a node that
+                # times out must not use up a short first-contact window alone).
+                untried = poll is None and 1 < len(self._nodes) and hops < len(self._nodes)
+                if not untried and not self._may_retry(attempt, deadline):
+                    self.failed += 1
+                    raise unreachable(node.url, exc) from exc
                 log.debug("%s failed (%r), retrying", method_name, exc)
+                if len(self._nodes) > 1 and hops % len(self._nodes):
+                    wait = 0.0  # the next server at once; a round of failures backs off
             else:
+                hops = 0
+                self._switching = False
                 if ans.status < 400:
                     return ans
                 if ans.status not in _RETRY_STATUS or not self._may_retry(attempt, deadline):
@@ -830,6 +942,5 @@ class HttpRemote:
     async def aclose(self) -> None:
         """Close every pooled connection; later calls raise TransportError."""
         self._closed = True
-        await self._meta.aclose()
-        await self._bulk.aclose()
-        await self._feed.aclose()
+        for node in self._nodes:
+            await node.aclose()

@@ -119,6 +119,9 @@ def status(stats: MountStats, remote: Remote, cache: Any, *, files_writing: int,
         "calls": dict(stats.calls),
         "errors": dict(stats.failures),
         "retries": int(getattr(remote, "retried", 0)),
+        # With --server: the node requests go to now, and how often they moved (failover).
+        "server": getattr(remote, "base_url", None),
+        "server_switches": int(getattr(remote, "switches", 0)),
     }
 
 
@@ -164,6 +167,9 @@ class StatusCollector:
         yield errs
         yield CounterMetricFamily("fsmount_retries", "Attempts the transport retried",
                                   value=s["retries"])
+        yield CounterMetricFamily("fsmount_server_switches",
+                                  "Times requests moved to the next server node",
+                                  value=s.get("server_switches", 0))
 
 
 def start_metrics_server(host: str, port: int, status_fn: Callable[[], dict[str, Any]]

@@ -57,6 +57,11 @@ CREATE TABLE IF NOT EXISTS uploads (
 """
 
 
+#: The tables that belong to the store rather than to one node: what ``fsmount store copy``
+#: moves (:meth:`AuthDB.mirror_from`).
+STORE_STATE_TABLES = ("users", "tokens", "shares", "share_links", "server_keys")
+
+
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -186,6 +191,38 @@ class AuthDB:
         if not ok or row is None or row[2]:
             raise errors.Unauthorized("Unable to authenticate due to corrupt access token")
         return tid, row[1]  # type: ignore[return-value]
+
+    # --- moving the store (fsmount store copy) ----------------------------------------------
+
+    def mirror_from(self, source: AuthDB) -> int:
+        """Make this database's users' settings, token hashes, share secrets, share links
+        and server keys exactly ``source``'s, in one transaction (``fsmount store copy``:
+        tokens keep working and share links keep their URLs and cookies on the copy).
+        Web sessions and resumable upload sessions stay as they are (a node's own).
+        Returns the rows copied.  Raises sqlite3.Error (a damaged or busy database).
+        """
+        from .shares import ShareLinks
+
+        for db in (self, source):
+            ShareLinks(db.connection)  # creates share_links and server_keys if missing
+        copied = 0
+        src, dst = source.connection, self._db
+        dst.execute("BEGIN IMMEDIATE")
+        try:
+            for table in STORE_STATE_TABLES:
+                cur = src.execute(f"SELECT * FROM {table}")  # noqa: S608 (fixed names)
+                columns = [d[0] for d in cur.description]
+                rows = cur.fetchall()
+                dst.execute(f"DELETE FROM {table}")  # noqa: S608
+                marks = ",".join("?" * len(columns))
+                dst.executemany(f"INSERT INTO {table}({','.join(columns)}) VALUES ({marks})",
+                                rows)
+                copied += len(rows)
+            dst.execute("COMMIT")
+        except BaseException:
+            dst.execute("ROLLBACK")
+            raise
+        return copied
 
     # --- share secrets of restricted files -------------------------------------------------
 

@@ -88,6 +88,8 @@ __all__ = ["LIMITS_ENV", "Store", "limits_from_env"]
 LIMITS_ENV = "FSMOUNT_STORE_LIMITS"
 #: The file in a store directory holding its random id (:meth:`Store.store_id`).
 STORE_ID_FILE = "store-id"
+#: The file that marks a store directory as a copy not finished yet (``fsmount store copy``).
+COPYING_FILE = "copy-incomplete"
 
 
 def limits_from_env(text: str | None = None) -> Limits:
@@ -122,13 +124,15 @@ class Store:
     (:mod:`fsmount.store.content_select`).  ``metadata`` selects the metadata backend: None
     (what the store recorded, else ``DIR/meta.sqlite``) or a ``postgresql://`` URL
     (:mod:`fsmount.store.meta_select`); several processes on several machines ("nodes"),
-    each with a directory of its own, may then open the same store.
+    each with a directory of its own, may then open the same store.  A copy that has not
+    finished (:meth:`set_copying`) opens only with ``copying=True`` (``fsmount store copy``
+    itself).
 
     Raises (at open):
         StoreLocked: ``exclusive`` and another process holds the store exclusively.
         InvalidArgument: the metadata database is not usable; bad :data:`LIMITS_ENV`; a
             content or metadata URL that is malformed, disagrees with the store's, or is
-            not usable.
+            not usable; an unfinished copy (without ``copying``).
         FsmountError: the PostgreSQL database cannot be reached.
     """
 
@@ -141,6 +145,7 @@ class Store:
         exclusive: bool = False,
         hooks: StoreHooks = NO_HOOKS,
         content: str | ContentBackend | None = None,
+        copying: bool = False,
         metadata: str | None = None,
     ) -> None:
         self.path = Path(path).absolute()
@@ -148,6 +153,10 @@ class Store:
         self.clock = clock
         self._closed = False
         self.path.mkdir(parents=True, exist_ok=True)
+        if not copying and (self.path / COPYING_FILE).exists():
+            raise errors.InvalidArgument(
+                f"store {self.path} is a copy that has not finished: run `fsmount store "
+                f"copy` again to finish it (or remove the directory)")
         self._locks = StoreLocks(self.path)
         meta: MetaBackend | None = None
         try:
@@ -284,6 +293,39 @@ class Store:
         finally:
             tmp.unlink()
         return path.read_text(encoding="ascii").strip()
+
+    def set_store_id(self, store_id: str) -> None:
+        """Give this store the id ``store_id`` (``fsmount store copy``: a copy is the same
+        store, so that clients keep their per-store state across a move).
+
+        Raises InvalidArgument (not 32 lower-case hex digits), OSError (cannot write it).
+        """
+        if len(store_id) != 32 or any(c not in "0123456789abcdef" for c in store_id):
+            raise errors.InvalidArgument(f"a store id is 32 hex digits, not {store_id!r}")
+        path = self.path / STORE_ID_FILE
+        tmp = self.path / f"{STORE_ID_FILE}.{secrets.token_hex(8)}"
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(store_id + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def set_copying(self, unfinished: bool) -> None:
+        """Mark the store as a copy that has not finished (no one but the copy may open it:
+        its tree is incomplete), or clear the mark.  Raises OSError."""
+        path = self.path / COPYING_FILE
+        if unfinished:
+            with open(path, "w", encoding="ascii") as f:
+                f.write("fsmount store copy has not finished\n")
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            path.unlink(missing_ok=True)
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def statfs(self, user_id: int) -> Usage:
         """The user's usage and quota, with the free space of the content's disk.  Raises

@@ -49,6 +49,7 @@ from .rows import (
     Tombstone,
     UploadKey,
     UploadRow,
+    UserEntry,
     UserRow,
 )
 
@@ -225,6 +226,22 @@ class MetaTx(Protocol):
         cursor may have missed changes."""
     def prune_changes(self, user_id: int, keep: int) -> None:
         """Drop all but the user's ``keep`` newest changes, raising its floor."""
+
+    # --- a whole store at once (fsmount.store.copy: ``fsmount store copy``) ---
+    def user_entries(self) -> list[UserEntry]:
+        """Every user with its name and counters, in id order."""
+    def put_user_entry(self, entry: UserEntry) -> None:
+        """Insert the user with that id, or overwrite the row of that id (name, settings,
+        counters)."""
+    def nodes_after(self, user_id: int, after: int, limit: int) -> list[NodeRow]:
+        """Up to ``limit`` of the user's nodes with an id above ``after``, in id order, as
+        their own rows (not their extra names)."""
+    def drop_tombstone(self, doc_id: int) -> None:
+        """Forget the tombstone under ``doc_id`` (a document of that id is coming in)."""
+    def restart_numbering(self, next_document_id: int, change_cursor: int) -> None:
+        """Document ids from at least ``next_document_id`` on; the change log's cursor
+        at least ``change_cursor``, and every user's floor raised to the (new) cursor (a
+        client at an earlier cursor is told to reset)."""
 
 
 class MetaBackend(Protocol):

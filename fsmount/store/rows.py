@@ -16,7 +16,7 @@ from ..remote import ChangeKind, Document, Node, NodeKind
 
 __all__ = ["BlobRow", "ChangeRecord", "DocumentRef", "DocumentLife", "NameRow", "NodeRow", "PartKey", "PartRow",
            "PartStamp", "ReadableDocument", "SavedPart", "Tombstone", "UploadKey", "UploadRow",
-           "UserRow"]
+           "UserEntry", "UserRow"]
 
 
 class UserRow(NamedTuple):
@@ -24,6 +24,19 @@ class UserRow(NamedTuple):
 
     quota_bytes: int  #: 0 = unlimited
     premium: bool
+    used_bytes: int
+    node_count: int
+
+
+class UserEntry(NamedTuple):
+    """A user's whole row, name and counters included (what a whole-store copy moves)."""
+
+    id: int
+    name: str
+    quota_bytes: int  #: 0 = unlimited
+    premium: bool
+    #: The id the user's next node gets.
+    next_node_id: int
     used_bytes: int
     node_count: int
 

@@ -40,6 +40,7 @@ from .rows import (
     Tombstone,
     UploadKey,
     UploadRow,
+    UserEntry,
     UserRow,
 )
 
@@ -627,6 +628,43 @@ class SqliteTx(TxEffects):
         self._q("DELETE FROM changes WHERE user_id = ? AND seq <= ?", user_id, row[0])
         self._q("INSERT INTO change_floors(user_id, seq) VALUES (?, ?) ON CONFLICT(user_id) "
                 "DO UPDATE SET seq = MAX(seq, excluded.seq)", user_id, row[0])
+
+    # --- a whole store at once (fsmount.store.copy) ----------------------------------------
+
+    def user_entries(self) -> list[UserEntry]:
+        return [UserEntry(int(r[0]), r[1], int(r[2]), bool(r[3]), int(r[4]), int(r[5]),
+                          int(r[6])) for r in self._q(
+            "SELECT id, name, quota_bytes, premium, next_node_id, used_bytes, node_count "
+            "FROM users ORDER BY id")]
+
+    def put_user_entry(self, entry: UserEntry) -> None:
+        self._q("INSERT INTO users(id, name, quota_bytes, premium, next_node_id, used_bytes, "
+                "node_count) VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                "name = excluded.name, quota_bytes = excluded.quota_bytes, "
+                "premium = excluded.premium, "
+                "next_node_id = max(next_node_id, excluded.next_node_id), "
+                "used_bytes = excluded.used_bytes, node_count = excluded.node_count",
+                entry.id, entry.name, int(entry.quota_bytes), int(bool(entry.premium)),
+                entry.next_node_id, entry.used_bytes, entry.node_count)
+
+    def nodes_after(self, user_id: int, after: int, limit: int) -> list[NodeRow]:
+        return [_node(r) for r in self._q(
+            f"SELECT {_NODE_COLS} FROM nodes WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?",
+            user_id, after, limit)]
+
+    def drop_tombstone(self, doc_id: int) -> None:
+        self._q("DELETE FROM doc_tombstones WHERE id = ?", doc_id)
+
+    def restart_numbering(self, next_document_id: int, change_cursor: int) -> None:
+        self._q("UPDATE meta SET value = max(value, ?) WHERE key = 'next_doc_id'",
+                next_document_id)
+        cursor = max(self.change_cursor(), change_cursor)
+        # AUTOINCREMENT continues above sqlite_sequence's seq (a table SQLite lets us write).
+        if self._q("UPDATE sqlite_sequence SET seq = ? WHERE name = 'changes'",
+                   cursor).rowcount == 0:
+            self._q("INSERT INTO sqlite_sequence(name, seq) VALUES ('changes', ?)", cursor)
+        self._q("INSERT INTO change_floors(user_id, seq) SELECT id, ? FROM users WHERE true "
+                "ON CONFLICT(user_id) DO UPDATE SET seq = max(seq, excluded.seq)", cursor)
 
 
 class SqliteMeta:

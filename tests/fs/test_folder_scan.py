@@ -60,3 +60,24 @@ def test_files_read_out_of_order_are_not_fetched_ahead(tmp_path: Path) -> None:
         s = _status(mnt)
     assert s["cache"]["prefetches"] == 0, s["cache"]
     assert s["cache"]["misses"] == 20, s["cache"]
+
+
+def test_a_scan_through_several_folders_at_once_is_fetched_ahead(tmp_path: Path) -> None:
+    """Files named round-robin over folders (as ``xargs cat`` of a tar's member list
+    interleaving folders): each folder's scan is still seen."""
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    with mount_store(store, mnt):
+        for d in range(4):
+            (mnt / f"d{d}").mkdir()
+            for i in range(15):
+                (mnt / f"d{d}" / f"f{i:02d}").write_bytes(b"%d/%d\n" % (d, i))
+    with mount_store(store, mnt):
+        paths = [str(mnt / f"d{d}" / f"f{i:02d}") for i in range(15) for d in range(4)]
+        res = subprocess.run(["xargs", "-0", "cat"], input="\0".join(paths).encode(),
+                             capture_output=True, timeout=120, check=True)
+        assert res.stdout == b"".join(b"%d/%d\n" % (d, i) for i in range(15) for d in range(4))
+        s = _status(mnt)
+    # Two files per folder on demand (the third with the listing's first page, at most);
+    # the rest fetched ahead.
+    assert s["cache"]["misses"] <= 3 * 4, s["cache"]
+    assert s["cache"]["prefetches"] >= 60 - 3 * 4, s["cache"]
