@@ -302,6 +302,11 @@ class Store:
         """
         if len(store_id) != 32 or any(c not in "0123456789abcdef" for c in store_id):
             raise errors.InvalidArgument(f"a store id is 32 hex digits, not {store_id!r}")
+        if self._shared_id is not None:  # kept in the database every node shares
+            with self.txn.lock:
+                self.meta.put_shared_setting("store_id", store_id)
+            self._shared_id = store_id
+            return
         path = self.path / STORE_ID_FILE
         tmp = self.path / f"{STORE_ID_FILE}.{secrets.token_hex(8)}"
         with open(tmp, "w", encoding="ascii") as f:

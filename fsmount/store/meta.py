@@ -267,6 +267,9 @@ class MetaBackend(Protocol):
         recorded as ``value`` by the first that asks; None for a database of one store
         directory (the caller keeps the setting in the directory).  Only while the store
         opens (outside the transaction runner)."""
+    def put_shared_setting(self, name: str, value: str) -> bool:
+        """Set a store-wide setting of a shared database (False, nothing done: a database of
+        one store directory).  Called under the store lock, outside a transaction."""
     def take_alone(self) -> bool:
         """Whether this opener has a shared database to itself (no other node has the store
         open), until :meth:`share_alone`; True for a database of one directory (whose

@@ -82,7 +82,7 @@ from urllib.parse import urlsplit
 from .. import errors
 from ..remote import Document
 from .meta import MetaTx
-from .rows import ChangeRecord, PartRow, ReadableDocument, Tombstone, UploadKey
+from .rows import ChangeRecord, PartRow, ReadableDocument, Tombstone, UploadKey, UserEntry
 from .sqlite_meta import _FILE_TYPES, SqliteTx
 
 __all__ = ["CHANNEL", "PgMeta", "PgTx", "check_pg_url"]
@@ -369,6 +369,30 @@ class PgTx(SqliteTx):
                 "saved_at = excluded.saved_at", up.user_id, up.file_id, part.part, part.size,
                 float(part.saved_at))
 
+    # --- a whole store at once (fsmount.store.copy) ----------------------------------------
+
+    def put_user_entry(self, entry: UserEntry) -> None:
+        self._q("INSERT INTO users(id, name, quota_bytes, premium, next_node_id, used_bytes, "
+                "node_count) VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                "name = excluded.name, quota_bytes = excluded.quota_bytes, "
+                "premium = excluded.premium, "
+                "next_node_id = GREATEST(users.next_node_id, excluded.next_node_id), "
+                "used_bytes = excluded.used_bytes, node_count = excluded.node_count",
+                entry.id, entry.name, int(entry.quota_bytes), int(bool(entry.premium)),
+                entry.next_node_id, entry.used_bytes, entry.node_count)
+        # Users inserted with their ids: new users are numbered above them.
+        self._q("SELECT setval(pg_get_serial_sequence('users', 'id'), "
+                "GREATEST((SELECT max(id) FROM users), 1))")
+
+    def restart_numbering(self, next_document_id: int, change_cursor: int) -> None:
+        self._q("UPDATE meta SET value = GREATEST(value, ?) WHERE key = 'next_doc_id'",
+                next_document_id)
+        cursor = max(self.change_cursor(), change_cursor)
+        self._q("UPDATE meta SET value = ? WHERE key = 'change_seq'", cursor)
+        self._q("INSERT INTO change_floors(user_id, seq) SELECT id, ? FROM users "
+                "ON CONFLICT(user_id) DO UPDATE SET "
+                "seq = GREATEST(change_floors.seq, excluded.seq)", cursor)
+
     # --- the change log -------------------------------------------------------------------
 
     def log_change(self, user_id: int, change: ChangeRecord) -> int:
@@ -605,6 +629,26 @@ class PgMeta:
             except Exception:
                 pass
         return str(row[0]) if row else value
+
+    def put_shared_setting(self, name: str, value: str) -> bool:
+        """Set the store-wide setting ``name`` (under the write lock).  Raises what a
+        transaction raises."""
+        conn = self._connection()
+        conn.execute(f"SELECT pg_advisory_lock({self._write_key})")
+        try:
+            conn.execute("INSERT INTO settings(key, value) VALUES (%s, %s) ON CONFLICT(key) "
+                         "DO UPDATE SET value = excluded.value", (name, value))
+        except BaseException as exc:
+            mapped = self.domain_error(exc)
+            if mapped is not None:
+                raise mapped from exc
+            raise
+        finally:
+            try:
+                conn.execute(f"SELECT pg_advisory_unlock({self._write_key})")
+            except Exception:
+                pass
+        return True
 
     def take_alone(self) -> bool:
         """Whether this opener has the store to itself across all nodes (the exclusive

@@ -716,6 +716,10 @@ class SqliteMeta:
         """None: a store directory's own database (settings stay in the directory)."""
         return None
 
+    def put_shared_setting(self, name: str, value: str) -> bool:
+        """False: settings stay in the directory."""
+        return False
+
     def take_alone(self) -> bool:
         """True: ``gc.lock`` in the directory decides who is alone."""
         return True
