@@ -249,9 +249,13 @@ class MetaBackend(Protocol):
 
     def begin(self, now: float, *, write: bool) -> MetaTx:
         """Open a transaction whose clock reading is ``now``."""
-    def commit(self, tx: MetaTx) -> None: ...
+    def commit(self, tx: MetaTx) -> None:
+        """Commit.  When the commit's outcome cannot be known (the connection to a database
+        server broke while committing), clear ``tx.on_rollback`` before raising: effects
+        that undo the transaction must not run if it may have committed."""
     def rollback(self, tx: MetaTx) -> None:
-        """Roll back the open transaction, if any; never raises."""
+        """Roll back the open transaction, if any; never raises.  (:meth:`release`
+        follows, after the transaction's ``on_rollback`` effects.)"""
     def make_durable(self) -> None:
         """Return once every commit so far survives a power cut."""
     def init_schema(self, tx: MetaTx) -> None:
@@ -259,9 +263,9 @@ class MetaBackend(Protocol):
     def domain_error(self, exc: BaseException) -> BaseException | None:
         """The :mod:`fsmount.errors` error for a backend exception; None for others."""
     def release(self, tx: MetaTx) -> None:
-        """After a committed transaction's ``after_locked`` effects: release what
-        :meth:`begin` took for it beyond the transaction (a lock shared by several
-        processes); never raises.  :meth:`rollback` releases it too."""
+        """After a transaction's ``after_locked`` effects (committed) or its ``on_rollback``
+        effects (not): release what :meth:`begin` took for it beyond the transaction (a
+        lock shared by several processes); never raises."""
     def shared_setting(self, name: str, value: str) -> str | None:
         """A store-wide setting kept in a database that several processes ("nodes") share,
         recorded as ``value`` by the first that asks; None for a database of one store

@@ -275,6 +275,9 @@ class PgTx(SqliteTx):
     locked: bool = field(default=False, kw_only=True)
     #: A change was logged: the commit sends a NOTIFY.
     notify: bool = field(default=False, kw_only=True)
+    #: The write transaction's id (``txid_current()``): a commit whose answer was lost is
+    #: looked up by it.
+    xid: int | None = field(default=None, kw_only=True)
 
     def _q(self, sql: str, *args: object) -> Any:
         return self.db.execute(_pg(sql), args)
@@ -544,9 +547,14 @@ class PgMeta:
                 # the lock held no other writer commits meanwhile (a REPEATABLE READ snapshot
                 # would be taken when the lock's statement starts, before the wait).  One
                 # round trip; a session-level lock outlives the transaction (release()).
-                conn.execute(f"BEGIN ISOLATION LEVEL READ COMMITTED; "
-                             f"SELECT pg_advisory_lock({self._write_key})")
-                return PgTx(now, db=conn, write=True, locked=True)
+                cur = conn.execute(f"BEGIN ISOLATION LEVEL READ COMMITTED; "
+                                   f"SELECT pg_advisory_lock({self._write_key}); "
+                                   "SELECT txid_current()")
+                cur.nextset()
+                cur.nextset()
+                row = cur.fetchone()
+                return PgTx(now, db=conn, write=True, locked=True,
+                            xid=int(row[0]) if row else None)
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             return PgTx(now, db=conn)
         except BaseException:
@@ -560,15 +568,40 @@ class PgMeta:
             raise
 
     def commit(self, tx: MetaTx) -> None:
+        """Commit; a commit whose answer was lost with the connection is looked up by its
+        transaction id on a new connection: committed is success, aborted raises, unknown
+        raises without the ``on_rollback`` effects (they would undo a commit)."""
+        import psycopg
+
         assert isinstance(tx, PgTx), "a transaction of another backend"
-        if tx.notify:
-            payload = self.schema.replace("'", "''")
-            tx.db.execute(f"NOTIFY {CHANNEL}, '{payload}'; COMMIT")
-        else:
-            tx.db.execute("COMMIT")
+        try:
+            if tx.notify:
+                payload = self.schema.replace("'", "''")
+                tx.db.execute(f"NOTIFY {CHANNEL}, '{payload}'; COMMIT")
+            else:
+                tx.db.execute("COMMIT")
+        except psycopg.OperationalError:
+            if tx.xid is None or not (tx.db.broken or tx.db.closed):
+                raise
+            tx.locked = False  # the lock went with the connection
+            outcome = self._outcome(tx.xid)
+            if outcome == "committed":
+                return
+            if outcome != "aborted":
+                tx.on_rollback.clear()
+            raise
+
+    def _outcome(self, xid: int) -> str | None:
+        """``committed``, ``aborted`` or ``in progress`` for a transaction id; None when
+        the database cannot be asked (never raises)."""
+        try:
+            row = self._connection().execute("SELECT txid_status(%s)", (xid,)).fetchone()
+        except Exception:
+            return None
+        return str(row[0]) if row and row[0] is not None else None
 
     def rollback(self, tx: MetaTx) -> None:
-        """Roll back if a transaction is open and release the write lock; never raises."""
+        """Roll back if a transaction is open; never raises (:meth:`release` follows)."""
         conn = self._conn
         try:
             if conn is not None and not conn.closed and not conn.broken:
@@ -578,7 +611,6 @@ class PgMeta:
                     conn.execute("ROLLBACK")
         except Exception:
             pass
-        self.release(tx)
 
     def release(self, tx: MetaTx) -> None:
         """Release the write lock (after the ``after_locked`` effects); never raises."""
