@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import trio
@@ -102,7 +103,9 @@ def store_dir(args: argparse.Namespace, *, create: bool = False) -> str:
     path = os.path.abspath(args.store or default_store_dir())
     if os.path.exists(path) and not os.path.isdir(path):
         raise StoreNotADirectory(path)
-    if os.path.isfile(os.path.join(path, STORE_DB)):
+    from .store.meta_select import store_exists
+
+    if store_exists(Path(path)):
         return path
     if not create:
         raise StoreMissing(path)

@@ -1,7 +1,8 @@
 """The store's invariant check (an fsck): tests run it after every change to a store.
 
-:func:`check` opens the store's SQLite database read-only and compares it with itself and
-with the files on disk.  It never repairs anything; it returns one line per problem.
+:func:`check` opens the store's SQLite database read-only (or, for a store whose metadata
+is in PostgreSQL, ``DIR/metadata.url``, one read-only snapshot of that database: the same
+tables and statements) and compares it with itself and with the files on disk.  It never repairs anything; it returns one line per problem.
 A store whose content is in S3 (``DIR/content.url``) has its blobs and parts checked
 against the bucket's object listing under its prefix instead (:func:`_check_objects`):
 every blob's chunks present with the right sizes, every part object there, and every
@@ -17,13 +18,14 @@ import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .protocol import HASH_BLOCK
 from .remote import ROOT_ID, NodeKind
 from .store import Hasher, upload_relpath
 from .store.content_select import content_url
+from .store.meta_select import metadata_url
 
 if TYPE_CHECKING:
     from .store.s3content import S3Content
@@ -44,27 +46,60 @@ def check(store_path: str | os.PathLike[str], *, deep: bool = False) -> list[str
         InvalidArgument: its database cannot be read.
     """
     root = Path(store_path)
+    pg_url = metadata_url(root)
+    if pg_url is not None:
+        return _check_pg(root, pg_url, deep)
     dbfile = root / "meta.sqlite"
     if not dbfile.exists():
         raise FileNotFoundError(f"no store at {root}")
     db = sqlite3.connect(f"file:{dbfile}?mode=ro", uri=True, timeout=30.0)
     try:
         db.execute("BEGIN")
-        url = content_url(root)
-        if url is not None:
-            from .store.s3content import S3Content, parse_s3_url
-
-            objects = S3Content(parse_s3_url(url))
-            problems = _check(db, root, deep, objects)
-            return problems + _check_objects(db, objects, deep)
-        return _check(db, root, deep, None)
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return _check_all(db, root, deep, tables)
     except sqlite3.Error as exc:
         raise errors.InvalidArgument(f"{dbfile} is not a usable store database: {exc}") from None
     finally:
         db.close()
 
 
-def _check(db: sqlite3.Connection, root: Path, deep: bool, objects: S3Content | None
+def _check_pg(root: Path, url: str, deep: bool) -> list[str]:
+    """The same checks on a store whose metadata is in PostgreSQL: the same tables and
+    statements, read in one snapshot (``REPEATABLE READ READ ONLY``).
+
+    Raises InvalidArgument (no store tables there), FsmountError (unreachable).
+    """
+    import psycopg
+
+    from .store.pg_meta import check_pg_url
+
+    try:
+        with psycopg.connect(check_pg_url(url), connect_timeout=10) as db:
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            tables = {r[0] for r in db.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = current_schema()")}
+            if "nodes" not in tables:
+                raise errors.InvalidArgument(f"no store in {url.split('?', 1)[0]}")
+            return _check_all(db, root, deep, tables)
+    except psycopg.Error as exc:
+        raise errors.FsmountError(
+            f"metadata database {url.split('?', 1)[0]}: {exc}") from None
+
+
+def _check_all(db: Any, root: Path, deep: bool, tables: set[str]) -> list[str]:
+    """Every check, on an open read-only snapshot ``db`` (sqlite3 or psycopg)."""
+    url = content_url(root)
+    if url is not None:
+        from .store.s3content import S3Content, parse_s3_url
+
+        objects = S3Content(parse_s3_url(url))
+        problems = _check(db, root, deep, objects, tables)
+        return problems + _check_objects(db, objects, deep)
+    return _check(db, root, deep, None, tables)
+
+
+def _check(db: Any, root: Path, deep: bool, objects: S3Content | None, tables: set[str]
            ) -> list[str]:
     """Everything; with ``objects`` (S3 content) not the content files, which
     :func:`_check_objects` compares with the object listing."""
@@ -116,7 +151,7 @@ def _check(db: sqlite3.Connection, root: Path, deep: bool, objects: S3Content | 
             p(f"node {uid}/{nid} does not reach the root (cycle or broken chain)")
 
     # --- extra names (hard links) and extended attributes ------------------------------
-    _check_names(db, nodes, names, p)
+    _check_names(db, nodes, names, p, tables)
 
     # --- documents and segments --------------------------------------------------------
     docs = {r[0]: r for r in db.execute(
@@ -232,12 +267,12 @@ def _check(db: sqlite3.Connection, root: Path, deep: bool, objects: S3Content | 
 _KINDS = frozenset(k.value for k in NodeKind)
 
 
-def _check_names(db: sqlite3.Connection, nodes: dict[tuple[int, int], tuple],
-                 names: set[tuple[int, int, str]], p: Callable[[str], None]) -> None:
+def _check_names(db: Any, nodes: dict[tuple[int, int], tuple],
+                 names: set[tuple[int, int, str]], p: Callable[[str], None],
+                 tables: set[str]) -> None:
     """Extra names name an existing non-folder node in an existing folder, each name once
     among all names of the folder, and each node's ``nlink`` is 1 plus its extra names;
     every extended attribute belongs to an existing node."""
-    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if "node_names" not in tables:
         return  # a store from before hard links (schema version 2)
     extra: dict[tuple[int, int], int] = {}
@@ -312,7 +347,7 @@ def _check_blob(root: Path, b: tuple, deep: bool, report: Callable[[str], None])
             report(f"blob {rel} block CRC32Cs do not match its content")
 
 
-def _check_objects(db: sqlite3.Connection, objects: S3Content, deep: bool) -> list[str]:
+def _check_objects(db: Any, objects: S3Content, deep: bool) -> list[str]:
     """Blobs and parts of the metadata against the S3 object listing (one LIST pass)."""
     problems: list[str] = []
     p = problems.append

@@ -28,6 +28,16 @@ AWS_SECRET_ACCESS_KEY), or ``--content swift`` to start the tests' throwaway Swi
 then a read of each).
 
     python3 scripts/bench_store.py --content swift --size 64M --small 200
+
+With ``--metadata URL`` (or ``--metadata postgres``: a throwaway cluster of tests/engines.py)
+it compares metadata backends, side by side per round: SQLite, PostgreSQL, and PostgreSQL
+without its cross-node write lock (unsafe with several nodes: it prices the lock) --
+microseconds per mkdir, create, rename, lookup and listed entry, and ``--small`` 4 KiB
+files put and read per second (content in the store directory for all); then
+``--threads`` threads making metadata calls at once through one node, two nodes, and two
+nodes without the lock (calls per second).
+
+    python3 scripts/bench_store.py --metadata postgres --ops 500 --small 200 --rounds 3
 """
 
 from __future__ import annotations
@@ -387,6 +397,170 @@ async def content_main(args: argparse.Namespace) -> int:
         shutil.rmtree(base, ignore_errors=True)
 
 
+async def bench_metadata_round(remote: EmbeddedRemote, ops: int, small: int
+                               ) -> dict[str, float]:
+    """Per-call microseconds of metadata calls on a fresh store, and small-file rates."""
+    out: dict[str, float] = {}
+    folder = (await remote.mkdir(ROOT_ID, "bench")).id
+    t = time.perf_counter()
+    for i in range(ops):
+        await remote.mkdir(folder, f"d{i}")
+    out["mkdir"] = (time.perf_counter() - t) / ops * 1e6
+    t = time.perf_counter()
+    for i in range(ops):
+        await remote.create_file(folder, f"f{i}")
+    out["create"] = (time.perf_counter() - t) / ops * 1e6
+    t = time.perf_counter()
+    for i in range(ops):
+        await remote.rename(folder, f"f{i}", folder, f"g{i}")
+    out["rename"] = (time.perf_counter() - t) / ops * 1e6
+    t = time.perf_counter()
+    for i in range(ops):
+        await remote.lookup(folder, f"g{i}")
+    out["lookup"] = (time.perf_counter() - t) / ops * 1e6
+    t = time.perf_counter()
+    after, entries = None, 0
+    for _ in range(10_000):
+        page = await remote.list_folder(folder, after, 1000)
+        entries += len(page.entries)
+        after = page.next_after
+        if after is None:
+            break
+    assert entries == 2 * ops
+    out["list"] = (time.perf_counter() - t) / entries * 1e6
+    sw, sr = await bench_small(remote, small)
+    out["small_put"], out["small_read"] = sw, sr
+    return out
+
+
+async def bench_metadata(base: Path, args: argparse.Namespace, dsn: str) -> None:
+    """SQLite against PostgreSQL metadata (content in the directory for both), and
+    PostgreSQL without its cross-node write lock (unsafe; what the lock costs), interleaved
+    per round; medians printed."""
+    import psycopg
+
+    from fsmount.store import pg_meta
+
+    locked_begin = pg_meta.PgMeta.begin
+
+    def unlocked_begin(self: pg_meta.PgMeta, now: float, *, write: bool) -> pg_meta.PgTx:
+        conn = self._connection()
+        conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED" if write else
+                     "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return pg_meta.PgTx(now, db=conn, write=write)
+
+    names = ("sqlite", "pg", "pg-nolock")
+    rows: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    for rnd in range(args.rounds):
+        for name in names:
+            metadata = None
+            if name != "sqlite":
+                schema = f"bench{os.urandom(4).hex()}"
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute(f"CREATE SCHEMA {schema}")
+                metadata = f"{dsn}?options=-csearch_path%3D{schema}"
+            pg_meta.PgMeta.begin = unlocked_begin if name == "pg-nolock" else locked_begin  # type: ignore[method-assign]
+            remote = EmbeddedRemote.open(base / f"{name}-{rnd}", metadata=metadata)
+            try:
+                row = await bench_metadata_round(remote, args.ops, args.small)
+            finally:
+                await remote.aclose()
+                pg_meta.PgMeta.begin = locked_begin  # type: ignore[method-assign]
+            rows[name].append(row)
+            print(f"round {rnd + 1} {name:9}: " + "  ".join(
+                f"{k} {v:.0f}" for k, v in row.items()), flush=True)
+    print(f"\n{args.ops} calls each, {args.small} small files, {args.rounds} rounds (medians; "
+          "us per call, small files per second):")
+    for name in names:
+        m = {k: statistics.median(r[k] for r in rows[name]) for k in rows[name][0]}
+        print(f"  {name:9} mkdir {m['mkdir']:6.0f}  create {m['create']:6.0f}  rename "
+              f"{m['rename']:6.0f}  lookup {m['lookup']:6.0f}  list/entry {m['list']:5.1f}  "
+              f"small put {m['small_put']:6.1f}/s  small read {m['small_read']:7.1f}/s")
+
+
+def bench_concurrent(base: Path, dsn: str, threads: int, ops: int, nodes: int,
+                     locked: bool) -> float:
+    """Calls per second of ``threads`` threads (each: create, rename, unlink in a folder of
+    its own, so that they never conflict) over ``nodes`` in-process stores ("nodes": one
+    database connection each) of one PostgreSQL store."""
+    import threading
+
+    import psycopg
+
+    from fsmount.store import Store, pg_meta
+
+    schema = f"bench{os.urandom(4).hex()}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    url = f"{dsn}?options=-csearch_path%3D{schema}"
+    locked_begin = pg_meta.PgMeta.begin
+    if not locked:
+        def unlocked_begin(self: pg_meta.PgMeta, now: float, *, write: bool) -> pg_meta.PgTx:
+            conn = self._connection()
+            conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED" if write else
+                         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return pg_meta.PgTx(now, db=conn, write=write)
+        pg_meta.PgMeta.begin = unlocked_begin  # type: ignore[method-assign]
+    stores = [Store(base / f"conc-{schema}-{i}", metadata=url) for i in range(nodes)]
+    try:
+        uid = stores[0].default_user_id
+        folders = [stores[0].mkdir(uid, ROOT_ID, f"t{i}").id for i in range(threads)]
+
+        def work(i: int) -> None:
+            st = stores[i % nodes]
+            for k in range(ops):
+                st.create_file(uid, folders[i], f"a{k}")
+                st.rename(uid, folders[i], f"a{k}", folders[i], f"b{k}")
+                st.unlink(uid, folders[i], f"b{k}")
+
+        workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        t = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return threads * ops * 3 / (time.perf_counter() - t)
+    finally:
+        for st in stores:
+            st.close()
+        pg_meta.PgMeta.begin = locked_begin  # type: ignore[method-assign]
+
+
+def concurrent(base: Path, args: argparse.Namespace, dsn: str) -> None:
+    """The concurrent figures, interleaved per round (medians)."""
+    configs = [("1 node", 1, True), ("2 nodes", 2, True), ("2 nodes, no lock", 2, False)]
+    rates: dict[str, list[float]] = {c[0]: [] for c in configs}
+    for rnd in range(args.rounds):
+        for name, nodes, locked in configs:
+            rates[name].append(bench_concurrent(base, dsn, args.threads, args.ops // 5,
+                                                nodes, locked))
+        print(f"round {rnd + 1} concurrent: " + "  ".join(
+            f"{n} {r[-1]:.0f}/s" for n, r in rates.items()), flush=True)
+    print(f"\n{args.threads} threads, create+rename+unlink in folders of their own "
+          f"(calls per second, medians):")
+    for name, r in rates.items():
+        print(f"  {name:17} {statistics.median(r):7.0f}/s")
+
+
+async def metadata_main(args: argparse.Namespace) -> int:
+    base = Path(tempfile.mkdtemp(prefix="bench-metadata-", dir=args.dir))
+    try:
+        if args.metadata != "postgres":
+            await bench_metadata(base, args, args.metadata)
+            concurrent(base, args, args.metadata)
+            return 0
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from engines import postgres
+
+        with postgres() as pg:
+            print(f"postgresql up in {pg.startup_seconds:.1f} s on port {pg.port}", flush=True)
+            await bench_metadata(base, args, pg.dsn)
+            concurrent(base, args, pg.dsn)
+        return 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", default="1G", help="file size, e.g. 64M, 1G (default 1G)")
@@ -401,7 +575,16 @@ def main() -> int:
                          "throwaway Swift + s3api)")
     ap.add_argument("--small", type=int, default=200,
                     help="small files per round with --content (default 200)")
+    ap.add_argument("--metadata", default=None, metavar="URL",
+                    help="compare SQLite metadata with this PostgreSQL database "
+                         "(postgresql://..., or 'postgres' to start a throwaway cluster)")
+    ap.add_argument("--ops", type=int, default=500,
+                    help="calls of each kind with --metadata (default 500)")
+    ap.add_argument("--threads", type=int, default=8,
+                    help="concurrent callers with --metadata (default 8)")
     args = ap.parse_args()
+    if args.metadata:
+        return trio.run(metadata_main, args)
     if args.content:
         return trio.run(content_main, args)
     return trio.run(main_async, args)

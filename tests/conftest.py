@@ -74,3 +74,16 @@ def pg_engine() -> Iterator[object]:
 
     with postgres() as pg:
         yield pg
+
+
+@pytest.fixture
+def pg_url(pg_engine: object) -> str:
+    """A metadata URL whose ``search_path`` is a fresh schema of the session's cluster (one
+    store per test, no database created per test)."""
+    import psycopg
+
+    schema = f"t{secrets.token_hex(6)}"
+    dsn = pg_engine.dsn  # type: ignore[attr-defined]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return f"{dsn}?options=-csearch_path%3D{schema}"

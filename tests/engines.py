@@ -30,8 +30,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["PG_USER", "PgCluster", "S3Endpoint", "free_port", "postgres", "swift_s3"]
@@ -344,6 +344,9 @@ class PgCluster:
     port: int
     datadir: Path
     startup_seconds: float  #: initdb + start + database created
+    #: Stop the server (fast shutdown: clients are cut off) and start it again on the same
+    #: port and data, waiting until it answers (tests of a database restart).
+    restart: Callable[[], None] = field(default=lambda: None, compare=False, repr=False)
 
 
 def pg_bindir() -> Path:
@@ -396,7 +399,46 @@ def postgres(database: str = "fsmount_test") -> Iterator[PgCluster]:
     datadir = root / "data"
     port = free_port()
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(root)}
-    proc: subprocess.Popen[bytes] | None = None
+    procs: list[subprocess.Popen[bytes]] = []
+    admin = f"postgresql://{dbuser}@127.0.0.1:{port}/postgres"
+
+    def start() -> None:
+        log = open(root / "postgres.log", "ab")  # noqa: SIM115 -- closed below
+        try:
+            # Durability off: the cluster lives for one test session.
+            procs.append(subprocess.Popen(
+                [*prefix, str(bindir / "postgres"), "-D", str(datadir),
+                 "-c", "listen_addresses=127.0.0.1", "-c", f"port={port}",
+                 "-c", f"unix_socket_directories={root}", "-c", "fsync=off",
+                 "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                 "-c", "max_connections=100"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                cwd=root))
+        finally:
+            log.close()
+
+    def answer(sql: str | None) -> None:
+        """Poll (bounded) until the server answers; run ``sql`` there once it does."""
+        deadline = time.monotonic() + START_DEADLINE
+        for _attempt in range(100_000):
+            if procs[-1].poll() is not None:
+                raise RuntimeError(f"postgres exited with {procs[-1].returncode}:\n"
+                                   f"{_log_tail(root / 'postgres.log')}")
+            try:
+                with psycopg.connect(admin, autocommit=True, connect_timeout=2) as conn:
+                    conn.execute(sql or "SELECT 1")
+                return
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"postgres did not answer: {exc}") from None
+                time.sleep(0.05)
+
+    def restart() -> None:
+        # SIGINT is PostgreSQL's "fast" shutdown: clients are disconnected.
+        _stop(procs[-1], signal.SIGINT)
+        start()
+        answer(None)
+
     t0 = time.monotonic()
     try:
         done = subprocess.run(
@@ -405,37 +447,11 @@ def postgres(database: str = "fsmount_test") -> Iterator[PgCluster]:
             env=env, cwd=root, capture_output=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stderr.decode(errors='replace')}")
-        log = open(root / "postgres.log", "wb")  # noqa: SIM115 -- closed below
-        try:
-            # Durability off: the cluster lives for one test session.
-            proc = subprocess.Popen(
-                [*prefix, str(bindir / "postgres"), "-D", str(datadir),
-                 "-c", "listen_addresses=127.0.0.1", "-c", f"port={port}",
-                 "-c", f"unix_socket_directories={root}", "-c", "fsync=off",
-                 "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                 "-c", "max_connections=100"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                cwd=root)
-        finally:
-            log.close()
-        admin = f"postgresql://{dbuser}@127.0.0.1:{port}/postgres"
-        deadline = time.monotonic() + START_DEADLINE
-        for _attempt in range(100_000):
-            if proc.poll() is not None:
-                raise RuntimeError(f"postgres exited with {proc.returncode}:\n"
-                                   f"{_log_tail(root / 'postgres.log')}")
-            try:
-                with psycopg.connect(admin, autocommit=True, connect_timeout=2) as conn:
-                    conn.execute(f'CREATE DATABASE "{database}"')
-                break
-            except psycopg.OperationalError as exc:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"postgres did not answer: {exc}") from None
-                time.sleep(0.05)
+        start()
+        answer(f'CREATE DATABASE "{database}"')
         yield PgCluster(f"postgresql://{dbuser}@127.0.0.1:{port}/{database}", port, datadir,
-                        time.monotonic() - t0)
+                        time.monotonic() - t0, restart)
     finally:
-        if proc is not None:
-            # SIGINT is PostgreSQL's "fast" shutdown: clients are disconnected.
-            _stop(proc, signal.SIGINT)
+        if procs:
+            _stop(procs[-1], signal.SIGINT)
         shutil.rmtree(root, ignore_errors=True)

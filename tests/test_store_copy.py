@@ -338,3 +338,29 @@ def test_copy_killed_at_a_random_moment_finishes_when_run_again(
     assert checked.stdout.strip().endswith("clean")
     again = fsmount_cmd("store", "copy", "--from", str(src), "--to", str(dst))
     assert "0 written, 0 removed" in again.stdout
+
+
+def test_copy_into_postgres_and_s3_and_back(tmp_path: Path, pg_url: str, s3_url: str) -> None:
+    """The embedded store moved to PostgreSQL metadata + S3 content (a node's directory),
+    served from there, and moved back: the same store all along."""
+    src, mid, back = tmp_path / "src", tmp_path / "node", tmp_path / "back"
+    build(src)
+    before = snapshot(src)
+    fsmount_cmd("store", "copy", "--from", str(src), "--to", str(mid), "--to-metadata",
+                pg_url, "--to-content", s3_url)
+    assert (mid / "metadata.url").read_text().strip() == pg_url
+    assert not (mid / "meta.sqlite").exists()
+    assert snapshot(mid) == before
+    assert fsck.check(mid, deep=True) == []
+    # A user made on the PostgreSQL store is numbered above the copied ones.
+    with Store(mid) as s:
+        carol = s.ensure_user("carol")
+        assert carol > max(s.user_id("default"), s.user_id("alice"))
+        # Another node over the same database reports the copied store id.
+        with Store(tmp_path / "node2", metadata=pg_url, content=s3_url) as other:
+            assert other.store_id() == before["store_id"]
+    proc = fsmount_cmd("store", "copy", "--from", str(mid), "--to", str(back))
+    assert "verified:" in proc.stdout
+    after = snapshot(back)
+    assert after == before
+    assert fsck.check(back, deep=True) == []

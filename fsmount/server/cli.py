@@ -31,21 +31,29 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _create_with_content(args: argparse.Namespace) -> None:
-    """Create a missing store with ``--content`` (``store_dir`` would make it local).
+def _create_with_backends(args: argparse.Namespace) -> None:
+    """Create a missing store directory with ``--content`` and/or ``--metadata``
+    (``store_dir`` would make both local); a directory joining a shared (PostgreSQL) store
+    is created the same way.
 
     Raises:
-        InvalidArgument: a bad content URL or an unusable bucket.
+        InvalidArgument: a bad content or metadata URL, an unusable bucket or database.
     """
-    from ..cli_common import STORE_DB, default_store_dir
+    from pathlib import Path
+
+    from ..cli_common import default_store_dir
     from ..store import Store
+    from ..store.meta_select import store_exists
 
     path = os.path.abspath(args.store or default_store_dir())
-    if os.path.isfile(os.path.join(path, STORE_DB)):
+    if store_exists(Path(path)):
         return
     os.makedirs(path, exist_ok=True)
-    Store(path, content=args.content).close()
-    print(f"fsmount: created a new empty store in {path}, content at {args.content}",
+    Store(path, content=args.content, metadata=args.metadata).close()
+    where = [f"content at {args.content}"] if args.content else []
+    if args.metadata:
+        where.append(f"metadata at {args.metadata.split('?', 1)[0]}")
+    print(f"fsmount: created a new store directory in {path}, {', '.join(where)}",
           file=sys.stderr, flush=True)
 
 
@@ -79,6 +87,12 @@ def register(sub: Any) -> None:
                         "(credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or "
                         "a credentials file; default: the store directory, or what the "
                         "store was created with)")
+    p.add_argument("--metadata", metavar="URL", default=None,
+                   help="where the store's namespace lives: postgresql://USER@HOST:PORT/DB "
+                        "(the password from PGPASSWORD, PGPASSFILE or ~/.pgpass, never the "
+                        "URL; default: DIR/meta.sqlite, or what the store directory was "
+                        "created with).  Nodes with the same --metadata and --content, each "
+                        "with a --store directory of its own, serve one store")
     p.set_defaults(func=cmd_serve)
 
     t = sub.add_parser("token", help="manage bearer tokens of `fsmount serve`",
@@ -230,10 +244,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = hypercorn_config(host, port, certfile=args.certfile, keyfile=args.keyfile,
                            graceful_timeout=args.graceful_timeout)
     setup_access_log(args.access_log)
-    if args.content:
-        _create_with_content(args)
+    if args.content or args.metadata:
+        _create_with_backends(args)
     store_path = store_dir(args, create=True)
-    store = Store(store_path, exclusive=True, content=args.content)
+    store = Store(store_path, exclusive=True, content=args.content, metadata=args.metadata)
     tune_malloc()
 
     async def main() -> None:

@@ -13,10 +13,12 @@ than the store's: another store, a restored backup) gets a *reset*: drop everyth
 Long polls (:meth:`ChangeLog.get_changes`) wait on a ``threading.Condition`` that every
 commit of a transaction that logged a change notifies (an ``after_locked`` effect), so a
 waiter wakes as soon as the change is visible; the wait is bounded by its timeout and ends
-at once when the store closes.  Writers in other processes (``fsmount put`` on a mounted
-store) cannot notify it: a waiter looks at the log again every :data:`OTHER_WRITERS_POLL`
-seconds too.  A second backend (PostgreSQL) would notify the same way or
-with LISTEN/NOTIFY for writers in other processes.
+at once when the store closes.  Commits of other processes: the metadata backend wakes the
+waiters when it can hear them (PostgreSQL: LISTEN/NOTIFY, :meth:`ChangeLog.wake` called
+from its listening thread), and a waiter looks at the log itself every :attr:`ChangeLog.poll`
+seconds too -- what :meth:`fsmount.store.meta.MetaBackend.watch_changes` answered: 0.05 s
+for SQLite (``fsmount put`` on a mounted store cannot notify), 0.5 s for PostgreSQL (only
+a listener that is reconnecting misses notifications).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ __all__ = ["CHANGE_BATCH", "CHANGE_LOG_KEEP", "PRUNE_EVERY", "ChangeLog"]
 CHANGE_LOG_KEEP = 10_000
 #: The log of the writing user is pruned when a cursor is a multiple of this.
 PRUNE_EVERY = 64
-#: Seconds between looks at the log for changes other processes committed.
+#: Seconds between looks at the log for changes other processes committed (the default
+#: of :attr:`ChangeLog.poll`).
 OTHER_WRITERS_POLL = 0.05
 #: Most changes one answer carries (the client asks again from the cursor answered).
 CHANGE_BATCH = 1000
@@ -54,15 +57,18 @@ class ChangeLog:
         #: Bumped on every commit that logged a change, and at close.
         self._generation = 0
         self._closed = False
+        #: Seconds between a waiter's own looks at the log (other processes' commits).
+        self.poll = OTHER_WRITERS_POLL
 
     def record(self, tx: MetaTx, uid: int, change: ChangeRecord) -> None:
         """Log ``change`` in ``tx`` and wake the long polls once it commits."""
         cursor = tx.log_change(uid, change)
         if cursor % PRUNE_EVERY == 0:
             tx.prune_changes(uid, self.keep)
-        tx.after_locked.append(self._wake)
+        tx.after_locked.append(self.wake)
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """A change was committed (here, or by another process): wake the waiters."""
         with self._cond:
             self._generation += 1
             self._cond.notify_all()
@@ -107,7 +113,7 @@ class ChangeLog:
                     return batch
                 if self._generation == generation:
                     # Woken by a commit here, or after a while to look for other processes'.
-                    self._cond.wait(min(left, OTHER_WRITERS_POLL))
+                    self._cond.wait(min(left, self.poll))
                 if self._closed:
                     return batch
         return batch

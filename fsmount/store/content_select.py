@@ -16,6 +16,7 @@ from pathlib import Path
 from .. import errors
 from .content import ContentBackend
 from .localdir import LocalDir
+from .meta_select import store_exists
 
 __all__ = ["CONTENT_URL_FILE", "content_url", "select_content"]
 
@@ -50,7 +51,7 @@ def select_content(path: Path, content: str | ContentBackend | None) -> ContentB
 
     loc = parse_s3_url(content)
     if recorded is None:
-        if (path / "meta.sqlite").exists():
+        if store_exists(path):
             raise errors.InvalidArgument(
                 f"store {path} keeps its content in the directory; it cannot switch to "
                 f"{loc.url()}")

@@ -20,7 +20,12 @@ component of its concept:
   :mod:`~fsmount.store.s3content`, chosen by :mod:`~fsmount.store.content_select`).
 
 A store directory ``DIR`` holds ``meta.sqlite`` (the metadata), ``blobs/`` and ``parts/``
-(the content) and ``mount.lock`` / ``gc.lock`` (:mod:`~fsmount.store.locks`).
+(the content) and ``mount.lock`` / ``gc.lock`` (:mod:`~fsmount.store.locks`).  With its
+metadata in PostgreSQL (:mod:`~fsmount.store.pg_meta`) and its content in S3, ``DIR`` is one
+node's directory (``metadata.url``, ``content.url``, the server's ``auth.sqlite``) and any
+number of nodes serve the same store: nothing one node keeps in memory is needed by another
+(uploads' incremental hashing is a cache that finalize falls back from; the orphan sweep at
+open runs only when no other node has the store open).
 
 Crash safety: every state change is one metadata transaction.  Blob bytes are durable
 before the transaction that creates their document commits; content is deleted only after
@@ -60,12 +65,14 @@ from ..remote import (
 )
 from .changes import ChangeLog
 from .content import ContentBackend
-from .content_select import select_content
+from .content_select import content_url, select_content
 from .deleter import Deleter
 from .finalize import Finalizer
 from .hooks import NO_HOOKS, StoreHooks
 from .lifetime import Lifetime
 from .locks import StoreLocks
+from .meta import MetaBackend
+from .meta_select import record_metadata, select_metadata
 from .namespace import Namespace, check_name
 from .parts import Parts, UploadStates
 from .reads import HASH_WINDOWS, Reads
@@ -114,14 +121,19 @@ class Store:
     (see :mod:`fsmount.store.locks`).  ``hooks`` are for tests (:mod:`fsmount.store.hooks`).
     ``content`` selects the content backend: None (what the store recorded, else the local
     directory), an ``s3://BUCKET/PREFIX?endpoint=...`` URL, or a backend object
-    (:mod:`fsmount.store.content_select`).  A copy that has not finished
-    (:meth:`set_copying`) opens only with ``copying=True`` (``fsmount store copy`` itself).
+    (:mod:`fsmount.store.content_select`).  ``metadata`` selects the metadata backend: None
+    (what the store recorded, else ``DIR/meta.sqlite``) or a ``postgresql://`` URL
+    (:mod:`fsmount.store.meta_select`); several processes on several machines ("nodes"),
+    each with a directory of its own, may then open the same store.  A copy that has not
+    finished (:meth:`set_copying`) opens only with ``copying=True`` (``fsmount store copy``
+    itself).
 
     Raises (at open):
         StoreLocked: ``exclusive`` and another process holds the store exclusively.
         InvalidArgument: the metadata database is not usable; bad :data:`LIMITS_ENV`; a
-            content URL that is malformed, disagrees with the store's, or is not usable;
-            an unfinished copy (without ``copying``).
+            content or metadata URL that is malformed, disagrees with the store's, or is
+            not usable; an unfinished copy (without ``copying``).
+        FsmountError: the PostgreSQL database cannot be reached.
     """
 
     def __init__(
@@ -134,6 +146,7 @@ class Store:
         hooks: StoreHooks = NO_HOOKS,
         content: str | ContentBackend | None = None,
         copying: bool = False,
+        metadata: str | None = None,
     ) -> None:
         self.path = Path(path).absolute()
         self.limits = limits if limits is not None else limits_from_env()
@@ -145,18 +158,29 @@ class Store:
                 f"store {self.path} is a copy that has not finished: run `fsmount store "
                 f"copy` again to finish it (or remove the directory)")
         self._locks = StoreLocks(self.path)
-        meta: SqliteMeta | None = None
+        meta: MetaBackend | None = None
         try:
             if exclusive:
                 self._locks.take_mount_lock()
-            alone = self._locks.take_gc_lock()
+            gc_alone = self._locks.take_gc_lock()
             self.content = select_content(self.path, content)
-            self.content.open()
-            meta = SqliteMeta(self.path)
+            url = select_metadata(self.path, metadata)
+            if url is None:
+                meta = SqliteMeta(self.path)
+            else:
+                from .pg_meta import PgMeta
+
+                meta = PgMeta(url)
             self.meta = meta
+            self.content.open()
             self.txn = TxRunner(meta, clock, hooks)
             with self.txn.run() as tx:
                 meta.init_schema(tx)
+            self._check_shared_content(content_url(self.path) or f"file://{self.path}")
+            self._shared_id = meta.shared_setting("store_id", secrets.token_hex(16))
+            record_metadata(self.path, url)
+            # Alone in this directory, and (a shared database) across all nodes.
+            alone = gc_alone and meta.take_alone()
             self.deleter = Deleter(self.content)
             self.states = UploadStates(self.content)
             self.users = Users(self.txn, self.limits)
@@ -168,11 +192,14 @@ class Store:
                                        self.lifetime, self.states, self.limits, hooks)
             self.reads = Reads(self.txn, self.content, self.lifetime)
             self.changes = ChangeLog(self.txn)
+            self.changes.poll = meta.watch_changes(self.changes.wake)
             self.namespace = Namespace(self.txn, self.users, self.reads, self.lifetime, hooks,
                                        self.changes)
             self.xattrs = Xattrs(self.txn)
             if alone:
                 self.lifetime.sweep_orphans()
+                meta.share_alone()
+            if gc_alone:
                 self._locks.share_gc_lock()
             self.default_user_id = self.ensure_user(DEFAULT_USER)
             self.expire()
@@ -181,6 +208,19 @@ class Store:
                 meta.close()
             self._locks.release()
             raise
+
+    def _check_shared_content(self, url: str) -> None:
+        """Every node of a shared database keeps the content in the same place: the same
+        S3 URL, or the same directory (``file://DIR``: one node, or a directory several
+        share on a network file system, at the same path).
+
+        Raises InvalidArgument: this node's content is elsewhere.
+        """
+        recorded = self.meta.shared_setting("content_url", url)
+        if recorded is not None and recorded != url:
+            raise errors.InvalidArgument(
+                f"the store's metadata says its content is at {recorded}, not {url}: give "
+                f"every node the same --content (or the same store directory)")
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -236,6 +276,8 @@ class Store:
     def store_id(self) -> str:
         """A random id of this store directory, made the first time it is asked for (the
         file ``store-id``).  Raises OSError when it cannot be read or written."""
+        if self._shared_id is not None:
+            return self._shared_id  # every node of a shared database answers the same id
         path = self.path / STORE_ID_FILE
         try:
             return path.read_text(encoding="ascii").strip()
@@ -260,6 +302,11 @@ class Store:
         """
         if len(store_id) != 32 or any(c not in "0123456789abcdef" for c in store_id):
             raise errors.InvalidArgument(f"a store id is 32 hex digits, not {store_id!r}")
+        if self._shared_id is not None:  # kept in the database every node shares
+            with self.txn.lock:
+                self.meta.put_shared_setting("store_id", store_id)
+            self._shared_id = store_id
+            return
         path = self.path / STORE_ID_FILE
         tmp = self.path / f"{STORE_ID_FILE}.{secrets.token_hex(8)}"
         with open(tmp, "w", encoding="ascii") as f:

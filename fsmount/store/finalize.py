@@ -1,14 +1,21 @@
 """Finalize (``messages.uploadMedia``): an upload's parts become a document and its blob.
 
 The parts are checked (all present, sizes as recorded), hashed -- usually already, by
-:class:`~fsmount.store.parts.UploadStates` while they arrived, else in one pass here -- and
+:class:`~fsmount.store.parts.UploadStates` while they arrived, else in one pass here,
+continuing from what that state hashed (parts that arrived at another node of a shared
+store are read from the content backend) -- and
 linked in one transaction: the parts become the blob (promoted by the content backend, no
 copy), or, if a blob of that SHA-256 exists, the document shares it and the parts go to the
 trash.  Uploads of parts below :data:`MIN_CHUNK` are concatenated into one chunk first (a
 blob of thousands of 1 KiB chunk files would make every read open many files).
 
-If the parts change between the checks and the commit (a part re-sent, expired), the
-attempt is dropped and retried; the blob is synced before the commit that references it,
+If the parts change between the checks and the commit (a part re-sent, expired -- here or
+on another node), the attempt is dropped and retried: the commit's transaction compares the
+part rows and stamps again under the store's write lock, which a shared (PostgreSQL) store
+holds across all nodes.  Reclaiming never deletes a blob this commit is about to share: the
+commit looks the blob up under that lock, and a reclamation either committed before (the
+blob row is gone, so this upload's own parts are promoted under a new key) or runs after
+(the new document keeps the blob in use); the blob is synced before the commit that references it,
 and a failed commit puts the parts back.
 """
 
@@ -108,7 +115,8 @@ class Finalizer:
         staged: StagedBlob | None = None
         try:
             if hashed is None or concat:
-                hashed, staged = self._hash_pass(up, parts, concat)
+                start = self.states.resume(up, stamps) if not concat else None
+                hashed, staged = self._hash_pass(up, parts, concat, start)
             md5 = hashed.md5
             if small and md5.lower() != str(file.md5_checksum).strip().lower():
                 raise errors.Md5ChecksumInvalid(f"md5 of the parts is {md5}")
@@ -130,15 +138,17 @@ class Finalizer:
             if staged is not None:
                 self.content.delete(staged)
 
-    def _hash_pass(self, up: UploadKey, parts: int, concat: bool
+    def _hash_pass(self, up: UploadKey, parts: int, concat: bool,
+                   start: tuple[Hasher, int] | None = None
                    ) -> tuple[Hashes, StagedBlob | None]:
-        """Hash the parts in one pass; with ``concat`` also write them as one chunk."""
-        h = Hasher()
+        """Hash the parts in one pass (from ``start``: a hasher already fed that many
+        parts); with ``concat`` also write them as one chunk."""
+        h, first = start if start is not None else (Hasher(), 0)
         writer = self.content.start_blob() if concat else None
         buf = bytearray(protocol.MAX_PART_SIZE)
         mv = memoryview(buf)
         try:
-            for i in range(parts):
+            for i in range(first, parts):
                 n = self.content.read_part_into(up, i, mv)
                 if n is None:
                     raise errors.FilePartMissing(i)

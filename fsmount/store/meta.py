@@ -16,7 +16,12 @@ Contract for an implementation:
   the errors of :mod:`fsmount.errors` (the transaction runner raises what it returns).
 * :meth:`MetaBackend.make_durable` returns once every committed transaction survives a
   power cut (the store calls it before deleting blob files a commit unreferenced).
-* Numbering: node ids per user from 2 (1 is the root), document ids from 1, never reused.
+* Numbering: node ids per user from 2 (1 is the root), document ids from 1, never reused;
+  change cursors increase in commit order.
+* Write transactions of every process sharing the database run one at a time, and their
+  ``after_locked`` effects before the next one (:meth:`MetaBackend.release`): SQLite's
+  ``BEGIN IMMEDIATE`` under the store lock; PostgreSQL's advisory write lock
+  (:mod:`fsmount.store.pg_meta` says why, and what it costs).
 
 The store's side effects of a transaction (files to delete after the commit, renames to
 undo on rollback) ride on the transaction object as :class:`TxEffects`.
@@ -244,13 +249,37 @@ class MetaBackend(Protocol):
 
     def begin(self, now: float, *, write: bool) -> MetaTx:
         """Open a transaction whose clock reading is ``now``."""
-    def commit(self, tx: MetaTx) -> None: ...
+    def commit(self, tx: MetaTx) -> None:
+        """Commit.  When the commit's outcome cannot be known (the connection to a database
+        server broke while committing), clear ``tx.on_rollback`` before raising: effects
+        that undo the transaction must not run if it may have committed."""
     def rollback(self, tx: MetaTx) -> None:
-        """Roll back the open transaction, if any; never raises."""
+        """Roll back the open transaction, if any; never raises.  (:meth:`release`
+        follows, after the transaction's ``on_rollback`` effects.)"""
     def make_durable(self) -> None:
         """Return once every commit so far survives a power cut."""
     def init_schema(self, tx: MetaTx) -> None:
         """Create (or upgrade) the schema inside ``tx``."""
     def domain_error(self, exc: BaseException) -> BaseException | None:
         """The :mod:`fsmount.errors` error for a backend exception; None for others."""
+    def release(self, tx: MetaTx) -> None:
+        """After a transaction's ``after_locked`` effects (committed) or its ``on_rollback``
+        effects (not): release what :meth:`begin` took for it beyond the transaction (a
+        lock shared by several processes); never raises."""
+    def shared_setting(self, name: str, value: str) -> str | None:
+        """A store-wide setting kept in a database that several processes ("nodes") share,
+        recorded as ``value`` by the first that asks; None for a database of one store
+        directory (the caller keeps the setting in the directory).  Only while the store
+        opens (outside the transaction runner)."""
+    def put_shared_setting(self, name: str, value: str) -> bool:
+        """Set a store-wide setting of a shared database (False, nothing done: a database of
+        one store directory).  Called under the store lock, outside a transaction."""
+    def take_alone(self) -> bool:
+        """Whether this opener has a shared database to itself (no other node has the store
+        open), until :meth:`share_alone`; True for a database of one directory (whose
+        ``gc.lock`` decides)."""
+    def share_alone(self) -> None: ...
+    def watch_changes(self, wake: Callable[[], None]) -> float:
+        """Call ``wake`` whenever another process commits a change, if the backend can tell;
+        returns how often (seconds) a long poll should look at the log itself."""
     def close(self) -> None: ...

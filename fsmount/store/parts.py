@@ -8,7 +8,10 @@ contiguous parts, in order, into the upload's :class:`~fsmount.store.hashing.Has
 that finalize usually only compares and links.  Parts that arrive ahead of a missing one
 are held in memory (bounded: :data:`PENDING_PARTS`, :data:`PENDING_BYTES`) or read back;
 a part re-sent, or one saved before this process saw the upload, breaks the incremental
-state, and finalize hashes in one pass instead.
+state, and finalize hashes in one pass instead.  Parts saved through another process (a
+node of a shared store) leave a gap this process never fills: finalize continues from the
+parts hashed here (:meth:`UploadStates.resume`) and reads the rest from the content backend,
+so the state is a cache, never something another node needs.
 
 Durability: parts from the :data:`SYNC_AT_FINALIZE_PARTS`-th on are synced as they are
 saved, in parallel, so that finalize never waits for a gigabyte of writeback; the first
@@ -160,6 +163,27 @@ class UploadStates:
                 return None
             # A copy: a failed finalize (bad MD5) must leave the upload usable.
             return state.hasher.copy().result()
+
+
+    def resume(self, up: UploadKey, stamps: list[PartStamp]) -> tuple[Hasher, int] | None:
+        """Where finalize may continue hashing: a copy of the upload's hasher and how many
+        parts it was fed, when every part it was fed is one of these versions; else None.
+
+        Parts saved through another process (another node of a shared store) never reach
+        this state, so it stops at the first of them: finalize reads the rest from the
+        content backend instead of hashing the whole upload again.
+        """
+        with self._lock:
+            state = self._states.get(up)
+        if state is None:
+            return None
+        with state.lock:
+            n = state.next_part
+            if state.broken or n == 0 or n > len(stamps):
+                return None
+            if any(state.fed.get(i) != stamps[i] for i in range(n)):
+                return None
+            return state.hasher.copy(), n
 
 
 class Parts:

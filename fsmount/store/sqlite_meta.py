@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,9 @@ from .rows import (
 __all__ = ["DB_NAME", "SqliteMeta", "SqliteTx"]
 
 DB_NAME = "meta.sqlite"
+#: Seconds between a long poll's looks at the log for other processes' commits (``fsmount
+#: put`` on a served store directory).
+OTHER_WRITERS_POLL = 0.05
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -704,6 +708,29 @@ class SqliteMeta:
                 self._db.execute("ROLLBACK")
         except sqlite3.Error:
             pass
+
+    def release(self, tx: MetaTx) -> None:
+        """Nothing beyond the transaction to release (the store lock is the process's)."""
+
+    def shared_setting(self, name: str, value: str) -> str | None:
+        """None: a store directory's own database (settings stay in the directory)."""
+        return None
+
+    def put_shared_setting(self, name: str, value: str) -> bool:
+        """False: settings stay in the directory."""
+        return False
+
+    def take_alone(self) -> bool:
+        """True: ``gc.lock`` in the directory decides who is alone."""
+        return True
+
+    def share_alone(self) -> None:
+        """Nothing to share (see :meth:`take_alone`)."""
+
+    def watch_changes(self, wake: Callable[[], None]) -> float:
+        """Other processes' commits cannot be heard: long polls look every
+        :data:`OTHER_WRITERS_POLL` seconds."""
+        return OTHER_WRITERS_POLL
 
     def make_durable(self) -> None:
         # synchronous=NORMAL does not sync the WAL at commit; a checkpoint does.

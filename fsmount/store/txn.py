@@ -69,17 +69,25 @@ class TxRunner:
                     hooks.reached(tx.hook_after)
             except BaseException as exc:
                 meta.rollback(tx)
-                for fn in tx.on_rollback:
-                    try:
-                        fn()
-                    except OSError:
-                        pass
+                try:
+                    # Still under the write lock of a shared database: no other process
+                    # sees what these undo.
+                    for fn in tx.on_rollback:
+                        try:
+                            fn()
+                        except OSError:
+                            pass
+                finally:
+                    meta.release(tx)
                 mapped = meta.domain_error(exc)
                 if mapped is not None:
                     raise mapped from exc
                 raise
-            for fn in tx.after_locked:
-                fn()
+            try:
+                for fn in tx.after_locked:
+                    fn()
+            finally:
+                meta.release(tx)
             after = tx.after
         for fn in after:
             fn()

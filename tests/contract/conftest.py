@@ -13,6 +13,9 @@ Adding an implementation (e.g. the HTTP client against a real server on 127.0.0.
    directory and whose ``set_premium`` flips user A's premium flag;
 2. add it to :data:`FACTORIES` under its name ("http").
 
+Stores over real engines (tests/engines.py, started once per session): "embedded-s3"
+(SQLite + Swift's S3), "pg-localdir" and "pg-s3" (PostgreSQL metadata, a schema per test).
+
 Nothing else changes: the ``harness`` fixture is parametrized over ``FACTORIES``.
 """
 
@@ -130,6 +133,28 @@ async def make_embedded_s3(tmp_path: Path, clock: Any, limits: Limits, content: 
 
 
 @contextlib.asynccontextmanager
+async def make_pg(tmp_path: Path, clock: Any, limits: Limits, metadata: str,
+                  content: str | None) -> AsyncIterator[Harness]:
+    """The store with its metadata in PostgreSQL (a schema of the session's cluster) and its
+    content in the directory (``content`` None) or in S3."""
+    path = tmp_path / "store"
+    store = Store(path, limits=limits, clock=clock, content=content, metadata=metadata)
+    a = store.ensure_user("alice")
+    b = store.ensure_user("bob")
+    remote = EmbeddedRemote(store, a)
+    remote_b = EmbeddedRemote(store, b)
+    try:
+        h = Harness.over_store(store, path, clock, limits, a, remote, remote_b)
+        if content is not None:
+            h.store_path = None  # the bytes are not on this disk
+        yield h
+    finally:
+        await remote.aclose()
+        await remote_b.aclose()
+        store.close()
+
+
+@contextlib.asynccontextmanager
 async def make_http(tmp_path: Path, clock: Any, limits: Limits) -> AsyncIterator[Harness]:
     """HttpRemote against the real server on 127.0.0.1 (tests/server/harness.py, SERVER's)."""
     from server.harness import make_http as make
@@ -149,10 +174,18 @@ CONTENT_FACTORIES: dict[str, Callable[[Path, Any, Limits, str],
 }
 
 
-@pytest.fixture(params=sorted([*FACTORIES, *CONTENT_FACTORIES]))
+#: Stores with their metadata in PostgreSQL: (content in S3?) by name.
+PG_FACTORIES: dict[str, bool] = {"pg-localdir": False, "pg-s3": True}
+
+
+@pytest.fixture(params=sorted([*FACTORIES, *CONTENT_FACTORIES, *PG_FACTORIES]))
 async def harness(request: pytest.FixtureRequest, tmp_path: Path, manual_clock: Any
                   ) -> AsyncIterator[Harness]:
-    if request.param in CONTENT_FACTORIES:
+    if request.param in PG_FACTORIES:
+        metadata = request.getfixturevalue("pg_url")
+        content = request.getfixturevalue("s3_url") if PG_FACTORIES[request.param] else None
+        cm = make_pg(tmp_path, manual_clock, TEST_LIMITS, metadata, content)
+    elif request.param in CONTENT_FACTORIES:
         url = request.getfixturevalue("s3_url")
         cm = CONTENT_FACTORIES[request.param](tmp_path, manual_clock, TEST_LIMITS, url)
     else:
