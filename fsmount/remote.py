@@ -286,7 +286,7 @@ class ChangeKind(enum.StrEnum):
 
     CREATE = "create"  #: a new node (file, folder, symlink) under ``parent``/``name``
     CONTENT = "content"  #: a file's content replaced (its cached pages are stale)
-    ATTR = "attr"  #: mode or mtime set
+    ATTR = "attr"  #: mode, times, ownership or an extended attribute set
     RENAME = "rename"  #: moved from ``old_parent``/``old_name`` to ``parent``/``name``
     DELETE = "delete"  #: the node is gone from ``parent``/``name``
 

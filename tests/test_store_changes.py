@@ -60,6 +60,30 @@ def test_every_namespace_change_is_logged_with_its_folder_and_stamp(tmp_path: Pa
         assert store.get_changes(uid, batch.cursor, 0).changes == ()
 
 
+def test_an_xattr_change_is_logged_as_an_attr_change_stamped_with_the_new_ctime(
+        tmp_path: Path) -> None:
+    with Store(tmp_path / "s") as store:
+        uid = store.default_user_id
+        d = store.mkdir(uid, ROOT_ID, "d")
+        f = store.create_file(uid, d.id, "f")
+        start = store.get_changes(uid, None, 0).cursor
+        store.set_xattr(uid, f.id, "user.tag", b"red")
+        set_ctime = store.getattr(uid, f.id).ctime_ns
+        store.remove_xattr(uid, f.id, "user.tag")
+        removed_ctime = store.getattr(uid, f.id).ctime_ns
+        batch = store.get_changes(uid, start, 0)
+        assert [(c.kind, c.node_id, c.parent, c.name, c.at_ns) for c in batch.changes] == [
+            (ChangeKind.ATTR, f.id, d.id, "f", set_ctime),
+            (ChangeKind.ATTR, f.id, d.id, "f", removed_ctime),
+        ]
+        # Refused changes roll back with their log rows.
+        with pytest.raises(errors.NoSuchAttribute):
+            store.remove_xattr(uid, f.id, "user.tag")
+        with pytest.raises(errors.NotPermitted):
+            store.set_xattr(uid, f.id, "user.fsmount.sha256", b"x")
+        assert store.get_changes(uid, batch.cursor, 0).changes == ()
+
+
 def test_a_cursor_older_than_the_log_keeps_or_from_the_future_resets(tmp_path: Path) -> None:
     with Store(tmp_path / "s") as store:
         uid = store.default_user_id

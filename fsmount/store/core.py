@@ -195,7 +195,7 @@ class Store:
             self.changes.poll = meta.watch_changes(self.changes.wake)
             self.namespace = Namespace(self.txn, self.users, self.reads, self.lifetime, hooks,
                                        self.changes)
-            self.xattrs = Xattrs(self.txn)
+            self.xattrs = Xattrs(self.txn, self.changes)
             if alone:
                 self.lifetime.sweep_orphans()
                 meta.share_alone()

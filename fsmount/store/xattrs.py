@@ -7,7 +7,9 @@ metadata without limit.  The store keeps the ``user.``, ``trusted.`` and ``secur
 namespaces; who may touch ``trusted.*`` (root) and which kinds of node take ``user.*`` are the
 mount's rules.  Names under ``user.fsmount.`` are the mount's computed, read-only attributes
 and cannot be stored.  Attributes belong to the node: they follow it through renames and
-hard links and go with it.  Every change sets the node's ctime.
+hard links and go with it.  Every change sets the node's ctime and is logged in the change
+log (:mod:`fsmount.store.changes`) as an ``attr`` change of the node, in its transaction, so
+that other mounts following the feed drop the node's cached attributes (its ctime).
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from ..remote import (
     MAX_XATTR_VALUE,
     RESERVED_XATTR_PREFIX,
     XATTR_NAMESPACES,
+    ChangeKind,
     XattrMode,
 )
+from .changes import ChangeLog
 from .meta import MetaTx
+from .rows import ChangeRecord, NodeRow
 from .txn import TxRunner
 
 __all__ = ["Xattrs", "check_xattr_name"]
@@ -45,13 +50,23 @@ def check_xattr_name(name: str) -> None:
 class Xattrs:
     """The nodes' extended attributes (one transaction per call)."""
 
-    def __init__(self, txn: TxRunner) -> None:
+    def __init__(self, txn: TxRunner, changes: ChangeLog) -> None:
         self.txn = txn
+        self.changes = changes
 
     @staticmethod
-    def _need_node(tx: MetaTx, uid: int, node_id: int) -> None:
-        if tx.node(uid, node_id) is None:
+    def _need_node(tx: MetaTx, uid: int, node_id: int) -> NodeRow:
+        row = tx.node(uid, node_id)
+        if row is None:
             raise errors.NotFound(f"no node {node_id}")
+        return row
+
+    def _touch(self, tx: MetaTx, uid: int, row: NodeRow) -> None:
+        """Set the node's ctime to this transaction's time and log the change so stamped."""
+        ns = int(tx.now * 1e9)
+        tx.set_node_ctime(uid, row.id, ns)
+        self.changes.record(tx, uid, ChangeRecord(ChangeKind.ATTR, row.id, row.parent,
+                                                  row.name, ns))
 
     def get(self, uid: int, node_id: int, name: str) -> bytes:
         """Raises NotFound, NoSuchAttribute."""
@@ -81,7 +96,7 @@ class Xattrs:
                 f"attribute value of {len(value)} bytes exceeds {MAX_XATTR_VALUE}")
         mode = XattrMode(mode)
         with self.txn.run() as tx:
-            self._need_node(tx, uid, node_id)
+            row = self._need_node(tx, uid, node_id)
             exists = tx.xattr(uid, node_id, name) is not None
             if mode is XattrMode.CREATE and exists:
                 raise errors.AlreadyExists(f"node {node_id} has attribute {name!r}")
@@ -94,13 +109,13 @@ class Xattrs:
                     f"node {node_id}'s attributes would take {total} bytes, over "
                     f"{MAX_XATTR_TOTAL}")
             tx.put_xattr(uid, node_id, name, value)
-            tx.set_node_ctime(uid, node_id, int(tx.now * 1e9))
+            self._touch(tx, uid, row)
 
     def remove(self, uid: int, node_id: int, name: str) -> None:
         """Raises NotFound, NoSuchAttribute."""
         with self.txn.run() as tx:
-            self._need_node(tx, uid, node_id)
+            row = self._need_node(tx, uid, node_id)
             if not isinstance(name, str) or tx.xattr(uid, node_id, name) is None:
                 raise errors.NoSuchAttribute(f"node {node_id} has no attribute {name!r}")
             tx.delete_xattr(uid, node_id, name)
-            tx.set_node_ctime(uid, node_id, int(tx.now * 1e9))
+            self._touch(tx, uid, row)

@@ -53,6 +53,22 @@ async def test_each_change_kind_is_reported_in_order(harness: Harness) -> None:
     assert again.changes == () and again.cursor == batch.cursor and not again.reset
 
 
+async def test_xattr_changes_are_reported_as_attr_changes_of_the_node(harness: Harness
+                                                                      ) -> None:
+    r = harness.remote
+    d = await r.mkdir(R, "d")
+    f = await r.create_file(d.id, "f")
+    cursor = (await r.get_changes(None, 0)).cursor
+    await r.set_xattr(f.id, "user.tag", b"red")
+    set_ctime = (await r.getattr(f.id)).ctime_ns
+    await r.remove_xattr(f.id, "user.tag")
+    batch = await r.get_changes(cursor, 0)
+    assert [(c.kind, c.node_id, c.parent, c.name) for c in batch.changes] == [
+        (ChangeKind.ATTR, f.id, d.id, "f"), (ChangeKind.ATTR, f.id, d.id, "f")]
+    assert batch.changes[0].at_ns == set_ctime
+    assert batch.changes[1].at_ns == (await r.getattr(f.id)).ctime_ns
+
+
 async def test_a_long_poll_wakes_on_a_change(harness: Harness) -> None:
     r = harness.remote
     cursor = (await r.get_changes(None, 0)).cursor

@@ -217,6 +217,40 @@ def test_two_mounts_see_each_others_changes_through_the_feed(tmp_path: Path) -> 
         assert FELL_BACK not in a.text() + b.text()
 
 
+def _ctime(p: Path) -> int:
+    return os.stat(p).st_ctime_ns
+
+
+def _xattr(p: Path, name: str) -> bytes | None:
+    try:
+        return os.getxattr(p, name)
+    except OSError:
+        return None
+
+
+@pytest.mark.fuse
+def test_an_xattr_change_shows_its_ctime_on_the_other_mount(tmp_path: Path) -> None:
+    with server(tmp_path) as srv, mounted(srv, tmp_path / "a") as a, \
+            mounted(srv, tmp_path / "b") as b:
+        (a.mnt / "f").write_bytes(b"tagged")
+        wait_until(lambda: _content(b.mnt / "f") == b"tagged", "the file on B")
+        before = _ctime(b.mnt / "f")  # B caches the attributes (300 s while following)
+        os.setxattr(a.mnt / "f", "user.tag", b"red")
+        set_ctime = _ctime(a.mnt / "f")
+        assert set_ctime > before
+        delay = wait_until(lambda: _ctime(b.mnt / "f") == set_ctime, "the setxattr's ctime on B",
+                           VISIBLE_WITHIN)
+        assert _xattr(b.mnt / "f", "user.tag") == b"red"
+        os.removexattr(a.mnt / "f", "user.tag")
+        removed_ctime = _ctime(a.mnt / "f")
+        assert removed_ctime > set_ctime
+        delay = max(delay, wait_until(lambda: _ctime(b.mnt / "f") == removed_ctime,
+                                      "the removexattr's ctime on B", VISIBLE_WITHIN))
+        assert _xattr(b.mnt / "f", "user.tag") is None
+        print(f"xattr ctime propagation: {delay:.3f} s")
+        assert FELL_BACK not in a.text() + b.text()
+
+
 @pytest.mark.fuse
 def test_a_warm_tree_walk_makes_no_remote_call(tmp_path: Path) -> None:
     with server(tmp_path) as srv, mounted(srv, tmp_path / "a") as a, \
