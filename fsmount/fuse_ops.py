@@ -1005,10 +1005,12 @@ class Operations(pyfuse3.Operations):
             return  # never in the store: nothing to tell it
         # Noted before the call: the feed may report the removal before the answer arrives.
         self._own_removal(parent_inode, sname)
+        deleting = self._deleting(parent_inode, sname)
         try:
             stamp = await self.remote.unlink(parent_inode, sname)
         except BaseException:
             self._own_removals.pop((parent_inode, sname), None)
+            self._deleted(deleting)
             raise
         self._removed(parent_inode, sname, stamp)
         # An open file losing its name: its next fstat must say nlink 0.
@@ -1030,6 +1032,16 @@ class Operations(pyfuse3.Operations):
         else:
             self.nodes.dir_changed(parent, stamp, subfolders=subfolders)
 
+    def _deleting(self, parent: int, name: str) -> int | None:
+        """Write-back: mark the pending file at ``parent``/``name`` as being deleted through
+        this mount until :meth:`_gone` (or :meth:`_deleted`, if the delete failed), so that
+        the uploader, finding it gone from the store first, makes no conflict copy of it."""
+        return self.journal.deleting(parent, name) if self.journal is not None else None
+
+    def _deleted(self, node: int | None) -> None:
+        if self.journal is not None:
+            self.journal.deleted(node)
+
     async def _gone(self, parent: int, name: str, keep: int | None) -> None:
         """Write-back: the file at ``parent``/``name`` (other than node ``keep``) was deleted
         or replaced through this mount: its pending content is never sent, and a writer of
@@ -1038,6 +1050,7 @@ class Operations(pyfuse3.Operations):
         gone = self.journal.pending_at(parent, name)
         if gone is not None and gone != keep:
             await self.journal.drop(gone)
+        self.journal.deleted(gone)  # the mark of _deleting
         for node_id, state in self.writers.items():
             if node_id != keep and (state.parent, state.name) == (parent, name):
                 state.deleted = True
@@ -1057,8 +1070,13 @@ class Operations(pyfuse3.Operations):
         target = self.nodes.unborn_at(parent_inode_new, new)
         if target is not None and not replace:
             raise pyfuse3.FUSEError(errno.EEXIST)
-        node = await self.remote.rename(parent_inode_old, old, parent_inode_new, new,
-                                        replace=replace)
+        deleting = self._deleting(parent_inode_new, new) if replace else None
+        try:
+            node = await self.remote.rename(parent_inode_old, old, parent_inode_new, new,
+                                            replace=replace)
+        except BaseException:
+            self._deleted(deleting)
+            raise
         if target is not None and target.id != node.id:
             self._abandon_unborn(parent_inode_new, new)  # replaced before it was stored
         self.nodes.listing_remove(parent_inode_old, old)

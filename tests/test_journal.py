@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from fsmount.embedded import EmbeddedRemote
 from fsmount.journal import INLINE_MAX, Journal, Uploader, node_sha256
@@ -435,3 +436,50 @@ def test_parts_older_than_half_their_lifetime_are_sent_again(tmp_path: Path) -> 
             await remote.aclose()
 
     trio.run(main)
+
+
+
+def test_own_delete_in_flight_is_not_taken_for_another_clients(tmp_path: Path) -> None:
+    """The moment between the store's delete of a pending file and the journal's drop (the
+    mount's unlink, or a rename over it, waiting for its answer): the uploader finds the
+    node gone, but its delete is this mount's own, so no conflict copy is stored."""
+
+    async def main() -> None:
+        remote = EmbeddedRemote.open(tmp_path / "store")
+        try:
+            d = await remote.mkdir(ROOT_ID, "d")
+            node = await remote.create_file(d.id, "f", ())
+            kept = await remote.create_file(ROOT_ID, "kept", ())
+            j = Journal.open(str(tmp_path / "j"))
+            path = j.new_work_path()
+            Path(path).write_bytes(b"doomed")
+            await j.commit_content(path, node=node.id, parent=d.id, name="f", size=6,
+                                   sha256=hashlib.sha256(b"doomed").hexdigest(),
+                                   base_version=node.version, mtime_ns=10**18)
+            await _close(j, kept.id, b"kept", base_version=kept.version, name="kept")
+            assert j.deleting(d.id, "f") == node.id and j.deleting(d.id, "none") is None
+            await remote.unlink(d.id, "f")  # the store has deleted it; no answer yet
+            up = Uploader(j, remote, cache_dir=str(tmp_path), host="h")
+            async with trio.open_nursery() as n:
+                n.start_soon(up.run)
+                # The other file goes through; the deleted one is offered again and again
+                # (each RETRY_PAUSE, in the mock clock's time) without a conflict copy.
+                await j.wait_stored(kept.id)
+                await trio.sleep(30)
+                assert up.conflicts == [] and node.id in j.pending
+                assert up.last_error is None  # nothing to say about it either
+                # The answer arrives: the mount drops the content and ends the mark.
+                await j.drop(node.id)
+                j.deleted(node.id)
+                with trio.fail_after(30):
+                    await j.wait_drained()
+                n.cancel_scope.cancel()
+            assert up.conflicts == []
+            assert (await remote.list_folder(d.id)).entries == ()
+            assert [e.name for e in (await remote.list_folder(ROOT_ID)).entries] == ["d", "kept"]
+            assert not j.is_deleting(node.id)
+            j.close()
+        finally:
+            await remote.aclose()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -172,6 +172,9 @@ class Journal:
         self.own_versions: dict[int, set[int]] = {}
         self.own_shas: dict[int, set[str]] = {}
         self._by_place: dict[tuple[int, str], int] = {}
+        #: Pending nodes that a delete through this mount (unlink, a rename over them) is on
+        #: its way to the store for, with the number of such deletes (see :meth:`deleting`).
+        self._deleting: dict[int, int] = {}
         self._changed = trio.Event()
         self._work_seq = 0
         #: Set while writes wait for room (so the "journal full" line is logged once).
@@ -350,6 +353,28 @@ class Journal:
     def pending_at(self, parent: int, name: str) -> int | None:
         """The pending node this mount last put at ``parent``/``name``, if any."""
         return self._by_place.get((parent, name))
+
+    def deleting(self, parent: int, name: str) -> int | None:
+        """Mark the pending node at ``parent``/``name`` (if any) as being deleted through this
+        mount, before the delete goes to the store, until :meth:`deleted`: the uploader must
+        not take its absence from the store, in the moment before the delete's answer and
+        :meth:`drop`, for another client's delete (and store a conflict copy of a file this
+        mount deleted).  Returns the node marked."""
+        node = self._by_place.get((parent, name))
+        if node is not None:
+            self._deleting[node] = self._deleting.get(node, 0) + 1
+        return node
+
+    def deleted(self, node: int | None) -> None:
+        """The delete marked by :meth:`deleting` is over (dropped, kept, or failed)."""
+        if node is None or node not in self._deleting:
+            return
+        self._deleting[node] -= 1
+        if self._deleting[node] <= 0:
+            del self._deleting[node]
+
+    def is_deleting(self, node: int) -> bool:
+        return node in self._deleting
 
     def in_order(self) -> list[Pending]:
         """Pending nodes in the order their content was closed."""

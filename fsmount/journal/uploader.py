@@ -23,7 +23,10 @@ Applying one node (idempotent, so a replay after a crash is safe):
 
 1. ``getattr`` the node.  If its content already is the journal's (same SHA-256 and size),
    the upload is skipped: it was linked before a crash lost the ``done`` record.
-2. If the node is gone, or its version is neither one this mount started from nor one its
+2. If the node is gone while this mount's own delete of it is on its way (the moment
+   between the store's delete and the journal's drop), the attempt ends quietly and the
+   node is offered again after :data:`RETRY_PAUSE` (by then dropped, or, had the delete
+   failed, uploaded).  If the node is gone otherwise, or its version is neither one this mount started from nor one its
    own uploads produced (and its content none this mount wrote), another client changed or
    deleted it since: this mount's content goes beside it under a conflict name
    (:func:`conflict_name`), the other version stays, and the conflict is logged and listed
@@ -81,6 +84,10 @@ def conflict_name(name: str, host: str, when: float) -> str:
 
 class _Superseded(Exception):
     """The content file is gone: newer content or a delete replaced it meanwhile."""
+
+
+class _Deleting(Exception):
+    """The node is being deleted through this mount: not a conflict, and nothing to log."""
 
 
 class Uploader:
@@ -166,10 +173,15 @@ class Uploader:
                     self._logged.clear()
         except _Superseded:
             pass
-        except (errors.FsmountError, OSError) as exc:
+        except (_Deleting, errors.FsmountError, OSError) as exc:
             p = self.journal.pending_file(node_id)
             if p is None:
                 return  # deleted through this mount while it uploaded: nothing to do
+            if self.journal.is_deleting(node_id):
+                # Its delete through this mount is on its way: dropped in a moment (or, had
+                # the delete failed, uploaded on the next attempt).
+                self._retry_at[node_id] = trio.current_time() + RETRY_PAUSE
+                return
             msg = f"{p.name}: {exc}"
             if str(exc) not in self._logged:  # once per distinct error until an upload works
                 self._logged.add(str(exc))
@@ -226,6 +238,8 @@ class Uploader:
         try:
             node: Node | None = await self.remote.getattr(c.node)
         except errors.NotFound:
+            if self.journal.is_deleting(c.node):
+                raise _Deleting from None
             node = None
         sha = node_sha256(node) if node is not None else None
         own = node is not None and (
