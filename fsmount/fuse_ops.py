@@ -309,6 +309,8 @@ class Operations(pyfuse3.Operations):
         state = self.writers.get(node.id)
         if state is not None:
             state.stored(node)
+        else:
+            self._changed_ns.pop(node.id, None)  # a journaled chmod's ctime: stored now
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -318,6 +320,7 @@ class Operations(pyfuse3.Operations):
         a.st_atime_ns = node.mtime_ns if node.atime_ns is None else node.atime_ns
         a.st_mtime_ns = node.mtime_ns
         a.generation = 0
+        ctime_ns = node.ctime_ns
         # Long while the change feed vouches for this node, else the short timeout.
         a.entry_timeout = a.attr_timeout = self.nodes.timeout(node)
         if node.kind is NodeKind.DIR:
@@ -338,6 +341,8 @@ class Operations(pyfuse3.Operations):
             state = self.writers.get(node.id)
             pending = self.journal.pending_file(node.id) if self.journal is not None else None
             if pending is not None:
+                # Write-back: the content's change (a close, a truncate) is the ctime's.
+                ctime_ns = max(ctime_ns, int(pending.content.created_at * 1e9))
                 a.st_size = pending.content.size
                 a.st_atime_ns = a.st_mtime_ns = (
                     pending.mtime_ns if pending.mtime_ns is not None
@@ -357,10 +362,7 @@ class Operations(pyfuse3.Operations):
         # Written or truncated, not stored yet: the ctime of that change.  Not the mtime: a
         # changed mtime makes the kernel drop the file's page cache (which a read-write
         # handle writes through); it is stored with the content at close or fsync.
-        if node.id in self._changed_ns and self._changed_ns[node.id] > node.ctime_ns:
-            a.st_ctime_ns = self._changed_ns[node.id]
-        else:
-            a.st_ctime_ns = node.ctime_ns
+        a.st_ctime_ns = max(ctime_ns, self._changed_ns.get(node.id, 0))
         # A node made without an owner (REST, put, older stores) is the mounting user's;
         # the -o uid=/gid=/umask=/... view comes last: options given override the node's.
         a.st_uid, a.st_gid = self.view.owner(self.uid if node.uid is None else node.uid,
@@ -1175,6 +1177,7 @@ class Operations(pyfuse3.Operations):
             await self.journal.meta(inode, mode=mode, mtime_ns=mtime)  # type: ignore[union-attr]
             if mtime is not None:
                 atime = None  # tar's utimensat after close: no round trip for its atime
+            self._changed_ns[inode] = time.time_ns()  # its ctime until it is stored
             mode = mtime = None
         if atime is not None:
             node = self.nodes.put(self._own(await self.remote.set_times(

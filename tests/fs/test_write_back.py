@@ -126,6 +126,42 @@ def test_written_then_deleted_before_upload_is_never_sent(tmp_path: Path) -> Non
         assert (mnt / "old").read_bytes() == b"the new content"
 
 
+def test_pending_files_ctime_moves_with_each_change_and_never_back(tmp_path: Path) -> None:
+    """POSIX (pjdfstest truncate/00.t): truncate, chmod, utimes and writes move the ctime,
+    also of a file whose content waits in the journal (uploads paused), and the ctime the
+    store gives it when it is uploaded is not older than what was shown."""
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    with mount_store(store, mnt, *_wb(tmp_path)):
+        _ok("pause", str(mnt))
+        f = mnt / "f"
+        f.write_bytes(b"")
+        seen = [os.stat(f).st_ctime_ns]
+
+        def moved(what: str) -> None:
+            now = os.stat(f).st_ctime_ns
+            assert now > seen[-1], f"{what}: ctime {now} not after {seen[-1]}"
+            seen.append(now)
+
+        os.truncate(f, 123)
+        moved("truncate")
+        os.chmod(f, 0o600)
+        moved("chmod")
+        os.utime(f, ns=(MTIME_NS, MTIME_NS))
+        moved("utimes")
+        with open(f, "r+b") as fh:
+            fh.write(b"x")
+            fh.flush()
+            moved("write")
+        assert os.stat(f).st_ctime_ns >= seen[-1], "the close took the ctime back"
+        assert _state(f) == "pending"
+        _ok("resume", str(mnt))
+        _ok("sync", str(mnt))
+        assert _state(f) == "stored"
+        st = os.stat(f)
+        assert st.st_ctime_ns >= seen[-1] and st.st_size == 123
+        assert st.st_mode & 0o777 == 0o600
+
+
 def test_fsync_waits_until_the_file_is_in_the_store(tmp_path: Path) -> None:
     store, mnt = tmp_path / "store", tmp_path / "mnt"
     with mount_store(store, mnt, *_wb(tmp_path)):
