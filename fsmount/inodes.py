@@ -224,9 +224,15 @@ class NodeCache:
 
     def invalidate_linked(self) -> None:
         """Drop every cached node with several names (a name was removed or replaced
-        somewhere: one of them may have one name less)."""
+        somewhere: one of them may have one name less), and the kept listings that hold one
+        (a lookup answered from a listing would bring the old link count back)."""
+        if not self._linked:
+            return
         for node_id in self._linked:
             self._nodes.pop(node_id, None)
+        for dir_id, listed in list(self._listings.items()):
+            if not self._linked.isdisjoint(listed.by_id):
+                self._drop_listing(dir_id)
         self._linked.clear()
 
     def merge(self, node: Node, seen_at: float) -> Node:
@@ -238,6 +244,8 @@ class NodeCache:
             return got[0]
         self._nodes[node.id] = (node, seen_at)
         self._where[node.id] = (node.parent, node.name)
+        if node.nlink > 1 and not node.is_dir:
+            self._linked.add(node.id)
         return node
 
     def now(self) -> float:

@@ -164,6 +164,25 @@ def test_link_counts_after_link_unlink_and_rename(d: Path) -> None:
     assert err.value.errno == errno.EPERM
 
 
+def test_link_counts_stay_right_in_a_folder_whose_listing_is_kept(d: Path) -> None:
+    """pjdfstest rename/23.t, link/00.t, unlink/00.t: lookups that miss make the mount keep
+    the folder's listing (a cold folder); the names a rename over a link or an unlink of a
+    link leaves must then show the node's new link count, not the listing's."""
+    for name in ("src", "dst", "a"):
+        (d / name).write_bytes(name.encode())
+    os.link(d / "dst", d / "lnk")
+    os.link(d / "a", d / "b")
+    for miss in ("miss1", "miss2", "miss3"):  # the second miss fetches the listing
+        assert not os.path.exists(d / miss)
+    assert os.lstat(d / "lnk").st_nlink == 2 and os.lstat(d / "a").st_nlink == 2
+    os.rename(d / "src", d / "dst")
+    assert os.lstat(d / "lnk").st_nlink == 1
+    assert (d / "lnk").read_bytes() == b"dst" and (d / "dst").read_bytes() == b"src"
+    assert not os.path.exists(d / "miss4")
+    os.unlink(d / "b")
+    assert os.lstat(d / "a").st_nlink == 1
+
+
 def test_setfattr_getfattr_round_trip(d: Path) -> None:
     f = d / "f"
     f.write_bytes(b"content")
