@@ -278,17 +278,30 @@ class NodeCache:
         than the cached mtime (a rename onto itself, which changes nothing and returns the
         node's old ctime; a folder mtime set into the future) drops the cached folder
         instead.  ``subfolders``: folders the change added (or removed) there, which the
-        store counted in the folder's nlink."""
+        store counted in the folder's nlink.  The folder's entry in its own folder's kept
+        listing follows (or that listing goes), so that a lookup answered from it does not
+        bring the old times and nlink back."""
         got = self._nodes.get(dir_id)
+        where = self._where.get(dir_id)
+        outer = self._listings.get(where[0]) if where is not None and where[0] != dir_id \
+            else None
+        if outer is not None and dir_id not in outer.by_id:
+            outer = None
         if got is None:
+            if outer is not None and where is not None:
+                self._drop_listing(where[0])
             return
         node, seen_at = got
         if node.is_dir and at_ns >= node.mtime_ns:
-            self._nodes[dir_id] = (dataclasses.replace(
-                node, mtime_ns=at_ns, ctime_ns=at_ns,
-                nlink=max(2, node.nlink + subfolders)), seen_at)
+            node = dataclasses.replace(node, mtime_ns=at_ns, ctime_ns=at_ns,
+                                       nlink=max(2, node.nlink + subfolders))
+            self._nodes[dir_id] = (node, seen_at)
+            if outer is not None and where is not None:
+                self._listing_set(where[0], outer, node)
         else:
             self.invalidate(dir_id)
+            if outer is not None and where is not None:
+                self._drop_listing(where[0])
 
     async def get(self, node_id: int) -> Node:
         """The node, from the cache while fresh.  Raises NotFound and the remote's errors."""
