@@ -71,10 +71,11 @@ Errors: psycopg's exceptions never leave the store -- :meth:`PgMeta.domain_error
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -641,15 +642,14 @@ class PgMeta:
 
     # --- what several nodes share ---------------------------------------------------------
 
-    def shared_setting(self, name: str, value: str) -> str:
-        """The store-wide setting ``name``, recorded as ``value`` by the first node that
-        asks (every node then agrees on it).  Raises what a transaction raises."""
+    @contextlib.contextmanager
+    def _write_locked(self) -> Iterator[Any]:
+        """A connection holding the store's write lock (released after), outside any
+        transaction; the backend's errors leave as domain errors."""
         conn = self._connection()
         conn.execute(f"SELECT pg_advisory_lock({self._write_key})")
         try:
-            conn.execute("INSERT INTO settings(key, value) VALUES (%s, %s) "
-                         "ON CONFLICT DO NOTHING", (name, value))
-            row = conn.execute("SELECT value FROM settings WHERE key = %s", (name,)).fetchone()
+            yield conn
         except BaseException as exc:
             mapped = self.domain_error(exc)
             if mapped is not None:
@@ -660,26 +660,22 @@ class PgMeta:
                 conn.execute(f"SELECT pg_advisory_unlock({self._write_key})")
             except Exception:
                 pass
+
+    def shared_setting(self, name: str, value: str) -> str:
+        """The store-wide setting ``name``, recorded as ``value`` by the first node that
+        asks (every node then agrees on it).  Raises what a transaction raises."""
+        with self._write_locked() as conn:
+            conn.execute("INSERT INTO settings(key, value) VALUES (%s, %s) "
+                         "ON CONFLICT DO NOTHING", (name, value))
+            row = conn.execute("SELECT value FROM settings WHERE key = %s", (name,)).fetchone()
         return str(row[0]) if row else value
 
     def put_shared_setting(self, name: str, value: str) -> bool:
         """Set the store-wide setting ``name`` (under the write lock).  Raises what a
         transaction raises."""
-        conn = self._connection()
-        conn.execute(f"SELECT pg_advisory_lock({self._write_key})")
-        try:
+        with self._write_locked() as conn:
             conn.execute("INSERT INTO settings(key, value) VALUES (%s, %s) ON CONFLICT(key) "
                          "DO UPDATE SET value = excluded.value", (name, value))
-        except BaseException as exc:
-            mapped = self.domain_error(exc)
-            if mapped is not None:
-                raise mapped from exc
-            raise
-        finally:
-            try:
-                conn.execute(f"SELECT pg_advisory_unlock({self._write_key})")
-            except Exception:
-                pass
         return True
 
     def take_alone(self) -> bool:
