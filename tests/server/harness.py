@@ -7,6 +7,8 @@ so a manual clock shared with the store drives part expiry and session expiry al
 from __future__ import annotations
 
 import contextlib
+import signal
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +85,6 @@ def serve_subprocess(store_dir: Path | str, user: str = "default") -> Iterator[t
     For mount tests that want to run against the server: ``fsmount mount -f --server URL
     --token-file TOKEN_FILE MOUNTPOINT``.
     """
-    import signal
     import socket
     import subprocess
     import sys
@@ -103,13 +104,18 @@ def serve_subprocess(store_dir: Path | str, user: str = "default") -> Iterator[t
     try:
         yield f"http://127.0.0.1:{port}", token_file
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a server (or mount) this test started and reap it; SIGKILL after 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 def start_serve(store_dir: Path, port: int, *extra: str) -> tuple[Any, Path]:

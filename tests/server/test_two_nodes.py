@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from fsmount import errors, fsck
 from fsmount.httpremote import HttpRemote
 from fsmount.remote import ROOT_ID, Change, ChangeKind, InputFileBig
 
-from .harness import start_serve
+from .harness import start_serve, stop_process
 
 #: The concurrent clients run at least this long and until :data:`RACE_OPS` calls succeeded,
 #: at most :data:`RACE_MAX_SECONDS` (a loaded machine makes fewer calls per second).
@@ -65,16 +64,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=30)
-
-
 @pytest.fixture
 def nodes(tmp_path: Path, pg_url: str, s3_url: str) -> Iterator[Nodes]:
     dir_a, dir_b = tmp_path / "node-a", tmp_path / "node-b"
@@ -99,7 +88,7 @@ def nodes(tmp_path: Path, pg_url: str, s3_url: str) -> Iterator[Nodes]:
                     dir_b, port_a, port_b, token_file)
     finally:
         for p in procs:
-            _stop(p)
+            stop_process(p)
     assert fsck.check(dir_a) == []
     # The command line's fsck on the other node's directory (the same PostgreSQL store).
     done = subprocess.run([sys.executable, "-m", "fsmount", "fsck", "--store", str(dir_b)],

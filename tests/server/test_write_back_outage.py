@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 
 from fsmount import mount as mount_mod
 
-from .harness import start_serve
+from .harness import start_serve, stop_process
 
 DEADLINE = 60.0
 MIB = 1 << 20
@@ -38,16 +37,6 @@ def _wait(cond, what: str) -> None:  # type: ignore[no-untyped-def]
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=30)
 
 
 @pytest.mark.fuse
@@ -78,7 +67,7 @@ def test_outage_fills_the_journal_then_writes_wait_and_resume(tmp_path: Path) ->
         _wait(lambda: mount_mod.is_mounted(str(mnt)) or mount.poll() is not None, "the mount")
         assert mount.poll() is None, log.read_text()
         files = [open(mnt / f"f{i}", "wb") for i in range(3)]  # noqa: SIM115 (closed below)
-        _stop(server)  # the server goes away
+        stop_process(server)  # the server goes away
         for f, d in zip(files[:2], data[:2], strict=True):
             f.write(d)
             f.close()  # into the journal: returns although the server is gone
@@ -130,4 +119,4 @@ def test_outage_fills_the_journal_then_writes_wait_and_resume(tmp_path: Path) ->
                 f.close()
             except OSError:
                 pass
-        _stop(server)
+        stop_process(server)
